@@ -1,0 +1,395 @@
+/*
+ * broker/deliver.c — outbound messages: routing to subscribers, the
+ * per-session queue and in-flight window, and the client's acknowledgements.
+ *
+ * Routing (route_message) matches the topic once in the shared trie; each
+ * match on this loop is delivered at once, each match on another loop is
+ * appended to that loop's batch in our outbox. The batches are posted once
+ * per loop iteration (flush_outboxes), so fan-out across loops costs one
+ * mailbox post per destination loop per iteration, not per message.
+ *
+ * Delivery to a session: QoS 0 is written straight to the connection
+ * (dropped if the client is offline or its output is backed up — QoS 0
+ * promises nothing more). QoS 1 and 2 join the session's queue; the pump
+ * moves them into flight while the window allows: the client's Receive
+ * Maximum, capped by OUT_WINDOW_MAX so that finding a packet id stays cheap.
+ * In-flight messages are kept in send order; acknowledgements usually
+ * arrive in that order, so finding one is O(1) in practice.
+ */
+#include "broker/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+#define OUT_WINDOW_MAX 256
+
+typedef enum send_result { SEND_OK, SEND_TOO_LARGE, SEND_FAILED } send_result;
+
+/* ---- out lists -------------------------------------------------------- */
+
+static void out_append(out_list *l, out_msg *o)
+{
+    o->next = NULL;
+    if (l->tail)
+        l->tail->next = o;
+    else
+        l->head = o;
+    l->tail = o;
+    l->len++;
+}
+
+static out_msg *out_pop(out_list *l)
+{
+    out_msg *o = l->head;
+    if (o) {
+        l->head = o->next;
+        if (!l->head)
+            l->tail = NULL;
+        l->len--;
+    }
+    return o;
+}
+
+/* Removes and returns the in-flight entry with this packet id. */
+static out_msg *out_take(out_list *l, uint16_t packet_id)
+{
+    out_msg *prev = NULL;
+    for (out_msg *o = l->head; o; prev = o, o = o->next) {
+        if (o->packet_id != packet_id)
+            continue;
+        if (prev)
+            prev->next = o->next;
+        else
+            l->head = o->next;
+        if (l->tail == o)
+            l->tail = prev;
+        l->len--;
+        return o;
+    }
+    return NULL;
+}
+
+static out_msg *out_find(out_list *l, uint16_t packet_id)
+{
+    for (out_msg *o = l->head; o; o = o->next)
+        if (o->packet_id == packet_id)
+            return o;
+    return NULL;
+}
+
+static void out_free(out_msg *o)
+{
+    broker_msg_unref(o->msg);
+    free(o);
+}
+
+void session_drop_messages(session *s)
+{
+    out_msg *o;
+    while ((o = out_pop(&s->inflight)))
+        out_free(o);
+    while ((o = out_pop(&s->queue)))
+        out_free(o);
+}
+
+/* ---- encoding one PUBLISH for one client ------------------------------ */
+
+/* Chooses the Topic Alias for `topic`: an existing one (then the topic is
+ * left out), or a new one while the client allows more. *is_new says the
+ * mapping must be recorded once the packet is really sent. */
+static uint16_t pick_alias(broker_client *c, mqtt_bytes topic, bool *is_new)
+{
+    *is_new = false;
+    if (c->client_alias_max == 0)
+        return 0;
+    void *v = hmap_get(&c->alias_out, topic.p, topic.len);
+    if (v)
+        return (uint16_t)(uintptr_t)v;
+    if (c->alias_out_used >= c->client_alias_max)
+        return 0;
+    *is_new = true;
+    return (uint16_t)(c->alias_out_used + 1);
+}
+
+static void record_alias(broker_client *c, mqtt_bytes topic, uint16_t alias)
+{
+    if (!c->alias_out_keys) {
+        c->alias_out_keys = calloc(c->client_alias_max, sizeof *c->alias_out_keys);
+        if (!c->alias_out_keys)
+            return;
+    }
+    char *key = malloc(topic.len ? topic.len : 1);
+    if (!key)
+        return;
+    memcpy(key, topic.p, topic.len);
+    c->alias_out_keys[c->alias_out_used++] = key;
+    hmap_put(&c->alias_out, key, topic.len, (void *)(uintptr_t)alias);
+}
+
+static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t qos,
+                                bool retain, uint32_t sub_id, uint16_t packet_id, bool dup)
+{
+    mqtt_packet pkt = {.type = MQTT_PUBLISH};
+    mqtt_publish *p = &pkt.u.publish;
+    p->qos = qos;
+    p->retain = retain;
+    p->dup = dup;
+    p->packet_id = packet_id;
+    p->topic = msg->topic;
+    p->payload = msg->payload;
+    p->props = msg->props;
+    if (msg->has_expiry) {
+        p->props.message_expiry_interval =
+            broker_msg_expiry_left(msg, net_loop_now_ms(c->bl->loop));
+        MQTT_SET(&p->props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL);
+    }
+    if (sub_id) {
+        p->props.subscription_identifier[0] = sub_id;
+        p->props.subscription_identifier_count = 1;
+        MQTT_SET(&p->props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER);
+    }
+    bool new_alias = false;
+    uint16_t alias = c->info.protocol_version == MQTT_V5 ? pick_alias(c, msg->topic, &new_alias) : 0;
+    if (alias) {
+        p->props.topic_alias = alias;
+        MQTT_SET(&p->props, MQTT_PROP_TOPIC_ALIAS);
+        if (!new_alias)
+            p->topic = (mqtt_bytes){0};
+    }
+    size_t n = mqtt_encoded_size(&pkt, c->info.protocol_version);
+    if (n == 0)
+        return SEND_FAILED;
+    if (c->client_max_packet && n > c->client_max_packet)
+        return SEND_TOO_LARGE; /* [MQTT-3.1.2-24]: discard, as if sent */
+    uint8_t *out = net_conn_reserve(c->conn, n);
+    if (!out)
+        return SEND_FAILED;
+    net_conn_commit(c->conn, mqtt_encode(&pkt, c->info.protocol_version, out));
+    if (new_alias)
+        record_alias(c, msg->topic, alias);
+    return SEND_OK;
+}
+
+/* ---- the session's queue and window ----------------------------------- */
+
+static bool connected(const session *s)
+{
+    return s->client && s->client->state == CLIENT_CONNECTED;
+}
+
+static uint16_t next_packet_id(session *s)
+{
+    for (;;) {
+        uint16_t id = s->next_packet_id++;
+        if (s->next_packet_id == 0)
+            s->next_packet_id = 1;
+        if (id != 0 && !out_find(&s->inflight, id))
+            return id;
+    }
+}
+
+/* Moves queued messages into flight while the window and the socket allow. */
+void session_resume_delivery(session *s)
+{
+    if (!connected(s))
+        return;
+    broker_client *c = s->client;
+    uint32_t window = c->client_receive_max < OUT_WINDOW_MAX ? c->client_receive_max : OUT_WINDOW_MAX;
+    uint64_t now = net_loop_now_ms(s->bl->loop);
+    while (s->queue.head && s->inflight.len < window &&
+           net_conn_out_queued(c->conn) < s->bl->b->conn_limits.out_high) {
+        out_msg *o = out_pop(&s->queue);
+        if (broker_msg_expired(o->msg, now)) {
+            out_free(o);
+            continue;
+        }
+        o->packet_id = next_packet_id(s);
+        send_result r = send_publish(c, o->msg, o->qos, o->retain, o->sub_id, o->packet_id, false);
+        if (r == SEND_OK) {
+            out_append(&s->inflight, o);
+        } else {
+            if (r == SEND_TOO_LARGE)
+                log_debug("%s: message on %.*s larger than the client's maximum, dropped",
+                          s->client_id, (int)o->msg->topic.len, (const char *)o->msg->topic.p);
+            out_free(o);
+        }
+    }
+}
+
+/* A resumed session: everything in flight is sent again, PUBLISH with DUP
+ * set and PUBREL for those already received [MQTT-4.4.0-1]. */
+void session_redeliver(session *s)
+{
+    if (!connected(s))
+        return;
+    broker_client *c = s->client;
+    for (out_msg *o = s->inflight.head; o; o = o->next) {
+        if (o->awaiting_pubcomp)
+            send_ack(c, MQTT_PUBREL, o->packet_id, MQTT_RC_SUCCESS, NULL);
+        else
+            send_publish(c, o->msg, o->qos, o->retain, o->sub_id, o->packet_id, true);
+    }
+    session_resume_delivery(s);
+}
+
+void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint32_t sub_id,
+                     uint64_t app_tag)
+{
+    if (s->dead || broker_msg_expired(msg, net_loop_now_ms(s->bl->loop)))
+        return;
+    if (qos == 0) {
+        if (connected(s) &&
+            net_conn_out_queued(s->client->conn) < s->bl->b->conn_limits.out_high)
+            send_publish(s->client, msg, 0, retain, sub_id, 0, false);
+        return;
+    }
+    if (s->queue.len >= s->bl->b->limits.max_queued_messages) {
+        log_debug("%s: queue full, message on %.*s dropped", s->client_id,
+                  (int)msg->topic.len, (const char *)msg->topic.p);
+        return;
+    }
+    out_msg *o = calloc(1, sizeof *o);
+    if (!o)
+        return;
+    o->msg = broker_msg_ref(msg);
+    o->qos = qos;
+    o->retain = retain;
+    o->sub_id = sub_id;
+    o->app_tag = app_tag;
+    out_append(&s->queue, o);
+    session_resume_delivery(s);
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+static void outbox_add(broker_loop *bl, session *s, broker_msg *msg, uint8_t qos, bool retain,
+                       uint32_t sub_id)
+{
+    delivery_batch *b = &bl->outbox[s->bl->index];
+    if (b->len == b->cap) {
+        size_t ncap = b->cap ? b->cap * 2 : 64;
+        delivery *n = realloc(b->items, ncap * sizeof *n);
+        if (!n) {
+            session_unref(s);
+            return;
+        }
+        b->items = n;
+        b->cap = ncap;
+    }
+    b->items[b->len++] = (delivery){s, broker_msg_ref(msg), qos, retain, sub_id};
+}
+
+void route_message(broker_loop *bl, broker_msg *msg, size_t *matched)
+{
+    broker *b = bl->b;
+    if (msg->retain && b->limits.retain_available)
+        retain_store_set(b->retained, msg);
+    bl->matches.len = 0;
+    if (!topic_tree_match(b->subs, msg->topic, &bl->matches))
+        log_warn("out of memory matching %.*s", (int)msg->topic.len, (const char *)msg->topic.p);
+    if (matched)
+        *matched = bl->matches.len;
+    for (size_t i = 0; i < bl->matches.len; i++) {
+        topic_match *m = &bl->matches.items[i];
+        session *s = m->subscriber;
+        if ((m->options & MQTT_SUBOPT_NO_LOCAL) && msg->origin == s && !m->shared) {
+            session_unref(s);
+            continue;
+        }
+        uint8_t qos = msg->qos < MQTT_SUBOPT_QOS(m->options) ? msg->qos : MQTT_SUBOPT_QOS(m->options);
+        bool retain = (m->options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) ? msg->retain : false;
+        if (s->bl == bl) {
+            session_deliver(s, msg, qos, retain, m->sub_id, 0);
+            session_unref(s);
+        } else {
+            outbox_add(bl, s, msg, qos, retain, m->sub_id); /* keeps the session ref */
+        }
+    }
+}
+
+static void run_batch(net_loop *loop, void *arg)
+{
+    (void)loop;
+    delivery_batch *batch = arg;
+    for (size_t i = 0; i < batch->len; i++) {
+        delivery *d = &batch->items[i];
+        session_deliver(d->target, d->msg, d->qos, d->retain, d->sub_id, 0);
+        broker_msg_unref(d->msg);
+        session_unref(d->target);
+    }
+    free(batch->items);
+    free(batch);
+}
+
+void flush_outboxes(net_loop *loop, void *arg)
+{
+    (void)loop;
+    broker_loop *bl = arg;
+    for (unsigned i = 0; i < bl->b->nloops; i++) {
+        delivery_batch *ob = &bl->outbox[i];
+        if (ob->len == 0)
+            continue;
+        delivery_batch *batch = malloc(sizeof *batch);
+        if (!batch)
+            continue; /* retried next iteration */
+        *batch = *ob;
+        *ob = (delivery_batch){0};
+        net_loop_post(bl->b->loops[i]->loop, run_batch, batch);
+    }
+}
+
+/* ---- acknowledgements from the client --------------------------------- */
+
+static void settle(broker_client *c, out_msg *o, const mqtt_ack *ack)
+{
+    broker *b = c->bl->b;
+    if (o->app_tag && b->app.settled)
+        b->app.settled(b->app.ctx, c, o->app_tag, ack);
+    out_free(o);
+}
+
+void handle_puback(broker_client *c, const mqtt_ack *ack)
+{
+    session *s = c->session;
+    out_msg *o = out_find(&s->inflight, ack->packet_id);
+    if (!o || o->qos != 1) {
+        log_debug("%s: PUBACK for unknown packet id %u", c->client_id, ack->packet_id);
+        return;
+    }
+    out_take(&s->inflight, ack->packet_id);
+    settle(c, o, ack);
+    session_resume_delivery(s);
+}
+
+void handle_pubrec(broker_client *c, const mqtt_ack *ack)
+{
+    session *s = c->session;
+    out_msg *o = out_find(&s->inflight, ack->packet_id);
+    if (!o || o->qos != 2) {
+        send_ack(c, MQTT_PUBREL, ack->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND, NULL);
+        return;
+    }
+    if (ack->reason >= 0x80) { /* the client refused it: the flow ends here */
+        out_take(&s->inflight, ack->packet_id);
+        settle(c, o, ack);
+        session_resume_delivery(s);
+        return;
+    }
+    o->awaiting_pubcomp = true;
+    send_ack(c, MQTT_PUBREL, ack->packet_id, MQTT_RC_SUCCESS, NULL);
+}
+
+void handle_pubcomp(broker_client *c, const mqtt_ack *ack)
+{
+    session *s = c->session;
+    out_msg *o = out_find(&s->inflight, ack->packet_id);
+    if (!o || !o->awaiting_pubcomp) {
+        log_debug("%s: PUBCOMP for unknown packet id %u", c->client_id, ack->packet_id);
+        return;
+    }
+    out_take(&s->inflight, ack->packet_id);
+    settle(c, o, ack);
+    session_resume_delivery(s);
+}

@@ -1,0 +1,262 @@
+/*
+ * broker/input.c — from bytes on a connection to packet handlers, and the
+ * life and death of a client connection.
+ *
+ * on_input frames and decodes as many whole packets as the bytes hold and
+ * dispatches each by type (one handler per packet type, in the file named
+ * after it). A packet that breaks the protocol ends the connection with the
+ * reason code the standard asks for: DISCONNECT to a connected MQTT 5
+ * client, a CONNACK with the code before CONNECT was accepted, or a silent
+ * close where the standard says so (3.1.1, and anything before CONNECT).
+ *
+ * While the application decides on a CONNECT (or an AUTH exchange runs, or
+ * the connection moves to its session's loop) input is paused: later
+ * packets wait unread in the buffer until the client is connected.
+ */
+#include "broker/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+static void *on_open(net_conn *conn, void *listener_arg)
+{
+    broker *b = listener_arg;
+    broker_loop *bl = broker_loop_of(b, net_conn_loop(conn));
+    broker_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->bl = bl;
+    c->conn = conn;
+    c->handle = net_conn_id(conn);
+    c->state = CLIENT_AWAIT_CONNECT;
+    c->info.conn = conn;
+    c->info.protocol_version = MQTT_V5; /* until CONNECT says otherwise */
+    c->request_problem_info = true;
+    c->last_rx_ms = net_loop_now_ms(bl->loop);
+    hmap_init(&c->alias_out);
+    if (hmap_put(&bl->clients, &c->handle, sizeof c->handle, c) == c) {
+        free(c);
+        return NULL;
+    }
+    client_start_connect_timer(c);
+    return c;
+}
+
+static void on_keepalive_timer(net_loop *loop, net_timer *t);
+
+/* Keep-alive: 1.5 × the negotiated interval without any packet from the
+ * client [MQTT-3.1.2-22]. The timer is not re-armed per packet; when it
+ * fires early it re-arms for the time that is really left. */
+void client_arm_keepalive(broker_client *c)
+{
+    if (c->keep_alive == 0) {
+        net_timer_stop(c->bl->loop, &c->keepalive_timer);
+        return;
+    }
+    uint64_t limit = (uint64_t)c->keep_alive * 1500u;
+    uint64_t now = net_loop_now_ms(c->bl->loop);
+    uint64_t idle = now - c->last_rx_ms;
+    net_timer_start(c->bl->loop, &c->keepalive_timer, idle >= limit ? 0 : limit - idle,
+                    on_keepalive_timer);
+}
+
+static void on_keepalive_timer(net_loop *loop, net_timer *t)
+{
+    broker_client *c = (broker_client *)((char *)t - offsetof(broker_client, keepalive_timer));
+    uint64_t limit = (uint64_t)c->keep_alive * 1500u;
+    if (net_loop_now_ms(loop) - c->last_rx_ms < limit) {
+        client_arm_keepalive(c);
+        return;
+    }
+    log_info("%s: keep-alive timeout (%us)", c->client_id ? c->client_id : "?", c->keep_alive);
+    client_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, NULL);
+}
+
+static void on_connect_timer(net_loop *loop, net_timer *t)
+{
+    (void)loop;
+    broker_client *c = (broker_client *)((char *)t - offsetof(broker_client, connect_timer));
+    if (c->state == CLIENT_CONNECTED)
+        return;
+    log_info("%s: no CONNECT in time", net_conn_peer_str(c->conn));
+    c->will_suppressed = true;
+    c->state = CLIENT_CLOSED;
+    net_conn_close(c->conn, false);
+}
+
+void client_start_connect_timer(broker_client *c)
+{
+    net_timer_start(c->bl->loop, &c->connect_timer, c->bl->b->limits.connect_timeout_ms,
+                    on_connect_timer);
+}
+
+void client_close(broker_client *c, uint8_t reason, const char *reason_string)
+{
+    if (c->state == CLIENT_CLOSED)
+        return;
+    if (c->state == CLIENT_CONNECTED)
+        send_disconnect(c, reason, reason_string);
+    c->close_reason = reason;
+    c->state = CLIENT_CLOSED;
+    net_conn_close(c->conn, true);
+}
+
+/* A protocol violation: the reason goes in CONNACK before CONNECT was
+ * accepted, in DISCONNECT after. */
+static void protocol_violation(broker_client *c, uint8_t reason, const char *what)
+{
+    log_info("%s %s: %s (%s)", net_conn_peer_str(c->conn), c->client_id ? c->client_id : "",
+             what, mqtt_reason_name(reason));
+    if (c->state == CLIENT_AWAIT_CONNECT) {
+        c->state = CLIENT_CLOSED;
+        net_conn_close(c->conn, true);
+        return;
+    }
+    client_close(c, reason, what);
+}
+
+/* Whether a packet of this type is acceptable in the client's state. */
+static bool allowed_in_state(const broker_client *c, uint8_t type)
+{
+    switch (c->state) {
+    case CLIENT_AWAIT_CONNECT:
+        return type == MQTT_CONNECT;
+    case CLIENT_AUTHENTICATING:
+        return type == MQTT_AUTH || type == MQTT_DISCONNECT;
+    case CLIENT_CONNECTED:
+        return type != MQTT_CONNECT && type != MQTT_CONNACK && type != MQTT_SUBACK &&
+               type != MQTT_UNSUBACK && type != MQTT_PINGRESP &&
+               (type != MQTT_AUTH || c->info.protocol_version == MQTT_V5);
+    default:
+        return false;
+    }
+}
+
+static void dispatch(broker_client *c, mqtt_packet *pkt)
+{
+    switch (pkt->type) {
+    case MQTT_CONNECT: handle_connect(c, &pkt->u.connect); break;
+    case MQTT_PUBLISH: handle_publish(c, &pkt->u.publish); break;
+    case MQTT_PUBACK: handle_puback(c, &pkt->u.ack); break;
+    case MQTT_PUBREC: handle_pubrec(c, &pkt->u.ack); break;
+    case MQTT_PUBREL: handle_pubrel(c, &pkt->u.ack); break;
+    case MQTT_PUBCOMP: handle_pubcomp(c, &pkt->u.ack); break;
+    case MQTT_SUBSCRIBE: handle_subscribe(c, &pkt->u.subscribe); break;
+    case MQTT_UNSUBSCRIBE: handle_unsubscribe(c, &pkt->u.unsubscribe); break;
+    case MQTT_PINGREQ: {
+        mqtt_packet resp = {.type = MQTT_PINGRESP};
+        send_packet(c, &resp);
+        break;
+    }
+    case MQTT_DISCONNECT: handle_disconnect(c, &pkt->u.disconnect); break;
+    case MQTT_AUTH: handle_auth(c, &pkt->u.auth); break;
+    default: break;
+    }
+}
+
+/*
+ * A CONNECT the decoder refused. The client learns why in a CONNACK in the
+ * protocol version it asked for, when that is readable from the bytes
+ * [MQTT-3.1.4-2]: an unknown version gets the 3.1.1 form with return code
+ * 1 [MQTT-3.1.2-2], a 3.1.1 client with an empty id and CleanSession 0 gets
+ * return code 2 [MQTT-3.1.3-8]. Then the connection is closed.
+ */
+static void refuse_bad_connect(broker_client *c, const uint8_t *pkt, const mqtt_frame *f,
+                               uint8_t rc)
+{
+    const uint8_t *vh = pkt + f->header_len;
+    size_t vlen = f->total_len - f->header_len;
+    bool named = vlen >= 7 && vh[0] == 0 && vh[1] == 4 && memcmp(vh + 2, "MQTT", 4) == 0;
+    c->info.protocol_version = named && vh[6] == MQTT_V5 ? MQTT_V5 : MQTT_V311;
+    log_info("%s: CONNECT refused (%s)", net_conn_peer_str(c->conn), mqtt_reason_name(rc));
+    if (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION || rc == MQTT_RC_CLIENT_ID_NOT_VALID ||
+        c->info.protocol_version == MQTT_V5)
+        send_connack(c, false, rc, NULL);
+    c->will_suppressed = true;
+    c->state = CLIENT_CLOSED;
+    net_conn_close(c->conn, true);
+}
+
+static size_t on_input(net_conn *conn, void *user, const uint8_t *data, size_t len)
+{
+    broker_client *c = user;
+    size_t off = 0;
+    uint32_t max = c->bl->b->limits.maximum_packet_size;
+    while (off < len && (c->state == CLIENT_AWAIT_CONNECT || c->state == CLIENT_CONNECTED ||
+                         c->state == CLIENT_AUTHENTICATING)) {
+        mqtt_frame f;
+        mqtt_frame_status st = mqtt_frame_parse(data + off, len - off, max, &f);
+        if (st == MQTT_FRAME_NEED_MORE)
+            break;
+        if (st == MQTT_FRAME_ERROR) {
+            protocol_violation(c, f.reason, f.reason == MQTT_RC_PACKET_TOO_LARGE
+                                                ? "packet larger than Maximum Packet Size"
+                                                : "malformed fixed header");
+            return len;
+        }
+        mqtt_packet pkt;
+        uint8_t rc = mqtt_decode(data + off, f.total_len, c->info.protocol_version, &pkt);
+        off += f.total_len;
+        c->last_rx_ms = net_loop_now_ms(c->bl->loop);
+        if (rc != 0) {
+            if (f.type == MQTT_CONNECT && c->state == CLIENT_AWAIT_CONNECT) {
+                refuse_bad_connect(c, data + off - f.total_len, &f, rc);
+                return len;
+            }
+            protocol_violation(c, rc, mqtt_packet_type_name(f.type));
+            return len;
+        }
+        if (!allowed_in_state(c, pkt.type)) {
+            protocol_violation(c, MQTT_RC_PROTOCOL_ERROR, "unexpected packet");
+            return len;
+        }
+        dispatch(c, &pkt);
+        /* CONNECT pauses input until it is answered; stop here so the
+         * bytes that follow are handled in the right state. */
+        if (pkt.type == MQTT_CONNECT || c->state != CLIENT_CONNECTED)
+            break;
+    }
+    return off;
+}
+
+void client_resume_input(broker_client *c)
+{
+    if (c->state == CLIENT_CONNECTED || c->state == CLIENT_AUTHENTICATING)
+        net_conn_pause_input(c->conn, false);
+}
+
+static void on_drain(net_conn *conn, void *user)
+{
+    (void)conn;
+    broker_client *c = user;
+    if (c->state == CLIENT_CONNECTED && c->session)
+        session_resume_delivery(c->session);
+}
+
+static void on_close(net_conn *conn, void *user)
+{
+    (void)conn;
+    broker_client *c = user;
+    broker_loop *bl = c->bl;
+    net_timer_stop(bl->loop, &c->keepalive_timer);
+    net_timer_stop(bl->loop, &c->connect_timer);
+    if (c->state != CLIENT_CLOSED && !c->close_reason)
+        c->close_reason = MQTT_RC_UNSPECIFIED_ERROR; /* network loss */
+    c->state = CLIENT_CLOSED;
+    if (c->session)
+        session_detach(c->session, c);
+    if (c->app_notified && bl->b->app.disconnected)
+        bl->b->app.disconnected(bl->b->app.ctx, c, c->close_reason);
+    hmap_del(&bl->clients, &c->handle, sizeof c->handle);
+    client_free_connect_state(c);
+    free(c);
+}
+
+const net_conn_handler broker_conn_handler = {
+    .on_open = on_open,
+    .on_input = on_input,
+    .on_drain = on_drain,
+    .on_close = on_close,
+};

@@ -1,0 +1,239 @@
+/*
+ * broker/internal.h — the broker's own structures, shared by its files and
+ * by nothing outside src/broker/.
+ *
+ * Three kinds of state:
+ *   struct broker        process-wide: limits, the application, the shared
+ *                        subscription trie and retained store.
+ *   struct broker_loop   one per event loop: the sessions this loop owns,
+ *                        the connections it serves, scratch vectors, and
+ *                        outgoing batches of deliveries for other loops.
+ *   struct broker_client one per network connection (protocol state).
+ *   struct session       one per client id, owned by the loop that
+ *                        hash(client id) names; outlives connections.
+ */
+#ifndef IOTHUBD_BROKER_INTERNAL_H
+#define IOTHUBD_BROKER_INTERNAL_H
+
+#include <stdatomic.h>
+
+#include "broker/broker.h"
+#include "broker/topic_tree.h"
+#include "mqtt/codec.h"
+#include "util/hmap.h"
+
+typedef struct broker_loop broker_loop;
+typedef struct session session;
+
+/* One delivery on its way to a session on another loop. */
+typedef struct delivery {
+    session *target;   /* holds a reference */
+    broker_msg *msg;   /* holds a reference */
+    uint8_t qos;
+    bool retain;
+    uint32_t sub_id;
+} delivery;
+
+typedef struct delivery_batch {
+    delivery *items;
+    size_t len;
+    size_t cap;
+} delivery_batch;
+
+struct broker {
+    net_server *server;
+    broker_limits limits;
+    broker_app app;
+    topic_tree *subs;
+    retain_store *retained;
+    unsigned nloops;
+    broker_loop **loops;
+    net_conn_handler handler;
+    net_conn_limits conn_limits;
+};
+
+struct broker_loop {
+    broker *b;
+    net_loop *loop;
+    unsigned index;
+    hmap sessions;            /* client id → session (owned here) */
+    hmap clients;             /* handle → broker_client on this loop */
+    topic_match_vec matches;  /* scratch for routing */
+    broker_msg_vec retained;  /* scratch for retained delivery */
+    delivery_batch *outbox;   /* [nloops]: deliveries for other loops */
+    uint64_t assigned_ids;    /* counter for Assigned Client Identifiers */
+};
+
+/* A QoS>0 message to a client: queued, or in flight awaiting its ack. */
+typedef struct out_msg {
+    struct out_msg *next;
+    broker_msg *msg;
+    uint64_t app_tag;     /* 0 = routed by subscription, else the app's */
+    uint32_t sub_id;
+    uint16_t packet_id;   /* assigned when first sent */
+    uint8_t qos;
+    bool retain;
+    bool awaiting_pubcomp; /* QoS 2: PUBREC received, PUBREL sent */
+} out_msg;
+
+typedef struct out_list {
+    out_msg *head;
+    out_msg *tail;
+    uint32_t len;
+} out_list;
+
+/* A subscription as the session remembers it (to list, replace, count and
+ * remove its entries from the shared trie when the session ends). */
+typedef struct session_sub {
+    char *group;      /* NUL-terminated, "" when not shared */
+    char *filter;
+    uint8_t options;
+    uint32_t sub_id;
+} session_sub;
+
+struct session {
+    atomic_uint refs;
+    broker_loop *bl;          /* owner; never changes */
+    char *client_id;
+    size_t client_id_len;
+    broker_client *client;    /* attached connection, or NULL */
+    bool dead;                /* ended: deliveries to it are dropped */
+    uint32_t expiry_interval; /* seconds; UINT32_MAX = never */
+    net_timer expiry_timer;
+    session_sub *subs;
+    uint32_t nsubs;
+    uint32_t subs_cap;
+    out_list inflight;        /* sent, unacknowledged, in send order */
+    out_list queue;           /* waiting for a window or a connection */
+    uint16_t next_packet_id;
+    uint16_t *qos2_in;        /* inbound QoS 2 ids awaiting PUBREL */
+    uint32_t nqos2_in;
+    uint32_t qos2_in_cap;
+    broker_msg *pending_will; /* delayed Will, published by will_timer */
+    uint8_t pending_will_qos;
+    net_timer will_timer;
+};
+
+typedef enum client_state {
+    CLIENT_AWAIT_CONNECT,
+    CLIENT_AUTHENTICATING, /* the app is deciding, or an AUTH exchange */
+    CLIENT_MIGRATING,      /* moving to the session's loop */
+    CLIENT_CONNECTED,
+    CLIENT_CLOSED,
+} client_state;
+
+struct broker_client {
+    broker_loop *bl;
+    net_conn *conn;
+    broker_client_handle handle;
+    client_state state;
+    bool reauthenticating;
+    broker_client_info info;
+    void *app_data;
+
+    /* From CONNECT, owned copies. */
+    char *client_id;
+    size_t client_id_len;
+    bool assigned_id;
+    char *username;
+    char *auth_method;
+    bool clean_start;
+    uint16_t keep_alive;          /* effective, seconds */
+    bool server_keep_alive_sent;
+    uint32_t session_expiry;      /* requested, capped */
+    uint16_t client_receive_max;  /* outbound window */
+    uint32_t client_max_packet;   /* 0 = no limit */
+    uint16_t client_alias_max;    /* outbound topic aliases allowed */
+    bool request_problem_info;
+    broker_msg *will;
+    uint8_t will_qos;
+    uint32_t will_delay;
+
+    /* Answers the app gave before CONNACK could be sent (owned copy). */
+    mqtt_props connack_props;
+    uint8_t *connack_props_mem;
+
+    /* Liveness. */
+    uint64_t last_rx_ms;
+    net_timer keepalive_timer;
+    net_timer connect_timer;
+
+    /* Inbound topic aliases: index 1..limits.topic_alias_maximum. */
+    mqtt_bytes *alias_in;
+    /* Outbound topic aliases: topic → alias number. Keys live in alias_out_keys. */
+    hmap alias_out;
+    char **alias_out_keys;
+    uint16_t alias_out_used;
+
+    /* Inbound QoS>0 publishes the app has not completed yet (count toward
+     * our Receive Maximum), with their QoS (to answer PUBACK or PUBREC). */
+    uint32_t pending_in;
+
+    session *session;
+    bool will_suppressed;         /* normal DISCONNECT received */
+    uint8_t close_reason;         /* for the app's disconnected() */
+    bool app_notified;            /* authenticate() was called */
+};
+
+/* ---- broker.c --------------------------------------------------------- */
+broker_loop *broker_loop_of(broker *b, net_loop *loop);
+broker_loop *broker_owner_loop(broker *b, const char *client_id, size_t len);
+
+/* ---- input.c ---------------------------------------------------------- */
+void client_resume_input(broker_client *c);
+void client_arm_keepalive(broker_client *c);
+void client_start_connect_timer(broker_client *c);
+/* Sends DISCONNECT (MQTT 5, when connected) and closes; the Will is
+ * published unless suppressed. */
+void client_close(broker_client *c, uint8_t reason, const char *reason_string);
+
+/* ---- send.c ----------------------------------------------------------- */
+bool send_packet(broker_client *c, const mqtt_packet *pkt);
+void send_ack(broker_client *c, uint8_t type, uint16_t packet_id, uint8_t reason,
+              const mqtt_props *props);
+void send_connack(broker_client *c, bool session_present, uint8_t reason,
+                  const mqtt_props *props);
+void send_auth(broker_client *c, uint8_t reason, const mqtt_props *props);
+void send_disconnect(broker_client *c, uint8_t reason, const char *reason_string);
+uint8_t props_deep_copy(const mqtt_props *src, mqtt_props *dst, uint8_t **mem);
+
+/* ---- connect.c -------------------------------------------------------- */
+void handle_connect(broker_client *c, const mqtt_connect *pkt);
+void handle_auth(broker_client *c, const mqtt_reason_packet *pkt);
+void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt);
+void client_free_connect_state(broker_client *c);
+
+/* ---- session.c -------------------------------------------------------- */
+session *session_find(broker_loop *bl, const char *id, size_t len);
+session *session_create(broker_loop *bl, const char *id, size_t len);
+void session_end(session *s);
+void session_ref(session *s);
+void session_unref(session *s);
+void session_detach(session *s, broker_client *c);
+void session_publish_will(broker_loop *bl, broker_msg *will, uint8_t qos);
+bool session_qos2_in_has(session *s, uint16_t id);
+bool session_qos2_in_add(session *s, uint16_t id);
+bool session_qos2_in_del(session *s, uint16_t id);
+
+/* ---- deliver.c -------------------------------------------------------- */
+void route_message(broker_loop *bl, broker_msg *msg, size_t *matched);
+void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain,
+                     uint32_t sub_id, uint64_t app_tag);
+void session_resume_delivery(session *s);
+void session_redeliver(session *s);
+void session_drop_messages(session *s);
+void handle_puback(broker_client *c, const mqtt_ack *ack);
+void handle_pubrec(broker_client *c, const mqtt_ack *ack);
+void handle_pubcomp(broker_client *c, const mqtt_ack *ack);
+void flush_outboxes(net_loop *loop, void *arg);
+
+/* ---- publish.c -------------------------------------------------------- */
+void handle_publish(broker_client *c, mqtt_publish *pkt);
+void handle_pubrel(broker_client *c, const mqtt_ack *ack);
+
+/* ---- subscribe.c ------------------------------------------------------ */
+void handle_subscribe(broker_client *c, const mqtt_subscribe *pkt);
+void handle_unsubscribe(broker_client *c, const mqtt_unsubscribe *pkt);
+void session_remove_all_subs(session *s);
+
+#endif

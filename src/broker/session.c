@@ -1,0 +1,181 @@
+/*
+ * broker/session.c — sessions: creation, detachment, expiry, and Wills.
+ *
+ * A session is the state that outlives a connection: subscriptions, QoS>0
+ * messages queued or in flight, inbound QoS 2 packet ids awaiting PUBREL,
+ * and a delayed Will. It belongs to one loop (see broker.c) and is touched
+ * only there, except for its reference count: the subscription trie hands
+ * out references to sessions matched on other loops' threads, so `refs` is
+ * atomic and the struct is freed by whoever drops the last one. Everything
+ * else is released when the session ends (session_end), on its own loop;
+ * a late delivery finds it `dead` and is dropped.
+ */
+#include "broker/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+session *session_find(broker_loop *bl, const char *id, size_t len)
+{
+    return hmap_get(&bl->sessions, id, len);
+}
+
+session *session_create(broker_loop *bl, const char *id, size_t len)
+{
+    session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->client_id = malloc(len + 1);
+    if (!s->client_id) {
+        free(s);
+        return NULL;
+    }
+    memcpy(s->client_id, id, len);
+    s->client_id[len] = '\0';
+    s->client_id_len = len;
+    s->bl = bl;
+    atomic_init(&s->refs, 1); /* the table's reference */
+    s->next_packet_id = 1;
+    if (hmap_put(&bl->sessions, s->client_id, len, s) == s) {
+        free(s->client_id);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void session_ref(session *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
+
+void session_unref(session *s)
+{
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+        free(s->client_id);
+        free(s);
+    }
+}
+
+void session_publish_will(broker_loop *bl, broker_msg *will, uint8_t qos)
+{
+    (void)qos;
+    log_debug("publishing Will on %.*s", (int)will->topic.len, (const char *)will->topic.p);
+    route_message(bl, will, NULL);
+}
+
+static void publish_pending_will(session *s)
+{
+    if (!s->pending_will)
+        return;
+    net_timer_stop(s->bl->loop, &s->will_timer);
+    broker_msg *w = s->pending_will;
+    s->pending_will = NULL;
+    session_publish_will(s->bl, w, s->pending_will_qos);
+    broker_msg_unref(w);
+}
+
+/* Ends the session: its Will (if still pending) is published, its
+ * subscriptions and messages are dropped, and it leaves the table. */
+void session_end(session *s)
+{
+    if (s->dead)
+        return;
+    broker_loop *bl = s->bl;
+    log_debug("session %s ended", s->client_id);
+    net_timer_stop(bl->loop, &s->expiry_timer);
+    publish_pending_will(s);
+    session_remove_all_subs(s);
+    session_drop_messages(s);
+    free(s->qos2_in);
+    s->qos2_in = NULL;
+    s->nqos2_in = s->qos2_in_cap = 0;
+    if (s->client) {
+        s->client->session = NULL;
+        s->client = NULL;
+    }
+    hmap_del(&bl->sessions, s->client_id, s->client_id_len);
+    s->dead = true;
+    session_unref(s);
+}
+
+static void on_expiry_timer(net_loop *loop, net_timer *t)
+{
+    (void)loop;
+    session *s = (session *)((char *)t - offsetof(session, expiry_timer));
+    if (!s->client)
+        session_end(s);
+}
+
+static void on_will_timer(net_loop *loop, net_timer *t)
+{
+    (void)loop;
+    session *s = (session *)((char *)t - offsetof(session, will_timer));
+    publish_pending_will(s);
+}
+
+/*
+ * The connection `c` leaves the session. Its Will is published now, or
+ * after the Will Delay Interval, or when the session ends, whichever is
+ * first [MQTT-3.1.2-8]; a normal DISCONNECT discarded it already. A session
+ * with expiry 0 ends here; others wait for their expiry timer.
+ */
+void session_detach(session *s, broker_client *c)
+{
+    broker_loop *bl = s->bl;
+    s->client = NULL;
+    c->session = NULL;
+    broker_msg *will = c->will;
+    c->will = NULL;
+    if (will && !c->will_suppressed) {
+        if (c->will_delay == 0 || s->expiry_interval == 0) {
+            session_publish_will(bl, will, c->will_qos);
+        } else {
+            uint32_t delay = c->will_delay < s->expiry_interval ? c->will_delay : s->expiry_interval;
+            s->pending_will = broker_msg_ref(will);
+            s->pending_will_qos = c->will_qos;
+            net_timer_start(bl->loop, &s->will_timer, (uint64_t)delay * 1000u, on_will_timer);
+        }
+    }
+    if (will)
+        broker_msg_unref(will);
+    if (s->expiry_interval == 0)
+        session_end(s);
+    else if (s->expiry_interval != UINT32_MAX)
+        net_timer_start(bl->loop, &s->expiry_timer, (uint64_t)s->expiry_interval * 1000u,
+                        on_expiry_timer);
+}
+
+/* Inbound QoS 2 packet ids awaiting PUBREL: a small array; it never holds
+ * more than our Receive Maximum. */
+bool session_qos2_in_has(session *s, uint16_t id)
+{
+    for (uint32_t i = 0; i < s->nqos2_in; i++)
+        if (s->qos2_in[i] == id)
+            return true;
+    return false;
+}
+
+bool session_qos2_in_add(session *s, uint16_t id)
+{
+    if (s->nqos2_in == s->qos2_in_cap) {
+        uint32_t ncap = s->qos2_in_cap ? s->qos2_in_cap * 2 : 8;
+        uint16_t *n = realloc(s->qos2_in, ncap * sizeof *n);
+        if (!n)
+            return false;
+        s->qos2_in = n;
+        s->qos2_in_cap = ncap;
+    }
+    s->qos2_in[s->nqos2_in++] = id;
+    return true;
+}
+
+bool session_qos2_in_del(session *s, uint16_t id)
+{
+    for (uint32_t i = 0; i < s->nqos2_in; i++) {
+        if (s->qos2_in[i] == id) {
+            s->qos2_in[i] = s->qos2_in[--s->nqos2_in];
+            return true;
+        }
+    }
+    return false;
+}

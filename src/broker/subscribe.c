@@ -1,0 +1,251 @@
+/*
+ * broker/subscribe.c — SUBSCRIBE and UNSUBSCRIBE.
+ *
+ * Each entry of a SUBSCRIBE is judged on its own and gets its own SUBACK
+ * reason code: filter syntax (0x8F), shared subscriptions and wildcards
+ * against what we offered (0x9E, 0xA2), the per-client subscription limit
+ * (0x97), then the application's authorisation. Granted subscriptions go
+ * into the shared trie and into the session's own list. Retained messages
+ * are sent after the SUBACK, as Retain Handling asks: 0 always, 1 only for
+ * a new subscription, 2 never; never for shared subscriptions [MQTT-3.8.4-?].
+ */
+#include "broker/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+static char *dup_str(mqtt_bytes b)
+{
+    char *s = malloc((size_t)b.len + 1);
+    if (s) {
+        if (b.len)
+            memcpy(s, b.p, b.len);
+        s[b.len] = '\0';
+    }
+    return s;
+}
+
+static bool bytes_eq_str(mqtt_bytes b, const char *s)
+{
+    return strlen(s) == b.len && memcmp(s, b.p, b.len) == 0;
+}
+
+static session_sub *find_sub(session *s, mqtt_bytes group, mqtt_bytes filter)
+{
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (bytes_eq_str(group, s->subs[i].group) && bytes_eq_str(filter, s->subs[i].filter))
+            return &s->subs[i];
+    return NULL;
+}
+
+static bool remember_sub(session *s, mqtt_bytes group, mqtt_bytes filter, uint8_t options,
+                         uint32_t sub_id)
+{
+    session_sub *sub = find_sub(s, group, filter);
+    if (!sub) {
+        if (s->nsubs == s->subs_cap) {
+            uint32_t ncap = s->subs_cap ? s->subs_cap * 2 : 4;
+            session_sub *n = realloc(s->subs, ncap * sizeof *n);
+            if (!n)
+                return false;
+            s->subs = n;
+            s->subs_cap = ncap;
+        }
+        sub = &s->subs[s->nsubs];
+        sub->group = dup_str(group);
+        sub->filter = dup_str(filter);
+        if (!sub->group || !sub->filter) {
+            free(sub->group);
+            free(sub->filter);
+            return false;
+        }
+        s->nsubs++;
+    }
+    sub->options = options;
+    sub->sub_id = sub_id;
+    return true;
+}
+
+static void forget_sub(session *s, session_sub *sub)
+{
+    free(sub->group);
+    free(sub->filter);
+    *sub = s->subs[--s->nsubs];
+}
+
+void session_remove_all_subs(session *s)
+{
+    topic_tree *t = s->bl->b->subs;
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        session_sub *sub = &s->subs[i];
+        topic_tree_unsubscribe(t, s, (mqtt_bytes){(const uint8_t *)sub->group, (uint32_t)strlen(sub->group)},
+                               (mqtt_bytes){(const uint8_t *)sub->filter, (uint32_t)strlen(sub->filter)});
+        free(sub->group);
+        free(sub->filter);
+    }
+    free(s->subs);
+    s->subs = NULL;
+    s->nsubs = s->subs_cap = 0;
+}
+
+/* Splits "$share/{group}/{filter}"; returns false if the filter is invalid. */
+static bool parse_filter(mqtt_bytes raw, mqtt_bytes *group, mqtt_bytes *filter, bool *shared)
+{
+    int r = mqtt_shared_filter_split(raw, group, filter);
+    if (r < 0)
+        return false;
+    *shared = r == 1;
+    if (!*shared) {
+        *group = (mqtt_bytes){0};
+        *filter = raw;
+    }
+    return mqtt_topic_filter_valid(*filter);
+}
+
+/* Judges and applies one entry; returns its SUBACK reason code and whether
+ * retained messages are due. A protocol error is returned as 0x82. */
+static uint8_t subscribe_one(broker_client *c, const mqtt_sub_entry *e, uint32_t sub_id,
+                             bool *send_retained)
+{
+    broker *b = c->bl->b;
+    session *s = c->session;
+    mqtt_bytes group, filter;
+    bool shared;
+    *send_retained = false;
+    if (!parse_filter(e->filter, &group, &filter, &shared))
+        return MQTT_RC_TOPIC_FILTER_INVALID;
+    if (shared && !b->limits.shared_available)
+        return MQTT_RC_SHARED_SUBS_NOT_SUPPORTED;
+    if (shared && (e->options & MQTT_SUBOPT_NO_LOCAL))
+        return MQTT_RC_PROTOCOL_ERROR; /* [MQTT-3.8.3-4] */
+    if (!b->limits.wildcard_available && mqtt_topic_filter_has_wildcard(filter))
+        return MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED;
+    bool exists = find_sub(s, group, filter) != NULL;
+    if (!exists && s->nsubs >= b->limits.max_subscriptions)
+        return MQTT_RC_QUOTA_EXCEEDED;
+    uint8_t qos = MQTT_SUBOPT_QOS(e->options);
+    if (qos > b->limits.maximum_qos)
+        qos = b->limits.maximum_qos;
+    if (b->app.authorize_subscribe) {
+        uint8_t granted = b->app.authorize_subscribe(b->app.ctx, c, group, filter, qos);
+        if (granted >= 0x80)
+            return granted;
+        qos = granted;
+    }
+    uint8_t options = (uint8_t)((e->options & ~0x03) | qos);
+    bool existed;
+    if (!topic_tree_subscribe(b->subs, s, group, filter, options, sub_id, &existed))
+        return MQTT_RC_UNSPECIFIED_ERROR;
+    if (!remember_sub(s, group, filter, options, sub_id)) {
+        topic_tree_unsubscribe(b->subs, s, group, filter);
+        return MQTT_RC_UNSPECIFIED_ERROR;
+    }
+    uint8_t rh = MQTT_SUBOPT_RETAIN_HANDLING(e->options);
+    *send_retained = !shared && (rh == 0 || (rh == 1 && !existed));
+    return qos;
+}
+
+static void send_retained(broker_client *c, mqtt_bytes filter, uint8_t granted, uint32_t sub_id)
+{
+    broker_loop *bl = c->bl;
+    bl->retained.len = 0;
+    retain_store_match(bl->b->retained, filter, &bl->retained);
+    for (size_t i = 0; i < bl->retained.len; i++) {
+        broker_msg *m = bl->retained.items[i];
+        uint8_t qos = m->qos < granted ? m->qos : granted;
+        if (c->session)
+            session_deliver(c->session, m, qos, true, sub_id, 0);
+        broker_msg_unref(m);
+    }
+    bl->retained.len = 0;
+}
+
+void handle_subscribe(broker_client *c, const mqtt_subscribe *pkt)
+{
+    broker *b = c->bl->b;
+    uint32_t sub_id = 0;
+    if (MQTT_HAS(&pkt->props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER)) {
+        if (!b->limits.sub_ids_available) {
+            client_close(c, MQTT_RC_SUBSCRIPTION_IDS_NOT_SUPPORTED, NULL);
+            return;
+        }
+        sub_id = pkt->props.subscription_identifier[0];
+    }
+    uint8_t *reasons = malloc(pkt->count ? pkt->count : 1);
+    bool *retained = malloc(pkt->count ? pkt->count : 1);
+    if (!reasons || !retained) {
+        free(reasons);
+        free(retained);
+        client_close(c, MQTT_RC_SERVER_BUSY, NULL);
+        return;
+    }
+    mqtt_iter it;
+    mqtt_sub_entry e;
+    uint32_t i = 0;
+    mqtt_subscribe_iter(pkt, &it);
+    while (i < pkt->count && mqtt_subscribe_next(&it, &e)) {
+        reasons[i] = subscribe_one(c, &e, sub_id, &retained[i]);
+        if (reasons[i] == MQTT_RC_PROTOCOL_ERROR) {
+            free(reasons);
+            free(retained);
+            client_close(c, MQTT_RC_PROTOCOL_ERROR, "No Local on a shared subscription");
+            return;
+        }
+        if (reasons[i] >= 0x80 && c->info.protocol_version == MQTT_V311)
+            reasons[i] = 0x80;
+        i++;
+    }
+    mqtt_packet ack = {.type = MQTT_SUBACK};
+    ack.u.suback.packet_id = pkt->packet_id;
+    ack.u.suback.count = i;
+    ack.u.suback.reasons = reasons;
+    send_packet(c, &ack);
+    mqtt_subscribe_iter(pkt, &it);
+    for (uint32_t j = 0; j < i && mqtt_subscribe_next(&it, &e); j++) {
+        if (!retained[j])
+            continue;
+        mqtt_bytes group, filter;
+        bool shared;
+        parse_filter(e.filter, &group, &filter, &shared);
+        send_retained(c, filter, reasons[j], sub_id);
+    }
+    free(reasons);
+    free(retained);
+}
+
+void handle_unsubscribe(broker_client *c, const mqtt_unsubscribe *pkt)
+{
+    session *s = c->session;
+    uint8_t *reasons = malloc(pkt->count ? pkt->count : 1);
+    if (!reasons) {
+        client_close(c, MQTT_RC_SERVER_BUSY, NULL);
+        return;
+    }
+    mqtt_iter it;
+    mqtt_bytes raw;
+    uint32_t i = 0;
+    mqtt_unsubscribe_iter(pkt, &it);
+    while (i < pkt->count && mqtt_unsubscribe_next(&it, &raw)) {
+        mqtt_bytes group, filter;
+        bool shared;
+        session_sub *sub;
+        if (!parse_filter(raw, &group, &filter, &shared)) {
+            reasons[i++] = MQTT_RC_TOPIC_FILTER_INVALID;
+            continue;
+        }
+        sub = find_sub(s, group, filter);
+        if (sub) {
+            topic_tree_unsubscribe(c->bl->b->subs, s, group, filter);
+            forget_sub(s, sub);
+        }
+        reasons[i++] = sub ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+    }
+    mqtt_packet ack = {.type = MQTT_UNSUBACK};
+    ack.u.suback.packet_id = pkt->packet_id;
+    ack.u.suback.count = i;
+    ack.u.suback.reasons = reasons;
+    send_packet(c, &ack);
+    free(reasons);
+}

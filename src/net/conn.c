@@ -1,0 +1,815 @@
+/*
+ * net/conn.c — connections: input path, output queue, back-pressure, close.
+ *
+ * Design (after Redis's networking.c): a connection is one calloc'd struct
+ * (see net/internal.h; ~350 bytes) and nothing else while idle. Buffers come
+ * and go with traffic:
+ *
+ * Input. Reads go into the loop's shared 64 KiB buffer and are offered to
+ * on_input straight from there. Only what on_input leaves unconsumed (an
+ * incomplete packet) is copied into c->in, exactly sized. On the next read a
+ * small tail (<= 16 KiB) is copied back in front of the shared buffer and the
+ * read lands right after it, so the per-connection copy is released again; a
+ * large tail (a big packet arriving in pieces) instead accumulates in place
+ * in c->in, grown geometrically, to avoid copying it again on every read.
+ * max_input bounds that tail. Reads go on until the socket is empty, but at
+ * most NET_READ_BUDGET bytes per connection per iteration (fairness: level-
+ * triggered epoll reports the rest next time; for TLS, plaintext OpenSSL has
+ * already decrypted is put on the loop's pending list).
+ *
+ * Output. net_conn_reserve/commit append to one contiguous buffer
+ * [out_head, out_len), allocated on the first write and freed as soon as it
+ * is fully sent. Connections written to are put on the loop's dirty list and
+ * flushed once, after the iteration hook, so everything produced for a
+ * connection in one iteration leaves in one send() (one SSL_write run for
+ * TLS). A single buffer rather than a chunk list + writev: one syscall
+ * either way, simpler, and TLS needs contiguous bytes; the cost is a copy
+ * when the buffer grows (amortised by doubling) or is compacted. A short
+ * write means the socket buffer is full: EPOLLOUT is registered until the
+ * queue drains, then dropped again.
+ *
+ * Back-pressure. Above out_high queued bytes the connection stops being read
+ * (EPOLLIN is removed, so the kernel's receive window pushes back on the
+ * client); at or below out_low after a flush, reading resumes, any kept tail
+ * is offered again, and on_drain runs. Above out_cap the connection is closed
+ * without flushing.
+ *
+ * Close. net_conn_close only marks the connection and queues it; at the end
+ * of the iteration it gets one last non-blocking flush if asked, a TLS
+ * close_notify, shutdown(SHUT_WR) and a short drain of unread input (closing
+ * a socket with unread input makes the kernel send a reset, which can destroy
+ * the bytes just flushed), then close(2), on_close (exactly once, and only if
+ * on_open accepted it), and free. Because freeing happens only there, every
+ * pointer held during event dispatch stays valid for the whole iteration.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "net/internal.h"
+#include "util/log.h"
+
+#define OUT_MIN_ALLOC 4096u
+#define IN_MIN_FREE (16u * 1024u)
+
+static atomic_uint_fast64_t next_conn_id = 1;
+
+static inline bool input_paused(const net_conn *c)
+{
+    return (c->flags & (NC_USER_PAUSED | NC_BP_PAUSED)) != 0;
+}
+
+static inline size_t out_queued(const net_conn *c) { return c->out_len - c->out_head; }
+
+/* ---- accessors ---------------------------------------------------------- */
+
+net_loop *net_conn_loop(const net_conn *c) { return c->loop; }
+void *net_conn_user(const net_conn *c) { return c->user; }
+uint64_t net_conn_id(const net_conn *c) { return c->id; }
+size_t net_conn_out_queued(const net_conn *c) { return out_queued(c); }
+bool net_conn_closing(const net_conn *c) { return (c->flags & NC_CLOSING) != 0; }
+const struct sockaddr_storage *net_conn_peer(const net_conn *c) { return &c->peer; }
+
+const char *net_conn_peer_str(const net_conn *cc)
+{
+    net_conn *c = (net_conn *)cc; /* formatted lazily into the struct */
+    if (c->peer_str[0])
+        return c->peer_str;
+    char host[INET6_ADDRSTRLEN] = "?";
+    switch (c->peer.ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&c->peer;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        snprintf(c->peer_str, sizeof c->peer_str, "%s:%u", host, ntohs(a->sin_port));
+        break;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->peer;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        snprintf(c->peer_str, sizeof c->peer_str, "[%s]:%u", host, ntohs(a->sin6_port));
+        break;
+    }
+    case AF_UNIX:
+        snprintf(c->peer_str, sizeof c->peer_str, "unix#%llu", (unsigned long long)c->id);
+        break;
+    default:
+        snprintf(c->peer_str, sizeof c->peer_str, "?#%llu", (unsigned long long)c->id);
+        break;
+    }
+    return c->peer_str;
+}
+
+/* ---- lists and epoll interest ------------------------------------------- */
+
+static void mark_dirty(net_conn *c)
+{
+    if (c->flags & (NC_IN_DIRTY | NC_CLOSING | NC_MIGRATING))
+        return;
+    c->flags |= NC_IN_DIRTY;
+    c->dirty_next = c->loop->dirty;
+    c->loop->dirty = c;
+}
+
+void net_conn_add_pending(net_conn *c)
+{
+    if (c->flags & (NC_IN_PENDING | NC_CLOSING | NC_MIGRATING))
+        return;
+    c->flags |= NC_IN_PENDING;
+    c->pending_next = c->loop->pending;
+    c->loop->pending = c;
+}
+
+bool net_conns_have_work(const net_loop *l)
+{
+    return l->pending || l->dirty || l->closing || l->migrations;
+}
+
+static uint32_t wanted_events(const net_conn *c)
+{
+    uint32_t f = c->flags, ev = 0;
+    if (f & NC_HANDSHAKE) {
+        ev = (f & NC_HS_WANT_WRITE) ? EPOLLOUT : EPOLLIN;
+    } else {
+        if (!input_paused(c) || (f & NC_WR_WANT_RD))
+            ev |= EPOLLIN;
+        if (f & (NC_OUT_BLOCKED | NC_RD_WANT_WR))
+            ev |= EPOLLOUT;
+    }
+    return ev;
+}
+
+void net_conn_update_events(net_conn *c)
+{
+    if (c->flags & (NC_CLOSING | NC_MIGRATING))
+        return; /* closing: the fd goes at the end of the iteration anyway */
+    uint32_t ev = wanted_events(c);
+    if (ev == c->events)
+        return;
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &e) < 0) {
+        log_warn("%s: epoll_ctl: %s", net_conn_peer_str(c), strerror(errno));
+        net_conn_close(c, false);
+        return;
+    }
+    c->events = ev;
+}
+
+/* ---- creation ----------------------------------------------------------- */
+
+void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
+                       const struct sockaddr_storage *peer)
+{
+    net_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        log_warn("%s: out of memory accepting a connection", cfg->name);
+        close(fd);
+        return;
+    }
+    c->kind = NET_K_CONN;
+    c->fd = fd;
+    c->loop = l;
+    c->cfg = cfg;
+    c->peer = *peer;
+    c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
+    c->events = EPOLLIN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_warn("%s: epoll_ctl: %s", cfg->name, strerror(errno));
+        close(fd);
+        free(c);
+        return;
+    }
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+    l->nconns++;
+    log_debug("%s: connection %llu from %s", cfg->name, (unsigned long long)c->id,
+              net_conn_peer_str(c));
+
+    if (cfg->ssl_ctx) {
+        c->flags |= NC_HANDSHAKE | NC_HS_WANT_READ;
+        if (!net_tls_conn_start(c, cfg->ssl_ctx))
+            net_conn_close(c, false);
+        return;
+    }
+    net_conn_open(c);
+}
+
+void net_conn_open(net_conn *c)
+{
+    void *user = c->cfg->handler.on_open(c, c->cfg->arg);
+    if (!user) {
+        log_debug("%s: connection refused by the application", net_conn_peer_str(c));
+        net_conn_close(c, true);
+        return;
+    }
+    c->user = user;
+    c->flags |= NC_OPENED;
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+static void drop_input(net_conn *c)
+{
+    free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = 0;
+}
+
+static bool in_reserve(net_conn *c, size_t want_free)
+{
+    if (c->in_cap - c->in_len >= want_free)
+        return true;
+    size_t cap = c->in_cap * 2;
+    if (cap < c->in_len + want_free)
+        cap = c->in_len + want_free;
+    uint8_t *p = realloc(c->in, cap);
+    if (!p)
+        return false;
+    c->in = p;
+    c->in_cap = cap;
+    return true;
+}
+
+/* Offers data[0..len) to on_input and keeps the unconsumed rest in c->in.
+ * from_in: data is c->in itself (else it is the loop's shared buffer). */
+static void deliver(net_conn *c, const uint8_t *data, size_t len, bool from_in)
+{
+    size_t used = c->cfg->handler.on_input(c, c->user, data, len);
+    if (used > len)
+        used = len;
+    if (c->flags & NC_CLOSING) {
+        drop_input(c);
+        return;
+    }
+    size_t rest = len - used;
+    if (from_in) {
+        if (rest == 0) {
+            drop_input(c);
+        } else {
+            if (used)
+                memmove(c->in, c->in + used, rest);
+            c->in_len = rest;
+            if (c->in_cap > 4 * NET_TAIL_COPY_MAX && rest < c->in_cap / 4) {
+                uint8_t *p = realloc(c->in, rest);
+                if (p) {
+                    c->in = p;
+                    c->in_cap = rest;
+                }
+            }
+        }
+    } else if (rest) {
+        uint8_t *p = malloc(rest);
+        if (!p) {
+            log_warn("%s: out of memory keeping %zu input bytes", net_conn_peer_str(c), rest);
+            net_conn_close(c, false);
+            return;
+        }
+        memcpy(p, data + used, rest);
+        c->in = p;
+        c->in_len = c->in_cap = rest;
+    }
+    size_t max = c->cfg->limits.max_input;
+    if (max && c->in_len > max && !input_paused(c)) {
+        log_warn("%s: incomplete input over %zu bytes, closing", net_conn_peer_str(c), max);
+        net_conn_close(c, false);
+    }
+}
+
+static ssize_t plain_read(net_conn *c, uint8_t *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = read(c->fd, buf, len);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return NET_IO_AGAIN;
+        log_debug("%s: read: %s", net_conn_peer_str(c), strerror(errno));
+        return NET_IO_ERROR;
+    }
+}
+
+static void conn_read(net_conn *c)
+{
+    net_loop *l = c->loop;
+    if (c->flags & NC_REOFFER) {
+        c->flags &= ~NC_REOFFER;
+        if (c->in_len && !input_paused(c) && !(c->flags & NC_CLOSING))
+            deliver(c, c->in, c->in_len, true);
+    }
+    size_t budget = NET_READ_BUDGET;
+    while (budget > 0 && !(c->flags & (NC_CLOSING | NC_USER_PAUSED | NC_BP_PAUSED))) {
+        uint8_t *buf;
+        size_t space, base = 0;
+        bool in_place = false;
+        if (c->in_len == 0) {
+            buf = l->rbuf;
+            space = NET_RBUF_SIZE;
+        } else if (c->in_len <= NET_TAIL_COPY_MAX) {
+            base = c->in_len;
+            memcpy(l->rbuf, c->in, base);
+            buf = l->rbuf + base;
+            space = NET_RBUF_SIZE - base;
+        } else {
+            if (!in_reserve(c, IN_MIN_FREE)) {
+                log_warn("%s: out of memory for input", net_conn_peer_str(c));
+                net_conn_close(c, false);
+                break;
+            }
+            in_place = true;
+            buf = c->in + c->in_len;
+            space = c->in_cap - c->in_len;
+        }
+        if (space > budget)
+            space = budget;
+        ssize_t n = c->tls ? net_tls_read(c, buf, space) : plain_read(c, buf, space);
+        if (n > 0) {
+            budget -= (size_t)n;
+            if (in_place) {
+                c->in_len += (size_t)n;
+                deliver(c, c->in, c->in_len, true);
+            } else {
+                if (base)
+                    drop_input(c); /* now in front of the shared buffer */
+                deliver(c, l->rbuf, base + (size_t)n, false);
+            }
+            if (!c->tls && (size_t)n < space)
+                break; /* socket drained; level triggering tells us if more comes */
+            continue;
+        }
+        if (n == 0) {
+            log_debug("%s: closed by peer", net_conn_peer_str(c));
+            net_conn_close(c, true);
+        } else if (n != NET_IO_AGAIN) {
+            net_conn_close(c, false);
+        }
+        break;
+    }
+    if (c->tls && !(c->flags & NC_CLOSING) && !input_paused(c) && net_tls_has_pending(c))
+        net_conn_add_pending(c);
+}
+
+static void input_resumed(net_conn *c)
+{
+    if (c->in_len) {
+        c->flags |= NC_REOFFER;
+        net_conn_add_pending(c);
+    } else if (c->tls) {
+        net_conn_add_pending(c); /* OpenSSL may hold decrypted bytes */
+    }
+}
+
+void net_conn_pause_input(net_conn *c, bool paused)
+{
+    bool was = input_paused(c);
+    if (paused)
+        c->flags |= NC_USER_PAUSED;
+    else
+        c->flags &= ~NC_USER_PAUSED;
+    if (c->flags & NC_CLOSING)
+        return;
+    if (was && !input_paused(c))
+        input_resumed(c);
+    net_conn_update_events(c);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+uint8_t *net_conn_reserve(net_conn *c, size_t n)
+{
+    if (n == 0)
+        n = 1;
+    if (c->out && c->out_cap - c->out_len >= n)
+        return c->out + c->out_len;
+    size_t used = out_queued(c);
+    if (c->out && c->out_head >= used && used + n <= c->out_cap) {
+        /* compact: cheap, the live part is no bigger than the dead one */
+        memmove(c->out, c->out + c->out_head, used);
+        c->out_head = 0;
+        c->out_len = used;
+        return c->out + used;
+    }
+    size_t cap = c->out_cap ? c->out_cap * 2 : OUT_MIN_ALLOC;
+    while (cap < used + n) {
+        if (cap > SIZE_MAX / 2)
+            return NULL;
+        cap *= 2;
+    }
+    uint8_t *p = malloc(cap);
+    if (!p)
+        return NULL;
+    if (used)
+        memcpy(p, c->out + c->out_head, used);
+    free(c->out);
+    c->out = p;
+    c->out_cap = cap;
+    c->out_head = 0;
+    c->out_len = used;
+    return p + used;
+}
+
+void net_conn_commit(net_conn *c, size_t used)
+{
+    if (used == 0)
+        return;
+    c->out_len += used;
+    if (c->flags & NC_DISCARD) {
+        c->out_head = c->out_len = 0;
+        return;
+    }
+    mark_dirty(c);
+    const net_conn_limits *lim = &c->cfg->limits;
+    size_t q = out_queued(c);
+    if (lim->out_cap && q > lim->out_cap) {
+        log_warn("%s: output queue over %zu bytes (peer not reading), closing",
+                 net_conn_peer_str(c), lim->out_cap);
+        net_conn_close(c, false);
+        return;
+    }
+    if (lim->out_high && q > lim->out_high && !(c->flags & NC_BP_PAUSED)) {
+        c->flags |= NC_BP_PAUSED;
+        net_conn_update_events(c);
+    }
+}
+
+bool net_conn_write(net_conn *c, const void *data, size_t len)
+{
+    if (c->flags & NC_DISCARD)
+        return false;
+    if (len == 0)
+        return true;
+    uint8_t *p = net_conn_reserve(c, len);
+    if (!p)
+        return false;
+    memcpy(p, data, len);
+    net_conn_commit(c, len);
+    return true;
+}
+
+static ssize_t plain_write(net_conn *c, const uint8_t *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return NET_IO_AGAIN;
+        log_debug("%s: send: %s", net_conn_peer_str(c), strerror(errno));
+        return NET_IO_ERROR;
+    }
+}
+
+/* Writes as much of the queue as the socket takes. false on a fatal error. */
+static bool write_out(net_conn *c)
+{
+    c->flags &= ~NC_OUT_BLOCKED;
+    while (c->out_head < c->out_len) {
+        size_t len = out_queued(c);
+        const uint8_t *p = c->out + c->out_head;
+        ssize_t n = c->tls ? net_tls_write(c, p, len) : plain_write(c, p, len);
+        if (n > 0) {
+            c->out_head += (size_t)n;
+            if (!c->tls && (size_t)n < len) {
+                c->flags |= NC_OUT_BLOCKED; /* short write: socket buffer full */
+                break;
+            }
+            continue;
+        }
+        if (n == NET_IO_AGAIN) {
+            if (!(c->flags & NC_WR_WANT_RD))
+                c->flags |= NC_OUT_BLOCKED;
+            break;
+        }
+        return false;
+    }
+    if (c->out_head == c->out_len) {
+        free(c->out);
+        c->out = NULL;
+        c->out_head = c->out_len = c->out_cap = 0;
+    }
+    return true;
+}
+
+static void conn_flush(net_conn *c)
+{
+    if (!write_out(c)) {
+        net_conn_close(c, false);
+        return;
+    }
+    if ((c->flags & NC_BP_PAUSED) && out_queued(c) <= c->cfg->limits.out_low) {
+        c->flags &= ~NC_BP_PAUSED;
+        if (!input_paused(c))
+            input_resumed(c);
+        net_conn_update_events(c);
+        if (c->cfg->handler.on_drain && !(c->flags & NC_CLOSING)) {
+            c->loop->hook_due = true; /* it ran after this iteration's hook */
+            c->cfg->handler.on_drain(c, c->user);
+        }
+    }
+    net_conn_update_events(c);
+}
+
+void net_conns_flush(net_loop *l)
+{
+    /* on_drain may write to other connections: they join the list and are
+     * flushed in this same pass. */
+    while (l->dirty) {
+        net_conn *c = l->dirty;
+        l->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->flags &= ~NC_IN_DIRTY;
+        if (c->flags & (NC_CLOSING | NC_HANDSHAKE | NC_MIGRATING))
+            continue; /* closing: last flush at close; handshake: after it;
+                       * migrating: the new loop flushes */
+        conn_flush(c);
+    }
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static void conn_handshake(net_conn *c)
+{
+    int r = net_tls_handshake(c);
+    if (r < 0) {
+        net_conn_close(c, false);
+        return;
+    }
+    if (r == 0) {
+        net_conn_update_events(c);
+        return;
+    }
+    c->flags &= ~(NC_HANDSHAKE | NC_HS_WANT_READ | NC_HS_WANT_WRITE);
+    net_conn_open(c);
+    if (c->flags & NC_CLOSING)
+        return;
+    if (out_queued(c))
+        mark_dirty(c);
+    net_conn_update_events(c);
+    if (net_tls_has_pending(c))
+        net_conn_add_pending(c);
+}
+
+void net_conn_event(net_conn *c, uint32_t events)
+{
+    if (c->flags & (NC_CLOSING | NC_MIGRATING))
+        return;
+    if (events & EPOLLERR) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        log_debug("%s: socket error: %s", net_conn_peer_str(c), strerror(err));
+        net_conn_close(c, false);
+        return;
+    }
+    if (c->flags & NC_HANDSHAKE) {
+        conn_handshake(c);
+        return;
+    }
+    bool do_read = false;
+    if (events & EPOLLOUT) {
+        if (c->flags & NC_RD_WANT_WR) {
+            c->flags &= ~NC_RD_WANT_WR;
+            do_read = !input_paused(c);
+        }
+        if (c->flags & NC_OUT_BLOCKED)
+            mark_dirty(c); /* flushed at the end of the iteration */
+    }
+    if (events & (EPOLLIN | EPOLLHUP)) {
+        if (c->flags & NC_WR_WANT_RD) {
+            c->flags &= ~NC_WR_WANT_RD;
+            mark_dirty(c);
+        }
+        if (!input_paused(c)) {
+            do_read = true;
+        } else if (events & EPOLLHUP) {
+            /* Both directions are gone and we are not reading: nothing more
+             * can be delivered either way. */
+            net_conn_close(c, false);
+            return;
+        }
+    }
+    if (do_read)
+        conn_read(c);
+    net_conn_update_events(c);
+}
+
+void net_conns_run_pending(net_loop *l)
+{
+    net_conn *list = l->pending; /* additions from here on: next iteration */
+    l->pending = NULL;
+    while (list) {
+        net_conn *c = list;
+        list = c->pending_next;
+        c->pending_next = NULL;
+        c->flags &= ~NC_IN_PENDING;
+        if (c->flags & (NC_CLOSING | NC_HANDSHAKE | NC_MIGRATING))
+            continue;
+        conn_read(c);
+        net_conn_update_events(c);
+    }
+}
+
+/* ---- close -------------------------------------------------------------- */
+
+static void detach(net_conn *c);
+
+void net_conn_close(net_conn *c, bool flush)
+{
+    if (c->flags & NC_CLOSING) {
+        if (!flush && (c->flags & NC_CLOSE_FLUSH)) {
+            c->flags &= ~NC_CLOSE_FLUSH;
+            c->flags |= NC_DISCARD;
+        }
+        return;
+    }
+    c->flags |= NC_CLOSING | (flush ? NC_CLOSE_FLUSH : NC_DISCARD);
+    c->close_next = c->loop->closing;
+    c->loop->closing = c;
+}
+
+static void unlink_from(net_conn **head, net_conn *c, size_t next_off)
+{
+    for (net_conn **pp = head; *pp; pp = (net_conn **)((char *)*pp + next_off)) {
+        if (*pp == c) {
+            *pp = *(net_conn **)((char *)c + next_off);
+            return;
+        }
+    }
+}
+
+static void conn_finish(net_conn *c)
+{
+    net_loop *l = c->loop;
+    bool flush = (c->flags & NC_CLOSE_FLUSH) && !(c->flags & NC_HANDSHAKE);
+    if (flush) {
+        if (out_queued(c))
+            (void)write_out(c); /* best effort, non-blocking */
+        if (c->tls)
+            net_tls_shutdown(c);
+        shutdown(c->fd, SHUT_WR);
+        /* Unread input would turn close() into a reset that may destroy
+         * what was just sent: read a little of it away first. */
+        for (int i = 0; i < 4; i++) {
+            ssize_t n = read(c->fd, l->rbuf, NET_RBUF_SIZE);
+            if (n <= 0)
+                break;
+        }
+    }
+    close(c->fd);
+    c->fd = -1;
+
+    detach(c);
+    c->flags = (c->flags & ~NC_CLOSE_FLUSH) | NC_DISCARD;
+    log_debug("%s: connection %llu closed", net_conn_peer_str(c), (unsigned long long)c->id);
+    if ((c->flags & NC_OPENED) && c->cfg->handler.on_close) {
+        l->hook_due = true; /* it ran after this iteration's hook */
+        c->cfg->handler.on_close(c, c->user);
+    }
+    if (c->tls)
+        net_tls_conn_free(c);
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+void net_conns_close_pending(net_loop *l)
+{
+    /* on_close may close further connections: they are handled here too. */
+    while (l->closing) {
+        net_conn *c = l->closing;
+        l->closing = c->close_next;
+        conn_finish(c);
+    }
+}
+
+void net_conns_close_all(net_loop *l)
+{
+    for (net_conn *c = l->conns; c; c = c->next)
+        net_conn_close(c, true);
+}
+
+/* ---- migration ---------------------------------------------------------- */
+
+/*
+ * Migration is split in two so that no two threads ever touch a connection
+ * at once: net_conn_migrate only takes it out of epoll and marks it (the
+ * caller may still be inside its on_input, with the read path about to store
+ * the unconsumed tail); at the end of the iteration, once this loop is done
+ * with it, net_conns_hand_off unlinks it and posts it to the target, whose
+ * mailbox gives the hand-over its memory ordering. A close requested before
+ * the hand-off wins: the connection is closed here, on_close runs here, and
+ * `done` never runs.
+ */
+void net_conn_migrate(net_conn *c, net_loop *target,
+                      void (*done)(net_loop *target, net_conn *c, void *arg), void *arg)
+{
+    if (c->flags & (NC_CLOSING | NC_MIGRATING))
+        return;
+    net_migration *m = malloc(sizeof *m);
+    if (!m) {
+        log_warn("%s: out of memory migrating the connection", net_conn_peer_str(c));
+        net_conn_close(c, false);
+        return;
+    }
+    net_loop *l = c->loop;
+    *m = (net_migration){.c = c, .done = done, .arg = arg, .target = target,
+                         .next = l->migrations};
+    l->migrations = m;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
+        log_warn("%s: epoll_ctl: %s", net_conn_peer_str(c), strerror(errno));
+    c->events = 0;
+    c->flags |= NC_MIGRATING | NC_USER_PAUSED;
+}
+
+static void detach(net_conn *c)
+{
+    net_loop *l = c->loop;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    l->nconns--;
+    if (c->flags & NC_IN_DIRTY)
+        unlink_from(&l->dirty, c, offsetof(net_conn, dirty_next));
+    if (c->flags & NC_IN_PENDING)
+        unlink_from(&l->pending, c, offsetof(net_conn, pending_next));
+    c->flags &= ~(NC_IN_DIRTY | NC_IN_PENDING | NC_REOFFER);
+}
+
+void net_conns_hand_off(net_loop *l)
+{
+    net_migration *m = l->migrations;
+    l->migrations = NULL;
+    while (m) {
+        net_migration *next = m->next;
+        net_conn *c = m->c;
+        if (c->flags & NC_CLOSING) {
+            free(m); /* closed before it left: handled by the close phase */
+        } else {
+            detach(c);
+            c->flags |= NC_USER_PAUSED;
+            log_debug("%s: connection %llu moves from loop %u to loop %u",
+                      net_conn_peer_str(c), (unsigned long long)c->id, l->index,
+                      m->target->index);
+            net_loop_post(m->target, net_conn_migrate_attach, m);
+        }
+        m = next;
+    }
+}
+
+void net_conn_migrate_attach(net_loop *l, void *arg)
+{
+    net_migration *m = arg;
+    net_conn *c = m->c;
+    c->loop = l;
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+    l->nconns++;
+    c->flags &= ~NC_MIGRATING;
+    uint32_t ev = wanted_events(c);
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &e) < 0) {
+        log_warn("%s: epoll_ctl: %s", net_conn_peer_str(c), strerror(errno));
+        net_conn_close(c, false);
+        free(m);
+        return;
+    }
+    c->events = ev;
+    if (out_queued(c))
+        mark_dirty(c);
+    if (m->done)
+        m->done(l, c, m->arg);
+    if (l->stopping)
+        net_conn_close(c, true); /* arrived after this loop closed the rest */
+    free(m);
+}
+
+void net_conn_migrate_abandon(net_migration *m)
+{
+    /* The target loop exited before the task ran (shutdown race): nobody
+     * can run on_close any more; release what the connection holds. */
+    net_conn *c = m->c;
+    close(c->fd);
+    if (c->tls)
+        net_tls_conn_free(c);
+    free(c->in);
+    free(c->out);
+    free(c);
+    free(m);
+}

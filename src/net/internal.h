@@ -1,0 +1,233 @@
+/*
+ * net/internal.h — private to src/net/: the structs behind the opaque types
+ * of loop.h, conn.h and server.h, and the calls between the net files.
+ * Nothing outside src/net/ may include it.
+ *
+ * Ownership map:
+ *   net_server   owns N net_loop (one thread each) and the listener configs.
+ *   net_loop     owns its epoll fd, mailbox, timer heap, read buffer, its
+ *                net_listener sockets (one per configured address) and the
+ *                net_conn it accepted.
+ *   net_conn     owns its fd, its input tail, its output queue and, for TLS,
+ *                a separately allocated net_tls (so plain connections do not
+ *                pay for TLS state).
+ *
+ * epoll_event.data.ptr always points at an `int kind` that is the first
+ * member of what was registered (a conn, a listener, or a loop's wake /
+ * signal slot), so one dispatch switch serves all.
+ */
+#ifndef IOTHUBD_NET_INTERNAL_H
+#define IOTHUBD_NET_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "net/conn.h"
+#include "net/loop.h"
+#include "net/server.h"
+
+typedef struct ssl_ctx_st SSL_CTX; /* OpenSSL's type, without its headers */
+
+enum net_kind {
+    NET_K_CONN = 1,
+    NET_K_LISTENER = 2,
+    NET_K_WAKE = 3,
+    NET_K_SIGNAL = 4,
+};
+
+/* Tuning. */
+#define NET_RBUF_SIZE (64u * 1024u)       /* per-loop shared read buffer */
+#define NET_READ_BUDGET (256u * 1024u)    /* bytes per connection per iteration */
+#define NET_TAIL_COPY_MAX (16u * 1024u)   /* larger tails accumulate in place */
+#define NET_ACCEPT_BURST 64               /* accepts per listener event */
+#define NET_MAX_EVENTS 256
+#define NET_TLS_HANDSHAKE_MS 30000u
+
+/* ---- listeners ---------------------------------------------------------- */
+
+/* One per net_server_listen() call, shared read-only by every loop. */
+typedef struct net_listen_cfg {
+    net_conn_handler handler;
+    void *arg;
+    net_conn_limits limits;
+    SSL_CTX *ssl_ctx; /* NULL for plain TCP */
+    char *name;       /* "host:port" as configured, for logs */
+    struct net_listen_cfg *next;
+} net_listen_cfg;
+
+/* One socket per (address, loop). */
+typedef struct net_listener {
+    int kind; /* NET_K_LISTENER; must be first */
+    int fd;
+    bool paused; /* EMFILE back-off */
+    net_loop *loop;
+    const net_listen_cfg *cfg;
+    net_timer retry;
+    struct net_listener *next;
+} net_listener;
+
+/* ---- loop --------------------------------------------------------------- */
+
+typedef struct net_task {
+    net_task_fn fn;
+    void *arg;
+} net_task;
+
+typedef struct net_taskq {
+    net_task *v;
+    size_t len, cap;
+} net_taskq;
+
+struct net_loop {
+    unsigned index;
+    int epfd;
+    int wake_fd;   /* eventfd: mailbox posts and stop requests */
+    int wake_kind; /* NET_K_WAKE: epoll data for wake_fd */
+    int sig_kind;  /* NET_K_SIGNAL: epoll data for the server's signalfd */
+    net_server *server;
+    uint64_t now_ms;
+
+    /* timers (timer.c): 0-based array, net_timer.heap_index is 1-based */
+    net_timer **heap;
+    uint32_t heap_len, heap_cap;
+
+    /* mailbox */
+    pthread_mutex_t mbox_lock;
+    net_taskq mbox;       /* guarded by mbox_lock */
+    bool mbox_signalled;  /* guarded by mbox_lock: wake_fd already written */
+    net_taskq mbox_spare; /* loop thread only: recycled array */
+    bool mbox_ready;      /* loop thread only: wake_fd was readable */
+
+    void (*hook)(net_loop *, void *);
+    void *hook_arg;
+    void *user;
+
+    uint8_t *rbuf; /* NET_RBUF_SIZE, shared by all connections of the loop */
+
+    /* connections */
+    net_conn *conns; /* all live ones, doubly linked */
+    size_t nconns;
+    net_conn *dirty;   /* output to flush at the end of the iteration */
+    net_conn *pending; /* input to (re)offer without waiting for epoll */
+    net_conn *closing; /* to close at the end of the iteration */
+    struct net_migration *migrations; /* to hand to other loops, ditto */
+
+    net_listener *listeners;
+
+    bool hook_due;    /* callbacks ran after the hook: iterate again at once */
+    bool stopping;    /* shutdown hook ran, connections are being closed */
+    bool stop_done;   /* all connections closed; waiting for other loops */
+    pthread_t thread;
+};
+
+/* loop.c */
+net_loop *net_loop_new(net_server *s, unsigned index, char *err, size_t errlen);
+void net_loop_free(net_loop *l);
+void net_loop_run(net_loop *l);
+void net_loop_wake(net_loop *l);
+/* server.c, called by loop.c */
+bool net_server_stop_requested(const net_server *s);
+void net_server_loop_started(net_server *s, net_loop *l);
+void net_server_loop_stopping(net_server *s, net_loop *l);
+bool net_server_loop_finished(net_server *s, net_loop *l);
+void net_server_on_signal(net_server *s);
+
+/* timer.c */
+int net_timers_timeout(net_loop *l); /* epoll_wait timeout: -1, 0 or ms */
+void net_timers_run(net_loop *l);
+
+/* listener.c */
+net_listener *net_listener_new(net_loop *l, int fd, const net_listen_cfg *cfg);
+void net_listener_event(net_listener *ln);
+void net_listener_close_all(net_loop *l);
+
+/* ---- connections -------------------------------------------------------- */
+
+enum net_conn_flag {
+    NC_OPENED = 1u << 0,      /* on_open returned non-NULL: on_close is owed */
+    NC_USER_PAUSED = 1u << 1, /* net_conn_pause_input(c, true) */
+    NC_BP_PAUSED = 1u << 2,   /* output above the high-water mark */
+    NC_CLOSING = 1u << 3,
+    NC_CLOSE_FLUSH = 1u << 4,
+    NC_IN_DIRTY = 1u << 5,
+    NC_IN_PENDING = 1u << 6,
+    NC_REOFFER = 1u << 7,      /* offer the buffered tail again */
+    NC_OUT_BLOCKED = 1u << 8,  /* last write hit EAGAIN: wait for EPOLLOUT */
+    NC_HANDSHAKE = 1u << 9,    /* TLS handshake in progress */
+    NC_HS_WANT_READ = 1u << 10,
+    NC_HS_WANT_WRITE = 1u << 11,
+    NC_RD_WANT_WR = 1u << 12, /* SSL_read wants the socket writable */
+    NC_WR_WANT_RD = 1u << 13, /* SSL_write wants the socket readable */
+    NC_DISCARD = 1u << 14,    /* closing without flush: drop output */
+    NC_MIGRATING = 1u << 15,  /* net_conn_migrate: owned by no loop's epoll */
+};
+
+/* A connection in transit between loops (net_conn_migrate). */
+typedef struct net_migration {
+    net_conn *c;
+    void (*done)(net_loop *target, net_conn *c, void *arg);
+    void *arg;
+    net_loop *target;
+    struct net_migration *next;
+} net_migration;
+
+typedef struct net_tls net_tls;
+
+struct net_conn {
+    int kind; /* NET_K_CONN; must be first */
+    int fd;
+    uint32_t flags;
+    uint32_t events; /* epoll interest currently registered */
+    net_loop *loop;
+    const net_listen_cfg *cfg;
+    void *user;
+    uint64_t id;
+    net_conn *prev, *next;                          /* loop->conns */
+    net_conn *dirty_next, *pending_next, *close_next; /* work lists */
+
+    uint8_t *in; /* incomplete input tail; NULL when none */
+    size_t in_len, in_cap;
+
+    uint8_t *out; /* output queue [out_head, out_len); NULL when empty */
+    size_t out_head, out_len, out_cap;
+
+    net_tls *tls;
+    struct sockaddr_storage peer;
+    char peer_str[56]; /* formatted on first use */
+};
+
+/* conn.c */
+void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
+                       const struct sockaddr_storage *peer);
+void net_conn_event(net_conn *c, uint32_t events);
+void net_conns_run_pending(net_loop *l);
+void net_conns_flush(net_loop *l);
+void net_conns_close_pending(net_loop *l);
+void net_conns_close_all(net_loop *l);
+bool net_conns_have_work(const net_loop *l);
+void net_conn_open(net_conn *c);            /* calls on_open */
+void net_conn_update_events(net_conn *c);
+void net_conn_add_pending(net_conn *c);
+void net_conns_hand_off(net_loop *l);
+void net_conn_migrate_attach(net_loop *l, void *arg); /* a mailbox task */
+void net_conn_migrate_abandon(net_migration *m);      /* its loop is gone */
+
+/* tls.c. I/O results: >0 bytes, 0 end of stream, NET_IO_AGAIN, NET_IO_ERROR. */
+#define NET_IO_AGAIN (-1)
+#define NET_IO_ERROR (-2)
+SSL_CTX *net_tls_ctx_new(const net_tls_config *cfg, char *err, size_t errlen);
+void net_tls_ctx_free(SSL_CTX *ctx);
+bool net_tls_conn_start(net_conn *c, SSL_CTX *ctx);
+void net_tls_conn_free(net_conn *c);
+int net_tls_handshake(net_conn *c); /* 1 done, 0 in progress, -1 failed */
+ssize_t net_tls_read(net_conn *c, uint8_t *buf, size_t len);
+ssize_t net_tls_write(net_conn *c, const uint8_t *buf, size_t len);
+bool net_tls_has_pending(const net_conn *c);
+void net_tls_shutdown(net_conn *c);
+
+#endif
