@@ -103,6 +103,10 @@ void handle_publish(broker_client *c, mqtt_publish *pkt)
         client_close(c, MQTT_RC_RETAIN_NOT_SUPPORTED, NULL);
         return;
     }
+    if (MQTT_HAS(&pkt->props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER)) { /* [MQTT-3.3.4-6] */
+        client_close(c, MQTT_RC_PROTOCOL_ERROR, "Subscription Identifier in a client PUBLISH");
+        return;
+    }
     mqtt_bytes topic = pkt->topic;
     if (MQTT_HAS(&pkt->props, MQTT_PROP_TOPIC_ALIAS)) {
         uint8_t rc = resolve_topic_alias(c, pkt, &topic);

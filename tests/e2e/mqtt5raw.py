@@ -550,11 +550,13 @@ class RawClient:
             p = self.recv(timeout)
             assert p.type == ptype, "expected %s, got %r" % (PACKET_NAMES[ptype], p)
             return p
+        for i, p in enumerate(self.pending):  # set aside by an earlier expect
+            if p.type == ptype:
+                return self.pending.pop(i)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         kept = []
         try:
             while True:
-                # read from the wire only (not from pending)
                 parsed = self._try_parse()
                 if parsed:
                     p = Packet(parsed[0], parsed[1], parsed[2], self.version)

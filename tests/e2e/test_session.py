@@ -473,3 +473,20 @@ def test_server_keep_alive_for_keepalive_zero(broker_factory):
     ack = c.connect(client_id=uid(), keepalive=0)
     assert ack.reason_code == 0
     assert ack.properties.get("ServerKeepAlive") == 60
+
+
+@pytest.mark.skipif(IS_MOSQUITTO, reason="iothubd's --connect-timeout-ms")
+@pytest.mark.parametrize("first_bytes", [b"", b"\x10\x20\x00\x04MQ"], ids=["silent", "incomplete"])
+def test_connect_timeout_closes_silent_or_incomplete_connection(broker_factory, first_bytes):
+    """A connection that does not complete CONNECT in time is closed without
+    a CONNACK, whether it sent nothing or only part of the packet."""
+    import socket
+    broker = broker_factory(extra_args=["--connect-timeout-ms", "500"])
+    s = socket.create_connection((broker.host, broker.port))
+    s.sendall(first_bytes)
+    s.settimeout(5)
+    start = time.monotonic()
+    assert s.recv(100) == b""
+    assert 0.4 <= time.monotonic() - start <= 3.0
+    s.close()
+    raw_connect(broker).pingreq()  # still serving
