@@ -8,25 +8,31 @@
 #   make asan       the same programs with ASan+UBSan in build/asan/
 #   make fuzz       run every libFuzzer target (FUZZ_SECONDS each)
 
-LAYERS    := util mqtt net broker
+LAYERS    ?= util mqtt net broker store hub service
 CC        ?= cc
 BUILD     ?= build
 OPT       ?= -O2
 SAN       ?=
 WARN      := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS    += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SAN) -Isrc -MMD -MP
-LDLIBS    += -lssl -lcrypto -lpthread
+LDLIBS    += -lsqlite3 -ljansson -lhttp_parser -lssl -lcrypto -lpthread
 LDFLAGS   += $(SAN)
 
 LIB_SRC   := $(foreach l,$(LAYERS),$(sort $(wildcard src/$(l)/*.c)))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB       := $(BUILD)/libiothubd.a
-UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
+TESTS     ?= tests/unit/test_*.c
+UNIT_SRC  := $(sort $(wildcard $(TESTS)))
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-PROGRAMS  := $(BUILD)/iothubd
+TOOL_SRC  := $(sort $(wildcard src/tools/iothub/*.c))
+PROGRAMS  := $(BUILD)/iothubd $(if $(TOOL_SRC),$(BUILD)/iothub)
 
-.PHONY: all test unit e2e asan fuzz run clean deps
+.PHONY: all test unit e2e asan fuzz run clean deps unit-bins
 all: $(PROGRAMS) $(UNIT_BIN)
+
+# Just the unit tests named by TESTS, against the layers named by LAYERS:
+#   make BUILD=build/mine LAYERS="util net store" TESTS="tests/unit/test_store*.c" unit-bins
+unit-bins: $(UNIT_BIN)
 
 include fuzz/fuzz.mk
 
@@ -40,6 +46,9 @@ $(LIB): $(LIB_OBJ)
 
 $(BUILD)/iothubd: $(BUILD)/obj/src/main.o $(BUILD)/obj/src/config.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/iothub: $(TOOL_SRC:%.c=$(BUILD)/obj/%.o) $(LIB)
+	$(CC) $(LDFLAGS) $^ -lcurl $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)

@@ -116,6 +116,22 @@ broker *broker_new(net_server *server, const broker_limits *limits,
     return b;
 }
 
+/* Sessions still stored (non-zero expiry) end with the process. Each one
+ * leaves the table as it ends, so they are collected first. */
+static void free_stored_sessions(broker_loop *bl)
+{
+    size_t n = 0;
+    session **all = malloc((bl->sessions.count + 1) * sizeof *all);
+    if (!all)
+        return; /* exiting anyway: leak rather than walk a changing table */
+    void *v;
+    for (size_t pos = 0; hmap_next(&bl->sessions, &pos, &v);)
+        all[n++] = v;
+    for (size_t i = 0; i < n; i++)
+        session_free_at_exit(all[i]);
+    free(all);
+}
+
 void broker_free(broker *b)
 {
     if (!b)
@@ -124,11 +140,7 @@ void broker_free(broker *b)
         broker_loop *bl = b->loops[i];
         if (!bl)
             continue;
-        void *v;
-        for (size_t pos = 0; hmap_next(&bl->sessions, &pos, &v);) {
-            session *s = v;
-            session_drop_messages(s);
-        }
+        free_stored_sessions(bl);
         hmap_free(&bl->sessions);
         hmap_free(&bl->clients);
         topic_match_vec_free(&bl->matches);

@@ -351,8 +351,7 @@ void handle_auth(broker_client *c, const mqtt_reason_packet *pkt)
         return;
     }
     if (!MQTT_HAS(p, MQTT_PROP_AUTHENTICATION_METHOD) ||
-        p->authentication_method.len != strlen(c->auth_method) ||
-        memcmp(p->authentication_method.p, c->auth_method, p->authentication_method.len) != 0) {
+        !mqtt_bytes_eq_str(p->authentication_method, c->auth_method)) {
         client_close(c, MQTT_RC_PROTOCOL_ERROR, "Authentication Method differs from CONNECT");
         return;
     }

@@ -123,7 +123,8 @@ static void record_alias(broker_client *c, mqtt_bytes topic, uint16_t alias)
     char *key = malloc(topic.len ? topic.len : 1);
     if (!key)
         return;
-    memcpy(key, topic.p, topic.len);
+    if (topic.len)
+        memcpy(key, topic.p, topic.len);
     c->alias_out_keys[c->alias_out_used++] = key;
     hmap_put(&c->alias_out, key, topic.len, (void *)(uintptr_t)alias);
 }

@@ -210,6 +210,7 @@ void session_end(session *s);
 void session_ref(session *s);
 void session_unref(session *s);
 void session_detach(session *s, broker_client *c);
+void session_free_at_exit(session *s);
 void session_publish_will(broker_loop *bl, broker_msg *will, uint8_t qos);
 bool session_qos2_in_has(session *s, uint16_t id);
 bool session_qos2_in_add(session *s, uint16_t id);

@@ -306,7 +306,8 @@ static bool expand_pattern(const char *pattern, const broker_client_info *info, 
             sub = (mqtt_bytes){(const uint8_t *)p, 1};
         if (n + sub.len >= cap)
             return false;
-        memcpy(out + n, sub.p, sub.len);
+        if (sub.len)
+            memcpy(out + n, sub.p, sub.len);
         n += sub.len;
         if (is_sub)
             p++;
@@ -321,8 +322,7 @@ static bool rule_applies(const acl_rule *r, const broker_client_info *info)
         return true;
     if (!r->user)
         return !info->has_username;
-    return info->has_username && strlen(r->user) == info->username.len &&
-           memcmp(r->user, info->username.p, info->username.len) == 0;
+    return info->has_username && mqtt_bytes_eq_str(info->username, r->user);
 }
 
 /* Whether the ACL grants `want` (read or write) on `topic`; any matching

@@ -74,15 +74,21 @@ static void publish_pending_will(session *s)
     broker_msg_unref(w);
 }
 
-/* Ends the session: its Will (if still pending) is published, its
+/* Ends the session: its Will (if still pending) is published unless the
+ * server is exiting (`at_exit`: Wills are not sent on shutdown), its
  * subscriptions and messages are dropped, and it leaves the table. */
-void session_end(session *s)
+static void session_release(session *s, bool at_exit)
 {
     if (s->dead)
         return;
     broker_loop *bl = s->bl;
     log_debug("session %s ended", s->client_id);
     net_timer_stop(bl->loop, &s->expiry_timer);
+    if (at_exit && s->pending_will) {
+        net_timer_stop(bl->loop, &s->will_timer);
+        broker_msg_unref(s->pending_will);
+        s->pending_will = NULL;
+    }
     publish_pending_will(s);
     session_remove_all_subs(s);
     session_drop_messages(s);
@@ -97,6 +103,10 @@ void session_end(session *s)
     s->dead = true;
     session_unref(s);
 }
+
+void session_end(session *s) { session_release(s, false); }
+
+void session_free_at_exit(session *s) { session_release(s, true); }
 
 static void on_expiry_timer(net_loop *loop, net_timer *t)
 {

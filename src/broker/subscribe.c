@@ -27,15 +27,10 @@ static char *dup_str(mqtt_bytes b)
     return s;
 }
 
-static bool bytes_eq_str(mqtt_bytes b, const char *s)
-{
-    return strlen(s) == b.len && memcmp(s, b.p, b.len) == 0;
-}
-
 static session_sub *find_sub(session *s, mqtt_bytes group, mqtt_bytes filter)
 {
     for (uint32_t i = 0; i < s->nsubs; i++)
-        if (bytes_eq_str(group, s->subs[i].group) && bytes_eq_str(filter, s->subs[i].filter))
+        if (mqtt_bytes_eq_str(group, s->subs[i].group) && mqtt_bytes_eq_str(filter, s->subs[i].filter))
             return &s->subs[i];
     return NULL;
 }

@@ -42,7 +42,7 @@ static inline uint8_t perr(uint8_t version)
 
 static inline bool bytes_eq(mqtt_bytes b, const char *s, size_t n)
 {
-    return b.len == n && memcmp(b.p, s, n) == 0;
+    return b.len == n && (n == 0 || memcmp(b.p, s, n) == 0);
 }
 
 static inline bool has_wildcard(mqtt_bytes s)

@@ -40,6 +40,14 @@ typedef struct mqtt_bytes {
     uint32_t len;
 } mqtt_bytes;
 
+/* b equals the C string s. (An empty slice may have p == NULL, which
+ * memcmp must not see even with length 0.) */
+static inline bool mqtt_bytes_eq_str(mqtt_bytes b, const char *s)
+{
+    size_t n = __builtin_strlen(s);
+    return b.len == n && (n == 0 || __builtin_memcmp(b.p, s, n) == 0);
+}
+
 #define MQTT_BYTES_LIT(s) ((mqtt_bytes){(const uint8_t *)(s), sizeof(s) - 1})
 
 enum mqtt_packet_type {
