@@ -194,7 +194,7 @@ bool broker_client_send(broker_client *c, broker_msg *msg, uint8_t qos, uint64_t
     if (c->state != CLIENT_CONNECTED || !c->session)
         return false;
     session *s = c->session;
-    if (qos > 0 && s->queue.len >= c->bl->b->limits.max_queued_messages)
+    if (qos > 0 && s->queue.len >= c->limits->max_queued_messages)
         return false;
     session_deliver(s, msg, qos, false, 0, app_tag);
     return true;

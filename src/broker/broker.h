@@ -92,6 +92,12 @@ typedef struct broker_app {
      * broker_auth_reject or broker_auth_challenge, now or later.
      */
     void (*authenticate)(void *ctx, broker_client *c, const mqtt_connect *pkt);
+    /* Optional: the limits this client gets (offered in CONNACK and
+     * enforced), decided from its CONNECT before authenticate; NULL = the
+     * server's. The pointer must stay valid while the client exists. Lets
+     * one server offer IoT Hub's limits to devices and its own to open
+     * broker clients. */
+    const broker_limits *(*limits_for)(void *ctx, const mqtt_connect *pkt);
     /* An AUTH packet (0x18 continue, or 0x19 re-authentication once
      * connected). Answer as for authenticate. NULL = AUTH not supported. */
     void (*auth_packet)(void *ctx, broker_client *c, const mqtt_reason_packet *pkt);

@@ -66,7 +66,7 @@ static bool assign_client_id(broker_client *c)
 /* Takes the Will of a CONNECT as a message ready to publish. */
 static uint8_t take_will(broker_client *c, const mqtt_connect *pkt)
 {
-    const broker_limits *l = &c->bl->b->limits;
+    const broker_limits *l = c->limits;
     if (!mqtt_topic_name_valid(pkt->will_topic))
         return MQTT_RC_TOPIC_NAME_INVALID;
     if (pkt->will_qos > l->maximum_qos)
@@ -92,7 +92,7 @@ static uint8_t take_will(broker_client *c, const mqtt_connect *pkt)
 /* Negotiates keep-alive, session expiry and the client's own limits. */
 static void take_connect_options(broker_client *c, const mqtt_connect *pkt)
 {
-    const broker_limits *l = &c->bl->b->limits;
+    const broker_limits *l = c->limits;
     const mqtt_props *p = &pkt->props;
     c->clean_start = pkt->clean_start;
     c->keep_alive = pkt->keep_alive;
@@ -148,6 +148,11 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
         refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
     }
+    if (b->app.limits_for) {
+        const broker_limits *own = b->app.limits_for(b->app.ctx, pkt);
+        if (own)
+            c->limits = own;
+    }
     take_connect_options(c, pkt);
     if (pkt->will_flag) {
         uint8_t rc = take_will(c, pkt);
@@ -172,7 +177,7 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
 /* Adds the server's limits to the CONNACK properties [MQTT-3.2.2]. */
 static void connack_limits(broker_client *c, mqtt_props *p, uint32_t requested_expiry)
 {
-    const broker_limits *l = &c->bl->b->limits;
+    const broker_limits *l = c->limits;
     p->receive_maximum = l->receive_maximum;
     MQTT_SET(p, MQTT_PROP_RECEIVE_MAXIMUM);
     if (l->maximum_qos < 2) {
@@ -383,8 +388,8 @@ void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt)
             return;
         }
         uint32_t e = p->session_expiry_interval;
-        if (e > c->bl->b->limits.max_session_expiry)
-            e = c->bl->b->limits.max_session_expiry;
+        if (e > c->limits->max_session_expiry)
+            e = c->limits->max_session_expiry;
         c->session_expiry = e;
         if (c->session)
             c->session->expiry_interval = e;
@@ -406,7 +411,7 @@ void client_free_connect_state(broker_client *c)
     if (c->will)
         broker_msg_unref(c->will);
     if (c->alias_in) {
-        for (uint32_t i = 0; i <= c->bl->b->limits.topic_alias_maximum; i++)
+        for (uint32_t i = 0; i <= c->limits->topic_alias_maximum; i++)
             free((void *)c->alias_in[i].p);
         free(c->alias_in);
     }

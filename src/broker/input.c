@@ -31,6 +31,7 @@ static void *on_open(net_conn *conn, void *listener_arg)
     c->conn = conn;
     c->handle = net_conn_id(conn);
     c->state = CLIENT_AWAIT_CONNECT;
+    c->limits = &b->limits;
     c->info.conn = conn;
     c->info.protocol_version = MQTT_V5; /* until CONNECT says otherwise */
     c->request_problem_info = true;
@@ -88,7 +89,7 @@ static void on_connect_timer(net_loop *loop, net_timer *t)
 
 void client_start_connect_timer(broker_client *c)
 {
-    net_timer_start(c->bl->loop, &c->connect_timer, c->bl->b->limits.connect_timeout_ms,
+    net_timer_start(c->bl->loop, &c->connect_timer, c->limits->connect_timeout_ms,
                     on_connect_timer);
 }
 
@@ -183,7 +184,7 @@ static size_t on_input(net_conn *conn, void *user, const uint8_t *data, size_t l
 {
     broker_client *c = user;
     size_t off = 0;
-    uint32_t max = c->bl->b->limits.maximum_packet_size;
+    uint32_t max = c->limits->maximum_packet_size;
     while (off < len && (c->state == CLIENT_AWAIT_CONNECT || c->state == CLIENT_CONNECTED ||
                          c->state == CLIENT_AUTHENTICATING)) {
         mqtt_frame f;

@@ -128,6 +128,7 @@ struct broker_client {
     broker_client_handle handle;
     client_state state;
     bool reauthenticating;
+    const broker_limits *limits; /* the server's, or the app's for this client */
     broker_client_info info;
     void *app_data;
 

@@ -111,18 +111,18 @@ static uint8_t subscribe_one(broker_client *c, const mqtt_sub_entry *e, uint32_t
     *send_retained = false;
     if (!parse_filter(e->filter, &group, &filter, &shared))
         return MQTT_RC_TOPIC_FILTER_INVALID;
-    if (shared && !b->limits.shared_available)
+    if (shared && !c->limits->shared_available)
         return MQTT_RC_SHARED_SUBS_NOT_SUPPORTED;
     if (shared && (e->options & MQTT_SUBOPT_NO_LOCAL))
         return MQTT_RC_PROTOCOL_ERROR; /* [MQTT-3.8.3-4] */
-    if (!b->limits.wildcard_available && mqtt_topic_filter_has_wildcard(filter))
+    if (!c->limits->wildcard_available && mqtt_topic_filter_has_wildcard(filter))
         return MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED;
     bool exists = find_sub(s, group, filter) != NULL;
-    if (!exists && s->nsubs >= b->limits.max_subscriptions)
+    if (!exists && s->nsubs >= c->limits->max_subscriptions)
         return MQTT_RC_QUOTA_EXCEEDED;
     uint8_t qos = MQTT_SUBOPT_QOS(e->options);
-    if (qos > b->limits.maximum_qos)
-        qos = b->limits.maximum_qos;
+    if (qos > c->limits->maximum_qos)
+        qos = c->limits->maximum_qos;
     if (b->app.authorize_subscribe) {
         uint8_t granted = b->app.authorize_subscribe(b->app.ctx, c, group, filter, qos);
         if (granted >= 0x80)
@@ -159,10 +159,9 @@ static void send_retained(broker_client *c, mqtt_bytes filter, uint8_t granted, 
 
 void handle_subscribe(broker_client *c, const mqtt_subscribe *pkt)
 {
-    broker *b = c->bl->b;
     uint32_t sub_id = 0;
     if (MQTT_HAS(&pkt->props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER)) {
-        if (!b->limits.sub_ids_available) {
+        if (!c->limits->sub_ids_available) {
             client_close(c, MQTT_RC_SUBSCRIPTION_IDS_NOT_SUPPORTED, NULL);
             return;
         }

@@ -59,8 +59,10 @@ class Broker:
 
     def __init__(self, workdir, max_keepalive=None, max_packet_size=None, receive_maximum=None,
                  topic_alias_maximum=None, max_queued_messages=None, acl=None, passwords=None,
-                 session_expiry_check_ms=None, extra_args=(), extra_mosquitto_conf=""):
-        self.target = TARGET
+                 session_expiry_check_ms=None, extra_args=(), extra_mosquitto_conf="",
+                 http=False, data_dir=None):
+        self.target = "iothubd" if http else TARGET
+        self.http_port = free_port() if http else None
         self.host = "127.0.0.1"
         self.port = free_port()
         self.dir = workdir
@@ -76,7 +78,7 @@ class Broker:
             with open(pw_path, "w") as f:
                 for user, pw in passwords.items():
                     f.write("%s:%s\n" % (user, pw))
-        if TARGET == "mosquitto":
+        if self.target == "mosquitto":
             if pw_path:
                 subprocess.run(["mosquitto_passwd", "-U", pw_path], check=True, timeout=20,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,7 +119,8 @@ class Broker:
             if not os.path.exists(IOTHUBD_BIN):
                 pytest.fail("iothubd binary not found at %s (build it or set IOTHUBD_BIN; "
                             "or run with IOTHUBD_TEST_TARGET=mosquitto)" % IOTHUBD_BIN)
-            data = os.path.join(workdir, "data")
+            data = data_dir or os.path.join(workdir, "data")
+            self.data = data
             os.makedirs(data, exist_ok=True)
             cmd = [IOTHUBD_BIN, "--mqtt", "127.0.0.1:%d" % self.port, "--open-topics",
                    "--allow-anonymous", "--data", data, "--log-level", "info"]
@@ -137,6 +140,8 @@ class Broker:
                 cmd += ["--password-file", pw_path]
             if session_expiry_check_ms is not None and iothubd_supports("--session-expiry-check-ms"):
                 cmd += ["--session-expiry-check-ms", str(session_expiry_check_ms)]
+            if http:
+                cmd += ["--http", "127.0.0.1:%d" % self.http_port, "--hostname", "localhost"]
             cmd += list(extra_args)
             self.cmd = cmd
         self.proc = None
@@ -156,12 +161,23 @@ class Broker:
                     self.proc.returncode, " ".join(self.cmd), self.stderr_text()))
             try:
                 socket.create_connection((self.host, self.port), timeout=0.5).close()
+                if self.http_port:
+                    socket.create_connection((self.host, self.http_port), timeout=0.5).close()
                 return self
             except OSError:
                 time.sleep(0.02)
         self.proc.kill()
         raise RuntimeError("broker did not open port %d within %ss: %s" % (
             self.port, timeout, self.stderr_text()))
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.http_port
+
+    @property
+    def owner_connstr(self):
+        with open(os.path.join(self.data, "owner.connstr")) as f:
+            return f.read().strip()
 
     def stderr_text(self):
         try:
@@ -228,6 +244,15 @@ def broker_factory():
         d.cleanup()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def hub(broker_factory):
+    """iothubd with the service API on a free port and its own data dir
+    (always iothubd: the service API has no Mosquitto counterpart)."""
+    if not iothubd_supports("--http"):
+        pytest.skip("iothubd has no service API")
+    return broker_factory(http=True)
 
 
 @pytest.fixture

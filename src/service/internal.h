@@ -1,0 +1,150 @@
+/*
+ * service/internal.h — private to src/service/: the service context, one
+ * HTTP request as handlers see it, and the calls between the files:
+ *
+ *   http_conn.c   bytes -> requests (http_parser), keep-alive, limits,
+ *                 timeouts, one request at a time; hands each complete
+ *                 request to router.c and writes what response.c formats.
+ *   router.c      method + path -> route (with its rights), path and query
+ *                 decoding; runs auth.c, then the route's handler.
+ *   auth.c        the Authorization header (classic SAS) -> policy rights.
+ *   response.c    status line, headers, JSON and error bodies.
+ *   devices.c     device and module identity calls, statistics, policies.
+ *   identity_json.c  hub_identity <-> Device JSON.
+ *
+ * Handler contract: a handler receives a complete request and must answer
+ * it exactly once with one of the http_reply_* calls, either before it
+ * returns or later from a callback on the same loop (the connection stops
+ * reading meanwhile). The request stays valid until it is answered, even
+ * if the client goes away: answering an abandoned request just frees it.
+ */
+#ifndef IOTHUBD_SERVICE_INTERNAL_H
+#define IOTHUBD_SERVICE_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hub/registry.h"
+#include "service/service.h"
+
+#define HTTP_MAX_SEGMENTS 8  /* path segments a route may have */
+#define HTTP_MAX_QUERY 16    /* query parameters kept */
+#define HTTP_REQUEST_ID_LEN 36
+
+struct service {
+    net_server *server;
+    hub_registry *registry;
+    service_config cfg; /* cfg.hostname points at hostname below */
+    char *hostname;
+};
+
+typedef struct http_header {
+    const char *name; /* as sent; compare case-insensitively */
+    const char *value;
+} http_header;
+
+typedef struct http_param {
+    char *name; /* decoded */
+    char *value;
+} http_param;
+
+typedef struct http_conn http_conn;
+
+typedef struct http_request {
+    service *svc;
+    http_conn *conn;   /* owner; opaque to handlers */
+    net_loop *loop;    /* where callbacks for this request must run */
+    const char *method; /* "GET", "PUT", ... */
+    const char *target; /* request target as sent */
+    http_header *headers;
+    size_t header_count;
+    const uint8_t *body; /* NUL-terminated for convenience; may hold NULs */
+    size_t body_len;
+    char request_id[HTTP_REQUEST_ID_LEN + 1];
+    /* filled by the router */
+    char *segments[HTTP_MAX_SEGMENTS]; /* decoded path segments */
+    size_t segment_count;
+    http_param query[HTTP_MAX_QUERY];
+    size_t query_count;
+    char policy[64]; /* authenticated policy name */
+    unsigned rights; /* its rights (enum hub_right bits) */
+} http_request;
+
+/* ---- http_conn.c -------------------------------------------------------- */
+
+extern const net_conn_handler http_conn_handler; /* listener_arg: service * */
+
+/* Queues a formatted response for req and ends the request: the connection
+ * resumes reading (keep-alive) or closes. Frees req's storage. Used by
+ * response.c only. */
+void http_conn_finish(http_request *req, int status, const char *etag, const char *body,
+                      size_t body_len);
+
+/* ---- response.c --------------------------------------------------------- */
+
+const char *http_reason(int status);
+
+/* Appends a whole response to out (status line, x-ms-request-id,
+ * Content-Type/Length, ETag when non-NULL, Connection when asked).
+ * connection_header: NULL, "close" or "keep-alive". */
+bool http_write_response(net_conn *c, int status, const char *request_id, const char *etag,
+                         const char *connection_header, const char *body, size_t body_len);
+
+/* A JSON error body; returns a malloc'd string (NULL when out of memory). */
+char *http_error_body(const char *code, const char *text, const char *request_id);
+
+/* Fresh random request id (UUID v4 text). */
+void http_new_request_id(char out[HTTP_REQUEST_ID_LEN + 1]);
+
+/* Answers: a JSON value (stolen; NULL = no body), an empty body, an error. */
+void http_reply_json(http_request *req, int status, json_t *body, const char *etag);
+void http_reply_empty(http_request *req, int status);
+void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- router.c ----------------------------------------------------------- */
+
+/* Routes a complete request; always ends in exactly one reply. */
+void router_dispatch(http_request *req);
+
+const char *http_header_get(const http_request *req, const char *name);
+const char *http_query_get(const http_request *req, const char *name);
+
+/* ---- auth.c ------------------------------------------------------------- */
+
+/* Checks the request's SAS token and that its policy has every right in
+ * `needed`. On success fills req->policy/rights and returns true; otherwise
+ * answers 401 or 403 and returns false. */
+bool auth_check(http_request *req, unsigned needed);
+
+/* "RegistryRead, ServiceConnect" style, in the fixed order of enum hub_right. */
+const char *service_rights_text(unsigned rights, char *buf, size_t cap);
+
+/* ---- identity_json.c ---------------------------------------------------- */
+
+json_t *identity_to_json(const hub_identity *id);
+
+/* Parses a Device (or Module) JSON body for the identity named by the
+ * path. Fields the server owns (etag, generationId, connection state...)
+ * are ignored. False with a reason for invalid JSON, wrong types or ids
+ * that contradict the path. */
+bool identity_from_json(const uint8_t *body, size_t len, const char *device_id,
+                        const char *module_id, hub_identity *out, char *err, size_t errlen);
+
+/* "2026-11-29T08:00:00.123Z"; ms 0 gives IoT Hub's "never",
+ * "0001-01-01T00:00:00Z". out needs 32 bytes. */
+void iso8601_ms(int64_t ms, char out[32]);
+
+/* ---- devices.c ---------------------------------------------------------- */
+
+void devices_list(http_request *req);
+void devices_get(http_request *req);
+void devices_put(http_request *req);
+void devices_delete(http_request *req);
+void modules_list(http_request *req);
+void statistics_devices(http_request *req);
+void policies_list(http_request *req);
+
+#endif

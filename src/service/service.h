@@ -1,0 +1,47 @@
+/*
+ * service/service.h — the HTTP service API (../shared/spec/service-rest.md):
+ * device identities, statistics and iothubd's own calls, served over
+ * HTTP/1.1 (and HTTPS, with the same TLS configuration as MQTT) on the
+ * server's event loops.
+ *
+ * Lifetime: create after the registry and the net_server, add listeners
+ * with service_listen() before net_server_run(), free after it returned.
+ * The service holds no per-loop state of its own; each connection's state
+ * lives and dies with the connection on its loop.
+ */
+#ifndef IOTHUBD_SERVICE_SERVICE_H
+#define IOTHUBD_SERVICE_SERVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "hub/registry.h"
+#include "net/server.h"
+
+typedef struct service service;
+
+typedef struct service_config {
+    const char *hostname;        /* host in SAS resources; default "localhost" */
+    size_t max_header_bytes;     /* request line + headers; default 16 KiB */
+    unsigned max_headers;        /* default 100 */
+    size_t max_body_bytes;       /* default 1 MiB */
+    unsigned idle_timeout_ms;    /* keep-alive connection with no request; default 120 s */
+    unsigned request_timeout_ms; /* a started request must be complete by then; default 30 s */
+} service_config;
+
+/* Fills in the defaults above. */
+void service_config_defaults(service_config *cfg);
+
+/* cfg may be NULL (all defaults); zero fields take their default. The
+ * strings are copied. Returns NULL only when out of memory. */
+service *service_new(net_server *server, hub_registry *registry, const service_config *cfg);
+
+/* Serves the API on "host:port" (port 0 picks one, returned in
+ * *bound_port when non-NULL); tls NULL = plain HTTP. */
+bool service_listen(service *s, const char *hostport, const net_tls_config *tls,
+                    int *bound_port, char *err, size_t errlen);
+
+/* After net_server_run() has returned. NULL is allowed. */
+void service_free(service *s);
+
+#endif
