@@ -25,7 +25,7 @@ typedef struct opt {
 
 static const opt options[] = {
     {"config", OPT_STR, F(config_file), "read settings from FILE (flags override it)"},
-    {"data", OPT_STR, F(data_dir), "data directory (created if missing)"},
+    {"data", OPT_STR, F(data_dir), "data directory (created if missing; default ./data)"},
     {"mqtt", OPT_STR, F(mqtt), "plain MQTT listener HOST:PORT"},
     {"mqtts", OPT_STR, F(mqtts), "MQTT over TLS listener HOST:PORT (needs --cert, --key)"},
     {"http", OPT_STR, F(http), "service API listener HOST:PORT"},
@@ -40,6 +40,10 @@ static const opt options[] = {
     {"acl-file", OPT_STR, F(acl_file), "topic ACLs, Mosquitto acl_file syntax"},
     {"password-file", OPT_STR, F(password_file), "user:password lines for the open broker"},
     {"log-level", OPT_LEVEL, F(log_level), "error, warn, info or debug"},
+    {"durability", OPT_STR, F(durability), "store commits: fsync (default), os or none"},
+    {"telemetry-partitions", OPT_UINT, F(telemetry_partitions), "telemetry log partitions (default 4)"},
+    {"telemetry-retention-s", OPT_U32, F(telemetry_retention_s), "keep telemetry this long (default 1 day; 0 = forever)"},
+    {"telemetry-retention-mb", OPT_U32, F(telemetry_retention_mb), "cap on stored telemetry, MiB (0 = none)"},
     {"max-keepalive", OPT_U16, L(max_keepalive), "largest Keep Alive granted, seconds (0 = any)"},
     {"max-packet-size", OPT_U32, L(maximum_packet_size), "largest packet accepted, bytes"},
     {"receive-maximum", OPT_U16, L(receive_maximum), "inbound QoS 1/2 window per client"},
@@ -236,6 +240,10 @@ int config_load(iothubd_config *cfg, int argc, char **argv, char *errbuf, size_t
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->hostname = "localhost";
+    cfg->data_dir = "data";
+    cfg->durability = "fsync";
+    cfg->telemetry_partitions = 4;
+    cfg->telemetry_retention_s = 86400;
     cfg->log_level = LOG_INFO;
     broker_limits_default(&cfg->limits);
     for (int i = 1; i < argc; i++) {
@@ -256,6 +264,14 @@ int config_load(iothubd_config *cfg, int argc, char **argv, char *errbuf, size_t
     }
     if (cfg->limits.maximum_packet_size < 128) {
         snprintf(errbuf, errlen, "--max-packet-size must be at least 128");
+        return -1;
+    }
+    if (cfg->https && (!cfg->cert_file || !cfg->key_file)) {
+        snprintf(errbuf, errlen, "--https needs --cert and --key");
+        return -1;
+    }
+    if (cfg->telemetry_partitions == 0) {
+        snprintf(errbuf, errlen, "--telemetry-partitions must be at least 1");
         return -1;
     }
     if (cfg->limits.receive_maximum == 0) {

@@ -34,6 +34,10 @@ typedef struct iothubd_config {
     const char *acl_file;
     const char *password_file;
     enum log_level log_level;
+    const char *durability;    /* fsync (default), os or none */
+    unsigned telemetry_partitions;
+    uint32_t telemetry_retention_s; /* 0 = keep forever */
+    uint32_t telemetry_retention_mb; /* 0 = no size limit */
     broker_limits limits;
     struct config_string *strings; /* values read from the file */
 } iothubd_config;

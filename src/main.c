@@ -1,11 +1,17 @@
 /*
- * main.c — the iothubd server: configuration, listeners, run, shutdown.
+ * main.c — the iothubd server: configuration, store, registry, listeners,
+ * run, shutdown.
  *
  * Start-up is all-or-nothing: any setting, file or port that is not right
  * stops the process with one line on stderr and a non-zero exit status
  * before a single client is served (../shared/spec/cli.md).
+ *
+ * Order matters at both ends: the store opens first (the registry loads
+ * from it) and closes last, after the loops have stopped, so every write a
+ * loop queued is committed before the process exits.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +22,10 @@
 #include "broker/broker.h"
 #include "broker/open_app.h"
 #include "config.h"
+#include "hub/registry.h"
 #include "net/server.h"
+#include "service/service.h"
+#include "store/store.h"
 #include "util/log.h"
 
 /* Creates the data directory if needed and checks that it is writable. */
@@ -29,6 +38,70 @@ static bool prepare_data_dir(const char *dir, char *err, size_t errlen)
     if (access(dir, R_OK | W_OK | X_OK) != 0) {
         snprintf(err, errlen, "data directory %s: %s", dir, strerror(errno));
         return false;
+    }
+    return true;
+}
+
+/* Writes DIR/owner.connstr (mode 0600) unless it exists: the iothubowner
+ * connection string that the command line and people start from. */
+static bool write_owner_connstr(const char *dir, const char *hostname, hub_registry *reg,
+                                char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/owner.connstr", dir);
+    if (access(path, F_OK) == 0)
+        return true;
+    hub_policy owner;
+    if (!registry_policy_get(reg, "iothubowner", &owner)) {
+        snprintf(err, errlen, "the store has no iothubowner policy");
+        return false;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        snprintf(err, errlen, "%.400s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    fprintf(f, "HostName=%s;SharedAccessKeyName=iothubowner;SharedAccessKey=%s\n", hostname,
+            owner.primary_key);
+    if (fclose(f) != 0) {
+        snprintf(err, errlen, "%.400s: %s", path, strerror(errno));
+        return false;
+    }
+    log_info("wrote %s", path);
+    return true;
+}
+
+static store *open_store(const iothubd_config *cfg, char *err, size_t errlen)
+{
+    store_config sc = {
+        .dir = cfg->data_dir,
+        .partitions = cfg->telemetry_partitions,
+        .retention_ms = (int64_t)cfg->telemetry_retention_s * 1000,
+        .retention_bytes = (int64_t)cfg->telemetry_retention_mb << 20,
+    };
+    if (!store_durability_parse(cfg->durability, &sc.durability)) {
+        snprintf(err, errlen, "--durability: expected fsync, os or none, not '%s'", cfg->durability);
+        return NULL;
+    }
+    return store_open(&sc, err, errlen);
+}
+
+static bool start_service(service *svc, const iothubd_config *cfg, char *err, size_t errlen)
+{
+    int port = 0;
+    if (cfg->http) {
+        if (!service_listen(svc, cfg->http, NULL, &port, err, errlen))
+            return false;
+        log_info("service API listening on http://%s (port %d)", cfg->http, port);
+    }
+    if (cfg->https) {
+        net_tls_config tls = {cfg->cert_file, cfg->key_file, cfg->ca_file};
+        if (!service_listen(svc, cfg->https, &tls, &port, err, errlen))
+            return false;
+        log_info("service API listening on https://%s (port %d)", cfg->https, port);
     }
     return true;
 }
@@ -50,7 +123,15 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (!cfg.mqtt && !cfg.mqtts)
         cfg.mqtt = "127.0.0.1:1883";
-    if (cfg.data_dir && !prepare_data_dir(cfg.data_dir, err, sizeof err))
+    if (!prepare_data_dir(cfg.data_dir, err, sizeof err))
+        return fail(err);
+    store *st = open_store(&cfg, err, sizeof err);
+    if (!st)
+        return fail(err);
+    hub_registry *reg = registry_open(st, err, sizeof err);
+    if (!reg)
+        return fail(err);
+    if (!write_owner_connstr(cfg.data_dir, cfg.hostname, reg, err, sizeof err))
         return fail(err);
 
     open_app_config app_cfg = {
@@ -82,13 +163,26 @@ int main(int argc, char **argv)
             return fail(err);
         log_info("MQTT over TLS listening on %s (port %d)", cfg.mqtts, port);
     }
+    service_config scfg;
+    service_config_defaults(&scfg);
+    scfg.hostname = cfg.hostname;
+    service *svc = service_new(server, reg, &scfg);
+    if (!svc)
+        return fail("out of memory");
+    if (!start_service(svc, &cfg, err, sizeof err))
+        return fail(err);
     log_info("iothubd ready: %u event loops, open topics %s, anonymous %s",
              net_server_loop_count(server), cfg.open_topics ? "on" : "off",
              cfg.allow_anonymous ? "allowed" : "refused");
     rc = net_server_run(server);
     log_info("iothubd stopped");
+    /* The loops have stopped: commit what they queued. Completions are
+     * posted to their mailboxes and dropped with them (nobody waits). */
+    store_close(st);
+    service_free(svc);
     broker_free(b);
     net_server_free(server);
+    registry_free(reg);
     open_app_free(app);
     config_free(&cfg);
     return rc == 0 ? 0 : 1;

@@ -1,0 +1,104 @@
+/*
+ * store/internal.h — what the store's files share: the context struct, the
+ * request header every operation embeds, and small SQLite helpers.
+ *
+ * A request is one malloc'd struct per call: a store_req header followed by
+ * the operation's own fields (copies of the caller's data, and the results
+ * the store thread fills in). `exec` runs on the store thread inside the
+ * batch transaction; `complete` runs afterwards on the caller's loop (or on
+ * the store thread when loop == NULL), calls the user's callback and frees
+ * the request. Nothing else ever touches a request, so it needs no lock.
+ */
+#ifndef IOTHUBD_STORE_INTERNAL_H
+#define IOTHUBD_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+
+#include "store/store.h"
+
+typedef struct store_req store_req;
+
+struct store_req {
+    store_req *next;
+    net_loop *loop;
+    /* Returns STORE_OK or another status; on STORE_ERROR whatever the
+     * request wrote is rolled back (its savepoint), the batch goes on. */
+    store_status (*exec)(store *st, store_req *r);
+    void (*complete)(store_req *r);
+    store_status status;
+    bool sync_done; /* for store_run_sync: set under st->lock */
+    char err[256];
+};
+
+#define STORE_STMT_CACHE 64
+
+struct store {
+    sqlite3 *db;          /* used by the store thread only (and open/close) */
+    char *dir;
+    store_durability durability;
+    unsigned partitions;
+    int64_t retention_ms;
+    int64_t retention_bytes;
+    unsigned retention_interval_ms;
+
+    pthread_t thread;
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* the store thread sleeps on it */
+    pthread_cond_t synced; /* store_run_sync callers sleep on it */
+    store_req *head, **tail;
+    bool stopping;
+    bool hold;
+    unsigned fail_commits;
+    store_stats stats;
+
+    /* prepared statements, keyed by their (static) SQL text pointer */
+    struct {
+        const char *sql;
+        sqlite3_stmt *stmt;
+    } stmts[STORE_STMT_CACHE];
+    size_t nstmts;
+};
+
+/* The header of every request whose completion is a store_done_fn. */
+typedef struct store_done_req {
+    store_req base;
+    store_done_fn done;
+    void *arg;
+} store_done_req;
+/* complete function for store_done_req requests: calls done, frees. */
+void store_done_complete(store_req *r);
+
+/* thread.c */
+void store_submit(store *st, store_req *r);
+/* Queues r (caller-owned, e.g. on the stack) and waits until it executed
+ * and committed; returns r->status. */
+store_status store_run_sync(store *st, store_req *r);
+/* Allocates a zeroed request of `size` bytes (>= sizeof(store_req)) plus
+ * `extra` bytes; aborts the process on out of memory (a store that cannot
+ * queue cannot report either). */
+void *store_req_new(size_t size, size_t extra, net_loop *loop,
+                    store_status (*exec)(store *, store_req *), void (*complete)(store_req *));
+/* The cached statement for `sql`, reset and unbound; NULL with r->err set. */
+sqlite3_stmt *store_stmt(store *st, const char *sql, store_req *r);
+/* Records the database's error message in r->err; returns STORE_ERROR. */
+store_status store_db_error(store *st, store_req *r, const char *what);
+/* Copies a string into the tail area of a request; returns the copy. */
+char *store_copy_str(char **cursor, const char *s);
+void *store_copy_mem(char **cursor, const void *p, size_t n);
+int64_t store_now_ms(void);
+
+/* schema.c */
+#define STORE_SCHEMA_VERSION 3
+/* Migrates `db` up to `target` (STORE_SCHEMA_VERSION for the latest); each
+ * step runs in its own transaction together with its user_version bump. */
+bool store_migrate(sqlite3 *db, int target, char *err, size_t errlen);
+int store_user_version(sqlite3 *db);
+
+/* telemetry.c */
+bool store_telemetry_init_partitions(sqlite3 *db, unsigned n, char *err, size_t errlen);
+/* Runs retention inside the current transaction. */
+store_status store_retention_apply(store *st, store_req *r, int64_t now_ms, uint64_t *deleted);
+
+#endif

@@ -1,0 +1,504 @@
+/*
+ * store/thread.c — open/close, the request queue, the store thread and
+ * group commit.
+ *
+ * Group commit: callers on any thread append requests to one queue (a
+ * mutex-protected singly linked list) and signal a condition variable. The
+ * store thread swaps the whole list out under the lock, then, unlocked:
+ *   BEGIN IMMEDIATE
+ *   for each request: SAVEPOINT; exec; RELEASE (or ROLLBACK TO on error)
+ *   COMMIT
+ * and only then hands every completion to its loop. One fsync covers the
+ * whole batch, so the more requests arrive while a commit is on the disk,
+ * the bigger the next batch: throughput grows with load while latency stays
+ * one commit. A per-request savepoint keeps one bad request (a constraint
+ * error) from failing its neighbours; a failed COMMIT fails them all, since
+ * none of them is on disk.
+ *
+ * Durability (synchronous pragma, WAL journal):
+ *   fsync  FULL   — the WAL is fsynced at every commit: a completion means
+ *                   the data survives a power cut.
+ *   os     NORMAL — the commit is written to the OS without fsync; the WAL
+ *                   is fsynced at checkpoints. Survives a crash of iothubd,
+ *                   not of the machine (recent commits may be lost, the
+ *                   file stays consistent). Chosen over OFF because OFF may
+ *                   corrupt the file on power loss, and NORMAL costs nothing
+ *                   per commit in WAL mode.
+ *   none   OFF    — no fsync at all, even at checkpoints. Completions still
+ *                   wait for the commit (to the OS page cache): skipping the
+ *                   wait would turn a failed commit into a false success,
+ *                   and the commit without fsync costs microseconds.
+ *
+ * Retention of the telemetry log runs on this thread, in its own
+ * transaction, every retention_interval_ms (the thread's wait times out).
+ *
+ * Closing sets `stopping`: the thread keeps taking batches until the queue
+ * is empty, then exits; store_close joins it and closes the database.
+ */
+#include "store/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "util/hmap.h"
+#include "util/log.h"
+#include "util/time.h"
+
+int64_t store_now_ms(void) { return (int64_t)time_wall_ms(); }
+
+const char *store_status_name(store_status st)
+{
+    switch (st) {
+    case STORE_OK: return "ok";
+    case STORE_NOT_FOUND: return "not found";
+    case STORE_FULL: return "full";
+    case STORE_INVALID: return "invalid";
+    case STORE_ERROR: return "error";
+    }
+    return "?";
+}
+
+bool store_durability_parse(const char *name, store_durability *out)
+{
+    static const struct { const char *name; store_durability d; } names[] = {
+        {"fsync", STORE_DURABILITY_FSYNC},
+        {"os", STORE_DURABILITY_OS},
+        {"none", STORE_DURABILITY_NONE},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i].name) == 0) {
+            *out = names[i].d;
+            return true;
+        }
+    return false;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+void *store_req_new(size_t size, size_t extra, net_loop *loop,
+                    store_status (*exec)(store *, store_req *), void (*complete)(store_req *))
+{
+    store_req *r = calloc(1, size + extra);
+    if (!r) {
+        log_error("store: out of memory queuing a request");
+        abort();
+    }
+    r->loop = loop;
+    r->exec = exec;
+    r->complete = complete;
+    return r;
+}
+
+char *store_copy_str(char **cursor, const char *s)
+{
+    size_t n = strlen(s ? s : "") + 1;
+    char *d = *cursor;
+    memcpy(d, s ? s : "", n);
+    *cursor += n;
+    return d;
+}
+
+void *store_copy_mem(char **cursor, const void *p, size_t n)
+{
+    char *d = *cursor;
+    if (n)
+        memcpy(d, p, n);
+    *cursor += n;
+    return d;
+}
+
+void store_submit(store *st, store_req *r)
+{
+    r->next = NULL;
+    pthread_mutex_lock(&st->lock);
+    *st->tail = r;
+    st->tail = &r->next;
+    pthread_cond_signal(&st->wake);
+    pthread_mutex_unlock(&st->lock);
+}
+
+static void sync_complete(store_req *r)
+{
+    (void)r; /* signalled by finish_request under the lock */
+}
+
+store_status store_run_sync(store *st, store_req *r)
+{
+    r->loop = NULL;
+    r->complete = sync_complete;
+    r->sync_done = false;
+    store_submit(st, r);
+    pthread_mutex_lock(&st->lock);
+    while (!r->sync_done)
+        pthread_cond_wait(&st->synced, &st->lock);
+    pthread_mutex_unlock(&st->lock);
+    return r->status;
+}
+
+static store_status noop_exec(store *st, store_req *r)
+{
+    (void)st;
+    (void)r;
+    return STORE_OK;
+}
+
+void store_flush(store *st)
+{
+    store_req r = {.exec = noop_exec};
+    store_run_sync(st, &r);
+}
+
+/* ---- SQLite helpers ----------------------------------------------------- */
+
+sqlite3_stmt *store_stmt(store *st, const char *sql, store_req *r)
+{
+    for (size_t i = 0; i < st->nstmts; i++)
+        if (st->stmts[i].sql == sql) {
+            sqlite3_stmt *s = st->stmts[i].stmt;
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+            return s;
+        }
+    sqlite3_stmt *s = NULL;
+    unsigned flags = st->nstmts < STORE_STMT_CACHE ? SQLITE_PREPARE_PERSISTENT : 0;
+    if (sqlite3_prepare_v3(st->db, sql, -1, flags, &s, NULL) != SQLITE_OK) {
+        store_db_error(st, r, "prepare");
+        return NULL;
+    }
+    if (st->nstmts == STORE_STMT_CACHE) { /* never expected: grow the cache */
+        log_error("store: statement cache full");
+        abort();
+    }
+    st->stmts[st->nstmts].sql = sql;
+    st->stmts[st->nstmts].stmt = s;
+    st->nstmts++;
+    return s;
+}
+
+store_status store_db_error(store *st, store_req *r, const char *what)
+{
+    snprintf(r->err, sizeof r->err, "%s: %s", what, sqlite3_errmsg(st->db));
+    return STORE_ERROR;
+}
+
+static bool exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return true;
+    snprintf(err, errlen, "%s: %s", sql, msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    return false;
+}
+
+/* ---- the store thread --------------------------------------------------- */
+
+static void post_complete(net_loop *loop, void *arg)
+{
+    (void)loop;
+    store_req *r = arg;
+    r->complete(r);
+}
+
+/* Hands a request's completion over; it may be freed after this. */
+static void finish_request(store *st, store_req *r)
+{
+    if (r->complete == sync_complete) {
+        pthread_mutex_lock(&st->lock);
+        r->sync_done = true;
+        pthread_cond_broadcast(&st->synced);
+        pthread_mutex_unlock(&st->lock);
+    } else if (r->loop) {
+        net_loop_post(r->loop, post_complete, r);
+    } else {
+        r->complete(r);
+    }
+}
+
+static void fail_all(store_req *batch, const char *why)
+{
+    for (store_req *r = batch; r; r = r->next) {
+        r->status = STORE_ERROR;
+        snprintf(r->err, sizeof r->err, "%s", why);
+    }
+}
+
+/* Runs one request inside its savepoint. */
+static void exec_request(store *st, store_req *r)
+{
+    char err[256];
+    if (!exec_sql(st->db, "SAVEPOINT req", err, sizeof err)) {
+        r->status = STORE_ERROR;
+        snprintf(r->err, sizeof r->err, "%s", err);
+        return;
+    }
+    r->status = r->exec(st, r);
+    if (r->status == STORE_ERROR)
+        exec_sql(st->db, "ROLLBACK TO req", err, sizeof err);
+    exec_sql(st->db, "RELEASE req", err, sizeof err);
+}
+
+/* One group commit: every request of the batch in one transaction. */
+static void run_batch(store *st, store_req *batch, bool inject_failure)
+{
+    char err[256];
+    uint64_t n = 0;
+    bool committed = false;
+    if (!exec_sql(st->db, "BEGIN IMMEDIATE", err, sizeof err)) {
+        fail_all(batch, err);
+    } else {
+        for (store_req *r = batch; r; r = r->next, n++)
+            exec_request(st, r);
+        if (inject_failure) {
+            exec_sql(st->db, "ROLLBACK", err, sizeof err);
+            fail_all(batch, "commit failed (injected by test)");
+        } else if (!exec_sql(st->db, "COMMIT", err, sizeof err)) {
+            log_error("store: commit of %llu requests failed: %s", (unsigned long long)n, err);
+            char err2[256];
+            exec_sql(st->db, "ROLLBACK", err2, sizeof err2);
+            fail_all(batch, err);
+        } else {
+            committed = true;
+        }
+    }
+    pthread_mutex_lock(&st->lock);
+    st->stats.requests += n;
+    if (committed)
+        st->stats.commits++;
+    else
+        st->stats.failed_commits++;
+    pthread_mutex_unlock(&st->lock);
+    for (store_req *r = batch, *next; r; r = next) {
+        next = r->next;
+        finish_request(st, r);
+    }
+}
+
+/* Periodic retention, in its own transaction. */
+static void run_retention(store *st)
+{
+    store_req r = {0};
+    char err[256];
+    uint64_t deleted = 0;
+    if (!exec_sql(st->db, "BEGIN IMMEDIATE", err, sizeof err)) {
+        log_error("store: retention: %s", err);
+        return;
+    }
+    if (store_retention_apply(st, &r, store_now_ms(), &deleted) != STORE_OK ||
+        !exec_sql(st->db, "COMMIT", err, sizeof err)) {
+        log_error("store: retention: %s", r.err[0] ? r.err : err);
+        exec_sql(st->db, "ROLLBACK", err, sizeof err);
+        return;
+    }
+    if (deleted)
+        log_debug("store: retention removed %llu events", (unsigned long long)deleted);
+}
+
+static void deadline_after(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void *store_thread(void *arg)
+{
+    store *st = arg;
+    bool retention = st->retention_ms > 0 || st->retention_bytes > 0;
+    uint64_t next_retention = time_mono_ms() + st->retention_interval_ms;
+    for (;;) {
+        pthread_mutex_lock(&st->lock);
+        for (;;) {
+            bool ready = st->head && (!st->hold || st->stopping);
+            if (ready || (st->stopping && !st->head))
+                break;
+            if (retention && time_mono_ms() >= next_retention)
+                break;
+            if (retention) {
+                struct timespec ts;
+                deadline_after(&ts, st->retention_interval_ms);
+                pthread_cond_timedwait(&st->wake, &st->lock, &ts);
+            } else {
+                pthread_cond_wait(&st->wake, &st->lock);
+            }
+        }
+        store_req *batch = (!st->hold || st->stopping) ? st->head : NULL;
+        if (batch) {
+            st->head = NULL;
+            st->tail = &st->head;
+        }
+        bool inject = false;
+        if (batch && st->fail_commits) {
+            st->fail_commits--;
+            inject = true;
+        }
+        bool stop = st->stopping && !batch;
+        pthread_mutex_unlock(&st->lock);
+        if (stop)
+            break;
+        if (batch)
+            run_batch(st, batch, inject);
+        if (retention && time_mono_ms() >= next_retention) {
+            run_retention(st);
+            pthread_mutex_lock(&st->lock);
+            st->stats.retention_runs++;
+            pthread_mutex_unlock(&st->lock);
+            next_retention = time_mono_ms() + st->retention_interval_ms;
+        }
+    }
+    return NULL;
+}
+
+/* ---- open / close ------------------------------------------------------- */
+
+static bool make_dir(const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0700) == 0 || errno == EEXIST)
+        return true;
+    snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+    return false;
+}
+
+/* Opens the database file and sets it up (pragmas, migrations, partitions). */
+static bool open_db(store *st, char *err, size_t errlen)
+{
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/iothubd.db", st->dir) >= sizeof path) {
+        snprintf(err, errlen, "data directory path too long");
+        return false;
+    }
+    int rc = sqlite3_open_v2(path, &st->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
+        return false;
+    }
+    static const char *sync_pragma[] = {
+        [STORE_DURABILITY_FSYNC] = "PRAGMA synchronous=FULL",
+        [STORE_DURABILITY_OS] = "PRAGMA synchronous=NORMAL",
+        [STORE_DURABILITY_NONE] = "PRAGMA synchronous=OFF",
+    };
+    sqlite3_busy_timeout(st->db, 5000);
+    if (!exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
+        !exec_sql(st->db, sync_pragma[st->durability], err, errlen) ||
+        !exec_sql(st->db, "PRAGMA foreign_keys=OFF", err, errlen))
+        return false;
+    if (!store_migrate(st->db, STORE_SCHEMA_VERSION, err, errlen))
+        return false;
+    return store_telemetry_init_partitions(st->db, st->partitions, err, errlen);
+}
+
+static void free_store(store *st)
+{
+    for (size_t i = 0; i < st->nstmts; i++)
+        sqlite3_finalize(st->stmts[i].stmt);
+    if (st->db)
+        sqlite3_close(st->db);
+    pthread_mutex_destroy(&st->lock);
+    pthread_cond_destroy(&st->wake);
+    pthread_cond_destroy(&st->synced);
+    free(st->dir);
+    free(st);
+}
+
+store *store_open(const store_config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->dir || !*cfg->dir) {
+        snprintf(err, errlen, "no data directory");
+        return NULL;
+    }
+    if ((unsigned)cfg->durability > STORE_DURABILITY_NONE) {
+        snprintf(err, errlen, "bad durability setting");
+        return NULL;
+    }
+    store *st = calloc(1, sizeof *st);
+    if (!st || !(st->dir = strdup(cfg->dir))) {
+        free(st);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    st->durability = cfg->durability;
+    st->partitions = cfg->partitions ? cfg->partitions : 4;
+    st->retention_ms = cfg->retention_ms;
+    st->retention_bytes = cfg->retention_bytes;
+    st->retention_interval_ms = cfg->retention_interval_ms ? cfg->retention_interval_ms : 60000;
+    st->tail = &st->head;
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&st->synced, NULL);
+    if (!make_dir(st->dir, err, errlen) || !open_db(st, err, errlen)) {
+        free_store(st);
+        return NULL;
+    }
+    int rc = pthread_create(&st->thread, NULL, store_thread, st);
+    if (rc != 0) {
+        snprintf(err, errlen, "store thread: %s", strerror(rc));
+        free_store(st);
+        return NULL;
+    }
+    log_info("store: %s (schema %d, %u partitions)", st->dir, STORE_SCHEMA_VERSION,
+             st->partitions);
+    return st;
+}
+
+void store_close(store *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->lock);
+    st->stopping = true;
+    pthread_cond_signal(&st->wake);
+    pthread_mutex_unlock(&st->lock);
+    pthread_join(st->thread, NULL);
+    free_store(st);
+}
+
+void store_get_stats(store *st, store_stats *out)
+{
+    pthread_mutex_lock(&st->lock);
+    *out = st->stats;
+    pthread_mutex_unlock(&st->lock);
+}
+
+unsigned store_partitions(const store *st) { return st->partitions; }
+
+unsigned store_partition_of(const store *st, const char *device_id)
+{
+    return (unsigned)(hmap_hash(device_id, strlen(device_id)) % st->partitions);
+}
+
+void store_test_fail_commits(store *st, unsigned n)
+{
+    pthread_mutex_lock(&st->lock);
+    st->fail_commits = n;
+    pthread_mutex_unlock(&st->lock);
+}
+
+void store_test_hold(store *st, bool hold)
+{
+    pthread_mutex_lock(&st->lock);
+    st->hold = hold;
+    pthread_cond_signal(&st->wake);
+    pthread_mutex_unlock(&st->lock);
+}
+
+void store_done_complete(store_req *r)
+{
+    store_done_req *d = (store_done_req *)r;
+    if (d->done)
+        d->done(r->loop, d->arg, r->status, r->err);
+    free(r);
+}

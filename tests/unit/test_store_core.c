@@ -1,0 +1,378 @@
+/*
+ * test_store_core.c — the store's machinery: schema and migrations, group
+ * commit (from two running event loops, and held batches), a failed commit
+ * failing every request of its batch, request-level errors staying local,
+ * durability pragmas, drain on close, reopen.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sqlite3.h>
+#include <stdatomic.h>
+
+#include "net/server.h"
+#include "store/internal.h"
+#include "store_testutil.h"
+#include "util/log.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    testutil_tmpdir(dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    testutil_rmdir(dir);
+    return 0;
+}
+
+static hub_identity make_identity(const char *device, const char *module)
+{
+    hub_identity id;
+    memset(&id, 0, sizeof id);
+    snprintf(id.device_id, sizeof id.device_id, "%s", device);
+    snprintf(id.module_id, sizeof id.module_id, "%s", module ? module : "");
+    snprintf(id.generation_id, sizeof id.generation_id, "gen-%s", device);
+    snprintf(id.etag, sizeof id.etag, "etag1");
+    id.enabled = true;
+    id.auth_type = HUB_AUTH_SAS;
+    snprintf(id.primary_key, sizeof id.primary_key, "AAAAAAAAAAAAAAAAAAAAAA==");
+    return id;
+}
+
+static void count_identity(void *arg, const hub_identity *id)
+{
+    (void)id;
+    (*(size_t *)arg)++;
+}
+
+static size_t identity_count(store *st)
+{
+    size_t n = 0;
+    assert_true(store_load_identities(st, count_identity, &n));
+    return n;
+}
+
+/* ---- schema ------------------------------------------------------------- */
+
+static void test_new_store_has_latest_schema(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    store_flush(st); /* the store thread is idle: st->db may be read here */
+    assert_int_equal(store_user_version(st->db), STORE_SCHEMA_VERSION);
+    assert_int_equal(store_partitions(st), 4);
+    store_close(st);
+}
+
+static void test_migration_from_v1(void **state)
+{
+    (void)state;
+    char path[128];
+    snprintf(path, sizeof path, "%s/iothubd.db", dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char err[256];
+    assert_true(store_migrate(db, 1, err, sizeof err));
+    assert_int_equal(store_user_version(db), 1);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO identities VALUES('old','','g','e',1,'',0,"
+                                  "'k1','k2','','',0,5)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    store *st = testutil_open(dir, NULL);
+    store_flush(st);
+    assert_int_equal(store_user_version(st->db), STORE_SCHEMA_VERSION);
+    assert_int_equal(identity_count(st), 1);
+    /* tables of later versions work */
+    store_status s1 = STORE_ERROR, s2 = STORE_ERROR;
+    store_twin t = {.device_id = "old", .module_id = "", .json = "{}", .etag = "x", .version = 1};
+    store_twin_put(st, &t, NULL, testutil_record, &s1);
+    store_session_put(st, "old", 0, "s", 1, NULL, testutil_record, &s2);
+    store_flush(st);
+    assert_int_equal(s1, STORE_OK);
+    assert_int_equal(s2, STORE_OK);
+    store_close(st);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    (void)state;
+    char path[128];
+    snprintf(path, sizeof path, "%s/iothubd.db", dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    store_config cfg = {.dir = dir};
+    char err[256] = "";
+    assert_null(store_open(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "newer"));
+}
+
+/* ---- durability --------------------------------------------------------- */
+
+static void test_durability_pragmas(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int synchronous;
+    } cases[] = {{"fsync", 2}, {"os", 1}, {"none", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        store_config cfg = {0};
+        assert_true(store_durability_parse(cases[i].name, &cfg.durability));
+        store *st = testutil_open(dir, &cfg);
+        store_flush(st);
+        sqlite3_stmt *s;
+        assert_int_equal(sqlite3_prepare_v2(st->db, "PRAGMA synchronous", -1, &s, NULL), 0);
+        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(s, 0), cases[i].synchronous);
+        sqlite3_finalize(s);
+        assert_int_equal(sqlite3_prepare_v2(st->db, "PRAGMA journal_mode", -1, &s, NULL), 0);
+        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+        sqlite3_finalize(s);
+        store_close(st);
+    }
+    store_durability d;
+    assert_false(store_durability_parse("sometimes", &d));
+}
+
+/* ---- group commit from two loops ---------------------------------------- */
+
+enum { PER_LOOP = 400 };
+
+static struct {
+    net_server *srv;
+    store *st;
+    int done[2];      /* touched by each loop's own thread */
+    int wrong_loop[2];
+    int errors[2];
+    atomic_int finished;
+} G;
+
+static void put_done(net_loop *loop, void *arg, store_status st, const char *err)
+{
+    (void)err;
+    unsigned li = (unsigned)(uintptr_t)arg;
+    if (net_loop_index(loop) != li)
+        G.wrong_loop[li]++;
+    if (st != STORE_OK)
+        G.errors[li]++;
+    if (++G.done[li] == PER_LOOP && atomic_fetch_add(&G.finished, 1) == 1)
+        net_server_stop(G.srv);
+}
+
+static void start_writes(net_loop *loop, void *arg)
+{
+    (void)arg;
+    unsigned li = net_loop_index(loop);
+    for (int i = 0; i < PER_LOOP; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "loop%u-dev%d", li, i);
+        hub_identity id = make_identity(name, NULL);
+        store_put_identity(G.st, &id, loop, put_done, (void *)(uintptr_t)li);
+    }
+}
+
+static void test_group_commit_two_loops(void **state)
+{
+    (void)state;
+    memset(&G, 0, sizeof G);
+    G.st = testutil_open(dir, NULL);
+    char err[256];
+    G.srv = net_server_new(2, err, sizeof err);
+    assert_non_null(G.srv);
+    net_server_set_loop_hooks(G.srv, start_writes, NULL, NULL);
+    assert_int_equal(net_server_run(G.srv), 0);
+    for (int li = 0; li < 2; li++) {
+        assert_int_equal(G.done[li], PER_LOOP);
+        assert_int_equal(G.errors[li], 0);
+        assert_int_equal(G.wrong_loop[li], 0);
+    }
+    store_stats stats;
+    store_get_stats(G.st, &stats);
+    assert_true(stats.requests >= 2 * PER_LOOP);
+    assert_true(stats.commits < 2 * PER_LOOP); /* batched */
+    assert_int_equal(identity_count(G.st), 2 * PER_LOOP);
+    store_close(G.st);
+    net_server_free(G.srv);
+}
+
+/* Requests held back form exactly one batch and one commit. */
+static void test_held_requests_one_commit(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    store_flush(st);
+    store_stats before, after;
+    store_get_stats(st, &before);
+    store_status res[100];
+    store_test_hold(st, true);
+    for (int i = 0; i < 100; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "d%d", i);
+        hub_identity id = make_identity(name, NULL);
+        res[i] = STORE_ERROR;
+        store_put_identity(st, &id, NULL, testutil_record, &res[i]);
+    }
+    usleep(20000);
+    store_get_stats(st, &after);
+    assert_int_equal(after.commits, before.commits); /* nothing ran yet */
+    store_test_hold(st, false);
+    for (int i = 0; i < 5000; i++) { /* no flush yet: it could join the batch or not */
+        store_get_stats(st, &after);
+        if (after.requests - before.requests >= 100)
+            break;
+        usleep(1000);
+    }
+    assert_int_equal(after.requests - before.requests, 100);
+    assert_int_equal(after.commits - before.commits, 1);
+    store_flush(st);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(res[i], STORE_OK);
+    store_close(st);
+}
+
+/* ---- failures ----------------------------------------------------------- */
+
+static store_status read_status;
+static void read_done(net_loop *loop, void *arg, store_status st, const store_read_result *res,
+                      const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)res;
+    read_status = st;
+}
+
+static void test_failed_commit_fails_every_request(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    enum { N = 30 };
+    store_status res[N];
+    store_test_hold(st, true);
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "f%d", i);
+        hub_identity id = make_identity(name, NULL);
+        res[i] = STORE_OK;
+        store_put_identity(st, &id, NULL, testutil_record, &res[i]);
+    }
+    read_status = STORE_OK;
+    store_telemetry_read(st, 0, 1, 10, NULL, read_done, NULL);
+    store_test_fail_commits(st, 1);
+    store_test_hold(st, false);
+    store_flush(st);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(res[i], STORE_ERROR);
+    assert_int_equal(read_status, STORE_ERROR);
+    assert_int_equal(identity_count(st), 0); /* nothing was written */
+    store_stats stats;
+    store_get_stats(st, &stats);
+    assert_int_equal(stats.failed_commits, 1);
+
+    /* the next batch is fine again */
+    store_status ok = STORE_ERROR;
+    hub_identity id = make_identity("after", NULL);
+    store_put_identity(st, &id, NULL, testutil_record, &ok);
+    store_flush(st);
+    assert_int_equal(ok, STORE_OK);
+    assert_int_equal(identity_count(st), 1);
+    store_close(st);
+}
+
+static void appended(net_loop *loop, void *arg, store_status st, uint64_t seq, int64_t t,
+                     const char *err)
+{
+    (void)loop;
+    (void)seq;
+    (void)t;
+    (void)err;
+    *(store_status *)arg = st;
+}
+
+/* One bad request in a batch does not fail its neighbours. */
+static void test_request_error_stays_local(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    store_status a = STORE_ERROR, bad = STORE_OK, b = STORE_ERROR;
+    store_test_hold(st, true);
+    hub_identity id = make_identity("x", NULL);
+    store_put_identity(st, &id, NULL, testutil_record, &a);
+    store_telemetry_append(st, 99, 0, "p", 1, "b", 1, NULL, appended, &bad);
+    store_telemetry_append(st, 1, 0, "p", 1, "b", 1, NULL, appended, &b);
+    store_test_hold(st, false);
+    store_flush(st);
+    assert_int_equal(a, STORE_OK);
+    assert_int_equal(bad, STORE_INVALID);
+    assert_int_equal(b, STORE_OK);
+    store_close(st);
+}
+
+/* ---- close and reopen --------------------------------------------------- */
+
+static void test_close_drains_queue(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    enum { N = 200 };
+    store_status res[N];
+    store_test_hold(st, true); /* close must still run them */
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "c%d", i);
+        hub_identity id = make_identity(name, NULL);
+        res[i] = STORE_ERROR;
+        store_put_identity(st, &id, NULL, testutil_record, &res[i]);
+    }
+    store_close(st);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(res[i], STORE_OK);
+    st = testutil_open(dir, NULL);
+    assert_int_equal(identity_count(st), N);
+    store_close(st);
+}
+
+static void test_bad_directory(void **state)
+{
+    (void)state;
+    store_config cfg = {.dir = "/proc/definitely/not/here"};
+    char err[256] = "";
+    assert_null(store_open(&cfg, err, sizeof err));
+    assert_true(err[0] != '\0');
+    cfg.dir = "";
+    assert_null(store_open(&cfg, err, sizeof err));
+}
+
+int main(void)
+{
+    alarm(60);
+    log_set_level(LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_new_store_has_latest_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_durability_pragmas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_two_loops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_requests_one_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_commit_fails_every_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_error_stays_local, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_drains_queue, setup, teardown),
+        cmocka_unit_test(test_bad_directory),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

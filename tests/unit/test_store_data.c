@@ -1,0 +1,440 @@
+/*
+ * test_store_data.c — round trips of each data family through the store and
+ * across a close/reopen: identities (devices, modules, cascade on device
+ * deletion), policies, twins, C2D queues, persistent sessions.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "store_testutil.h"
+#include "util/log.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    testutil_tmpdir(dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    testutil_rmdir(dir);
+    return 0;
+}
+
+static store *reopen(store *st)
+{
+    store_close(st);
+    return testutil_open(dir, NULL);
+}
+
+/* ---- identities --------------------------------------------------------- */
+
+static struct {
+    hub_identity ids[16];
+    size_t n;
+    hub_policy pols[8];
+    size_t np;
+} L;
+
+static void collect_identity(void *arg, const hub_identity *id)
+{
+    (void)arg;
+    if (L.n < 16)
+        L.ids[L.n++] = *id;
+}
+
+static void collect_policy(void *arg, const hub_policy *p)
+{
+    (void)arg;
+    if (L.np < 8)
+        L.pols[L.np++] = *p;
+}
+
+static void load_all(store *st)
+{
+    memset(&L, 0, sizeof L);
+    assert_true(store_load_identities(st, collect_identity, NULL));
+    assert_true(store_load_policies(st, collect_policy, NULL));
+}
+
+static void test_identity_round_trip(void **state)
+{
+    (void)state;
+    static const hub_identity cases[] = {
+        {.device_id = "dev1", .generation_id = "g1", .etag = "e1", .enabled = true,
+         .auth_type = HUB_AUTH_SAS, .primary_key = "cHJpbWFyeWtleXByaW1hcnk=",
+         .secondary_key = "c2Vjb25kYXJ5a2V5c2Vjb25k", .status_updated_ms = 1234},
+        {.device_id = "dev1", .module_id = "mod.A", .generation_id = "g2", .etag = "e2",
+         .enabled = false, .status_reason = "maintenance", .auth_type = HUB_AUTH_SELF_SIGNED,
+         .primary_thumbprint = "0123456789ABCDEF0123456789ABCDEF01234567",
+         .secondary_thumbprint = "89ABCDEF0123456789ABCDEF0123456789ABCDEF"},
+        {.device_id = "edge-'$@!", .generation_id = "g3", .etag = "e3", .enabled = true,
+         .auth_type = HUB_AUTH_CA, .iot_edge = true, .status_updated_ms = -1},
+        {.device_id = "none", .generation_id = "g4", .etag = "e4", .auth_type = HUB_AUTH_NONE,
+         /* runtime fields are not stored */
+         .connected = true, .last_activity_ms = 77, .c2d_message_count = 3},
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    store *st = testutil_open(dir, NULL);
+    store_status res[N];
+    for (size_t i = 0; i < N; i++)
+        store_put_identity(st, &cases[i], NULL, testutil_record, &res[i]);
+    st = reopen(st);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(res[i], STORE_OK);
+    load_all(st);
+    assert_int_equal(L.n, N);
+    for (size_t i = 0; i < N; i++) {
+        const hub_identity *want = &cases[i], *got = NULL;
+        for (size_t k = 0; k < L.n; k++)
+            if (!strcmp(L.ids[k].device_id, want->device_id) &&
+                !strcmp(L.ids[k].module_id, want->module_id))
+                got = &L.ids[k];
+        assert_non_null(got);
+        hub_identity expect = *want;
+        expect.connected = false;
+        expect.last_activity_ms = 0;
+        expect.c2d_message_count = 0;
+        assert_memory_equal(got, &expect, sizeof expect);
+    }
+    /* replace keeps one row */
+    hub_identity changed = cases[0];
+    strcpy(changed.etag, "e1b");
+    store_put_identity(st, &changed, NULL, testutil_record, &res[0]);
+    store_flush(st);
+    load_all(st);
+    assert_int_equal(L.n, N);
+    assert_string_equal(L.ids[0].etag, "e1b");
+    store_close(st);
+}
+
+static void test_delete_device_cascades(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    hub_identity d = {.device_id = "d", .etag = "e"}, m1 = d, m2 = d, other = d;
+    strcpy(m1.module_id, "m1");
+    strcpy(m2.module_id, "m2");
+    strcpy(other.device_id, "dd"); /* a prefix-alike must survive */
+    store_status s = STORE_ERROR;
+    store_put_identity(st, &d, NULL, NULL, NULL);
+    store_put_identity(st, &m1, NULL, NULL, NULL);
+    store_put_identity(st, &m2, NULL, NULL, NULL);
+    store_put_identity(st, &other, NULL, NULL, NULL);
+    store_twin tw = {.device_id = "d", .module_id = "m1", .json = "{}", .etag = "t"};
+    store_twin_put(st, &tw, NULL, NULL, NULL);
+    store_c2d_msg m = {.device_id = "d", .body = "x", .body_len = 1};
+    store_c2d_enqueue(st, &m, 0, NULL, NULL, NULL);
+    /* delete one module */
+    store_delete_identity(st, "d", "m2", NULL, testutil_record, &s);
+    store_flush(st);
+    assert_int_equal(s, STORE_OK);
+    load_all(st);
+    assert_int_equal(L.n, 3);
+    /* delete the device: its module, twins and queue go too */
+    store_delete_identity(st, "d", NULL, NULL, testutil_record, &s);
+    store_flush(st);
+    assert_int_equal(s, STORE_OK);
+    load_all(st);
+    assert_int_equal(L.n, 1);
+    assert_string_equal(L.ids[0].device_id, "dd");
+    store_delete_identity(st, "d", NULL, NULL, testutil_record, &s);
+    store_flush(st);
+    assert_int_equal(s, STORE_NOT_FOUND);
+    store_close(st);
+}
+
+static void test_policy_round_trip(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    hub_policy a = {.name = "iothubowner", .rights = 15, .primary_key = "p", .secondary_key = "s"};
+    hub_policy b = {.name = "device", .rights = 8, .primary_key = "p2", .secondary_key = "s2"};
+    store_put_policy(st, &a, NULL, NULL, NULL);
+    store_put_policy(st, &b, NULL, NULL, NULL);
+    b.rights = 9;
+    store_put_policy(st, &b, NULL, NULL, NULL);
+    st = reopen(st);
+    load_all(st);
+    assert_int_equal(L.np, 2);
+    assert_memory_equal(&L.pols[0], &b, sizeof b); /* by name */
+    assert_memory_equal(&L.pols[1], &a, sizeof a);
+    store_close(st);
+}
+
+/* ---- twins -------------------------------------------------------------- */
+
+static struct {
+    store_status st;
+    char json[256], etag[32], module[32];
+    int64_t v, dv, rv;
+    int loaded;
+} T;
+
+static void twin_got(net_loop *loop, void *arg, store_status st, const store_twin *t,
+                     const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)err;
+    T.st = st;
+    if (t) {
+        snprintf(T.json, sizeof T.json, "%s", t->json);
+        snprintf(T.etag, sizeof T.etag, "%s", t->etag);
+        snprintf(T.module, sizeof T.module, "%s", t->module_id);
+        T.v = t->version;
+        T.dv = t->desired_version;
+        T.rv = t->reported_version;
+    }
+}
+
+static void twin_loaded(void *arg, const store_twin *t)
+{
+    (void)arg;
+    (void)t;
+    T.loaded++;
+}
+
+static void test_twin_round_trip(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    const char *doc = "{\"deviceId\":\"d\",\"properties\":{\"desired\":{\"a\":1}}}";
+    store_twin t = {.device_id = "d", .module_id = "", .json = doc, .etag = "AAA",
+                    .version = 3, .desired_version = 2, .reported_version = 1};
+    store_twin tm = t;
+    tm.module_id = "m";
+    tm.json = "{}";
+    store_twin_put(st, &t, NULL, NULL, NULL);
+    store_twin_put(st, &tm, NULL, NULL, NULL);
+    st = reopen(st);
+    memset(&T, 0, sizeof T);
+    store_twin_get(st, "d", NULL, NULL, twin_got, NULL);
+    store_flush(st);
+    assert_int_equal(T.st, STORE_OK);
+    assert_string_equal(T.json, doc);
+    assert_string_equal(T.etag, "AAA");
+    assert_string_equal(T.module, "");
+    assert_int_equal(T.v, 3);
+    assert_int_equal(T.dv, 2);
+    assert_int_equal(T.rv, 1);
+    store_twin_get(st, "d", "m", NULL, twin_got, NULL);
+    store_flush(st);
+    assert_string_equal(T.json, "{}");
+    t.version = 4;
+    t.etag = "BBB";
+    store_twin_put(st, &t, NULL, NULL, NULL);
+    store_twin_get(st, "d", "", NULL, twin_got, NULL);
+    store_flush(st);
+    assert_int_equal(T.v, 4);
+    assert_string_equal(T.etag, "BBB");
+    store_twin_get(st, "nobody", NULL, NULL, twin_got, NULL);
+    store_flush(st);
+    assert_int_equal(T.st, STORE_NOT_FOUND);
+    assert_true(store_load_twins(st, twin_loaded, NULL));
+    assert_int_equal(T.loaded, 2);
+    store_close(st);
+}
+
+/* ---- C2D ---------------------------------------------------------------- */
+
+static struct {
+    store_status st;
+    uint64_t seq[8];
+    int nseq;
+    uint64_t count;
+    store_c2d_msg got[8];
+    char bodies[8][16];
+    size_t n;
+    int loaded;
+} C;
+
+static void c2d_enqueued(net_loop *loop, void *arg, store_status st, uint64_t seq, int64_t t,
+                         const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)err;
+    C.st = st;
+    if (st == STORE_OK) {
+        (void)t;
+        C.seq[C.nseq++] = seq;
+    }
+}
+
+static void c2d_listed(net_loop *loop, void *arg, store_status st, const store_c2d_msg *msgs,
+                       size_t n, const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)err;
+    C.st = st;
+    C.n = n;
+    for (size_t i = 0; i < n && i < 8; i++) {
+        C.got[i] = msgs[i];
+        snprintf(C.bodies[i], sizeof C.bodies[i], "%.*s", (int)msgs[i].body_len,
+                 (const char *)msgs[i].body);
+        C.got[i].body = C.got[i].props = NULL; /* not valid after the callback */
+        C.got[i].device_id = NULL;
+    }
+}
+
+static void counted(net_loop *loop, void *arg, store_status st, uint64_t n, const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)err;
+    C.st = st;
+    C.count = n;
+}
+
+static void c2d_loaded(void *arg, const store_c2d_msg *m)
+{
+    (void)arg;
+    (void)m;
+    C.loaded++;
+}
+
+static void test_c2d_queue(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    memset(&C, 0, sizeof C);
+    for (int i = 0; i < 4; i++) {
+        char body[16];
+        snprintf(body, sizeof body, "msg%d", i);
+        store_c2d_msg m = {.device_id = "dev", .expiry_ms = 1000 + i, .props = "\x01\x02",
+                           .props_len = 2, .body = body, .body_len = strlen(body)};
+        store_c2d_enqueue(st, &m, 3, NULL, c2d_enqueued, NULL);
+        store_flush(st);
+        assert_int_equal(C.st, i < 3 ? STORE_OK : STORE_FULL);
+    }
+    assert_int_equal(C.nseq, 3);
+    assert_true(C.seq[0] < C.seq[1] && C.seq[1] < C.seq[2]);
+    store_status s = STORE_ERROR;
+    store_c2d_update(st, "dev", C.seq[1], 2, 99999, NULL, testutil_record, &s);
+    store_flush(st);
+    assert_int_equal(s, STORE_OK);
+    store_c2d_update(st, "dev", 424242, 2, 0, NULL, testutil_record, &s);
+    store_c2d_delete(st, "dev", C.seq[0], NULL, NULL, NULL);
+    st = reopen(st);
+    assert_int_equal(s, STORE_NOT_FOUND);
+    store_c2d_list(st, "dev", NULL, c2d_listed, NULL);
+    store_flush(st);
+    assert_int_equal(C.st, STORE_OK);
+    assert_int_equal(C.n, 2);
+    assert_int_equal(C.got[0].seq, C.seq[1]);
+    assert_int_equal(C.got[0].delivery_count, 2);
+    assert_int_equal(C.got[0].lock_until_ms, 99999);
+    assert_int_equal(C.got[0].expiry_ms, 1001);
+    assert_int_equal(C.got[0].props_len, 2);
+    assert_string_equal(C.bodies[0], "msg1");
+    assert_string_equal(C.bodies[1], "msg2");
+    assert_true(store_load_c2d(st, c2d_loaded, NULL));
+    assert_int_equal(C.loaded, 2);
+    store_c2d_purge(st, "dev", NULL, counted, NULL);
+    store_flush(st);
+    assert_int_equal(C.count, 2);
+    /* sequence numbers are never reused */
+    store_c2d_msg m = {.device_id = "dev", .body = "z", .body_len = 1};
+    store_c2d_enqueue(st, &m, 3, NULL, c2d_enqueued, NULL);
+    store_flush(st);
+    assert_true(C.seq[3] > C.seq[2]);
+    store_close(st);
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+static struct {
+    char ids[8][32];
+    int64_t expiry[8];
+    char subs[8][32];
+    int n;
+    struct {
+        char id[32];
+        uint16_t pid;
+        uint8_t state;
+        char msg[32];
+    } msgs[8];
+    int nm;
+} S;
+
+static void session_loaded(void *arg, const store_session *s)
+{
+    (void)arg;
+    snprintf(S.ids[S.n], 32, "%s", s->client_id);
+    snprintf(S.subs[S.n], 32, "%.*s", (int)s->subs_len, (const char *)s->subs);
+    S.expiry[S.n++] = s->expiry_ms;
+}
+
+static void msg_loaded(void *arg, const store_session_msg *m)
+{
+    (void)arg;
+    snprintf(S.msgs[S.nm].id, 32, "%s", m->client_id);
+    snprintf(S.msgs[S.nm].msg, 32, "%.*s", (int)m->msg_len, (const char *)m->msg);
+    S.msgs[S.nm].pid = m->packet_id;
+    S.msgs[S.nm++].state = m->state;
+}
+
+static void test_sessions(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    store_session_put(st, "a", 100, "subsA", 5, NULL, NULL, NULL);
+    store_session_put(st, "b", 200, "subsB", 5, NULL, NULL, NULL);
+    store_session_put(st, "a", 150, "subsA2", 6, NULL, NULL, NULL); /* replace */
+    store_session_msg_put(st, "a", 1, 0, "m1", 2, NULL, NULL, NULL);
+    store_session_msg_put(st, "a", 2, 0, "m2", 2, NULL, NULL, NULL);
+    store_session_msg_put(st, "a", 2, 1, "m2", 2, NULL, NULL, NULL); /* PUBREC seen */
+    store_session_msg_put(st, "b", 65535, 0, "mb", 2, NULL, NULL, NULL);
+    store_status s = STORE_ERROR;
+    store_session_msg_delete(st, "a", 1, NULL, testutil_record, &s);
+    st = reopen(st);
+    assert_int_equal(s, STORE_OK);
+    memset(&S, 0, sizeof S);
+    assert_true(store_load_sessions(st, session_loaded, msg_loaded, NULL));
+    assert_int_equal(S.n, 2);
+    assert_string_equal(S.ids[0], "a");
+    assert_int_equal(S.expiry[0], 150);
+    assert_string_equal(S.subs[0], "subsA2");
+    assert_int_equal(S.nm, 2);
+    assert_int_equal(S.msgs[0].pid, 2);
+    assert_int_equal(S.msgs[0].state, 1);
+    assert_string_equal(S.msgs[1].id, "b");
+    assert_int_equal(S.msgs[1].pid, 65535);
+    /* deleting a session removes its messages */
+    store_session_delete(st, "b", NULL, testutil_record, &s);
+    store_flush(st);
+    assert_int_equal(s, STORE_OK);
+    store_session_delete(st, "b", NULL, testutil_record, &s);
+    store_session_msg_delete(st, "a", 9, NULL, NULL, NULL);
+    store_flush(st);
+    assert_int_equal(s, STORE_NOT_FOUND);
+    memset(&S, 0, sizeof S);
+    assert_true(store_load_sessions(st, session_loaded, msg_loaded, NULL));
+    assert_int_equal(S.n, 1);
+    assert_int_equal(S.nm, 1);
+    store_close(st);
+}
+
+int main(void)
+{
+    alarm(60);
+    log_set_level(LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_identity_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_device_cascades, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_policy_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_twin_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_c2d_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

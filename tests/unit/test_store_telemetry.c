@@ -1,0 +1,322 @@
+/*
+ * test_store_telemetry.c — the telemetry log: per-partition sequence
+ * numbers, paging, bounds, retention by time, by size and periodic,
+ * sequence numbers surviving retention and reopen, consumer-group
+ * checkpoints.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "store_testutil.h"
+#include "util/log.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    testutil_tmpdir(dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    testutil_rmdir(dir);
+    return 0;
+}
+
+/* Results, written by callbacks on the store thread, read after a flush. */
+static struct {
+    store_status st;
+    uint64_t seq;
+    int64_t enqueued;
+    size_t n;
+    uint64_t seqs[64];
+    char bodies[64][16];
+    char props[64][16];
+    uint64_t first, next;
+    uint64_t count;
+} R;
+
+static void appended(net_loop *loop, void *arg, store_status st, uint64_t seq, int64_t t,
+                     const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)err;
+    R.st = st;
+    R.seq = seq;
+    R.enqueued = t;
+}
+
+static void got_events(net_loop *loop, void *arg, store_status st, const store_read_result *res,
+                       const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)err;
+    R.st = st;
+    R.n = 0;
+    if (!res)
+        return;
+    R.first = res->first_seq;
+    R.next = res->next_seq;
+    for (size_t i = 0; i < res->n && i < 64; i++) {
+        const store_event *e = &res->events[i];
+        R.seqs[i] = e->seq;
+        snprintf(R.bodies[i], 16, "%.*s", (int)e->body_len, (const char *)e->body);
+        snprintf(R.props[i], 16, "%.*s", (int)e->props_len, (const char *)e->props);
+        R.n++;
+    }
+}
+
+static void counted(net_loop *loop, void *arg, store_status st, uint64_t n, const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)err;
+    R.st = st;
+    R.count = n;
+}
+
+static uint64_t append(store *st, unsigned part, int64_t t, const char *body)
+{
+    char props[16];
+    snprintf(props, sizeof props, "p-%s", body);
+    store_telemetry_append(st, part, t, props, strlen(props), body, strlen(body), NULL,
+                           appended, NULL);
+    store_flush(st);
+    assert_int_equal(R.st, STORE_OK);
+    return R.seq;
+}
+
+static void read_part(store *st, unsigned part, uint64_t from, size_t max)
+{
+    memset(&R, 0, sizeof R);
+    store_telemetry_read(st, part, from, max, NULL, got_events, NULL);
+    store_flush(st);
+}
+
+static void test_sequence_per_partition(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    /* interleaved appends: each partition counts on its own from 1 */
+    static const struct {
+        unsigned part;
+        uint64_t want;
+    } steps[] = {{0, 1}, {1, 1}, {0, 2}, {3, 1}, {0, 3}, {1, 2}};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        char body[16];
+        snprintf(body, sizeof body, "b%zu", i);
+        assert_int_equal(append(st, steps[i].part, 0, body), steps[i].want);
+        assert_true(R.enqueued > 0); /* stamped by the store */
+    }
+    read_part(st, 0, 0, 100);
+    assert_int_equal(R.st, STORE_OK);
+    assert_int_equal(R.n, 3);
+    assert_int_equal(R.first, 1);
+    assert_int_equal(R.next, 4);
+    assert_string_equal(R.bodies[1], "b2");
+    assert_string_equal(R.props[1], "p-b2");
+    read_part(st, 2, 1, 100);
+    assert_int_equal(R.n, 0);
+    assert_int_equal(R.first, 1);
+    assert_int_equal(R.next, 1);
+    /* out of range */
+    store_telemetry_append(st, 4, 0, "", 0, "", 0, NULL, appended, NULL);
+    store_flush(st);
+    assert_int_equal(R.st, STORE_INVALID);
+    read_part(st, 17, 1, 1);
+    assert_int_equal(R.st, STORE_INVALID);
+    /* numbering survives a reopen */
+    store_close(st);
+    st = testutil_open(dir, NULL);
+    assert_int_equal(append(st, 0, 0, "again"), 4);
+    store_close(st);
+}
+
+static void test_paging(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    for (int i = 0; i < 25; i++) {
+        char body[16];
+        snprintf(body, sizeof body, "e%d", i);
+        append(st, 2, 1000 + i, body);
+    }
+    uint64_t from = 1;
+    size_t total = 0;
+    int pages = 0;
+    for (;;) {
+        read_part(st, 2, from, 10);
+        assert_int_equal(R.st, STORE_OK);
+        if (R.n == 0)
+            break;
+        for (size_t i = 0; i < R.n; i++) {
+            assert_int_equal(R.seqs[i], from + i);
+            char want[8];
+            snprintf(want, sizeof want, "e%d", (int)(from + i - 1));
+            assert_string_equal(R.bodies[i], want);
+        }
+        total += R.n;
+        from = R.seqs[R.n - 1] + 1;
+        pages++;
+    }
+    assert_int_equal(total, 25);
+    assert_int_equal(pages, 3);
+    assert_int_equal(from, R.next);
+    store_close(st);
+}
+
+static void test_retention_by_time(void **state)
+{
+    (void)state;
+    store_config cfg = {.partitions = 2, .retention_ms = 1000};
+    store *st = testutil_open(dir, &cfg);
+    for (int i = 0; i < 10; i++) {
+        append(st, 0, 10000 + i * 100, "x"); /* 10000 .. 10900 */
+        append(st, 1, 10000 + i * 100, "y");
+    }
+    store_telemetry_retain(st, 11500, NULL, counted, NULL); /* keeps >= 10500 */
+    store_flush(st);
+    assert_int_equal(R.st, STORE_OK);
+    assert_int_equal(R.count, 10);
+    read_part(st, 0, 0, 100);
+    assert_int_equal(R.n, 5);
+    assert_int_equal(R.first, 6);
+    assert_int_equal(R.seqs[0], 6);
+    /* emptied partitions keep their numbering */
+    store_telemetry_retain(st, 99999, NULL, counted, NULL);
+    store_flush(st);
+    assert_int_equal(R.count, 10);
+    read_part(st, 1, 0, 100);
+    assert_int_equal(R.n, 0);
+    assert_int_equal(R.first, 11);
+    assert_int_equal(append(st, 1, 0, "z"), 11);
+    store_stats stats;
+    store_get_stats(st, &stats);
+    assert_int_equal(stats.telemetry_deleted, 20);
+    store_close(st);
+}
+
+static void test_retention_by_size(void **state)
+{
+    (void)state;
+    /* each event: props "p-bN" (4) + body "bN" (2) = 6 bytes */
+    store_config cfg = {.partitions = 3, .retention_bytes = 60};
+    store *st = testutil_open(dir, &cfg);
+    for (int i = 0; i < 30; i++) {
+        char body[16];
+        snprintf(body, sizeof body, "b%d", i % 10);
+        append(st, (unsigned)i % 3, 1000 + i, body);
+    }
+    store_telemetry_retain(st, 0, NULL, counted, NULL);
+    store_flush(st);
+    assert_int_equal(R.count, 20); /* 180 bytes -> 60: the 20 oldest go */
+    size_t left = 0;
+    for (unsigned p = 0; p < 3; p++) {
+        read_part(st, p, 0, 100);
+        left += R.n;
+        for (size_t i = 0; i < R.n; i++) /* only the newest remain */
+            assert_true(R.seqs[i] > 6);
+    }
+    assert_int_equal(left, 10);
+    /* counters stay exact: a second pass removes nothing */
+    store_telemetry_retain(st, 0, NULL, counted, NULL);
+    store_flush(st);
+    assert_int_equal(R.count, 0);
+    store_close(st);
+}
+
+static void test_periodic_retention(void **state)
+{
+    (void)state;
+    store_config cfg = {.partitions = 1, .retention_ms = 1000, .retention_interval_ms = 20};
+    store *st = testutil_open(dir, &cfg);
+    append(st, 0, 1, "ancient");
+    append(st, 0, 0, "now");
+    store_stats stats = {0};
+    for (int i = 0; i < 200 && (stats.telemetry_deleted == 0 || !stats.retention_runs); i++) {
+        usleep(10000);
+        store_get_stats(st, &stats);
+    }
+    assert_true(stats.retention_runs > 0);
+    assert_int_equal(stats.telemetry_deleted, 1);
+    read_part(st, 0, 0, 10);
+    assert_int_equal(R.n, 1);
+    assert_string_equal(R.bodies[0], "now");
+    store_close(st);
+}
+
+static void cp_got(net_loop *loop, void *arg, store_status st, uint64_t seq, const char *err)
+{
+    (void)loop;
+    (void)arg;
+    (void)err;
+    R.st = st;
+    R.seq = seq;
+}
+
+static void test_checkpoints(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    static const struct {
+        const char *group;
+        unsigned part;
+        uint64_t seq;
+    } sets[] = {{"$Default", 0, 5}, {"$Default", 1, 7}, {"analytics", 0, 2}, {"$Default", 0, 9}};
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        store_checkpoint_set(st, sets[i].group, sets[i].part, sets[i].seq, NULL, NULL, NULL);
+    store_close(st);
+    st = testutil_open(dir, NULL);
+    static const struct {
+        const char *group;
+        unsigned part;
+        store_status st;
+        uint64_t seq;
+    } gets[] = {{"$Default", 0, STORE_OK, 9},
+                {"$Default", 1, STORE_OK, 7},
+                {"analytics", 0, STORE_OK, 2},
+                {"analytics", 1, STORE_NOT_FOUND, 0},
+                {"nobody", 0, STORE_NOT_FOUND, 0}};
+    for (size_t i = 0; i < sizeof gets / sizeof gets[0]; i++) {
+        memset(&R, 0, sizeof R);
+        store_checkpoint_get(st, gets[i].group, gets[i].part, NULL, cp_got, NULL);
+        store_flush(st);
+        assert_int_equal(R.st, gets[i].st);
+        assert_int_equal(R.seq, gets[i].seq);
+    }
+    store_close(st);
+}
+
+static void test_partition_of_is_stable(void **state)
+{
+    (void)state;
+    store *st = testutil_open(dir, NULL);
+    unsigned p = store_partition_of(st, "device-1");
+    assert_true(p < store_partitions(st));
+    assert_int_equal(store_partition_of(st, "device-1"), p);
+    store_close(st);
+}
+
+int main(void)
+{
+    alarm(60);
+    log_set_level(LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_sequence_per_partition, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_paging, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_by_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_by_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_periodic_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_partition_of_is_stable, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
