@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "broker/open_app.h"
 #include "config.h"
 #include "hub/registry.h"
+#include "hub/sessions.h"
 #include "net/server.h"
 #include "service/service.h"
 #include "store/store.h"
@@ -121,6 +123,14 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : fail(err);
     log_set_level(cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGINT/SIGTERM are read by loop 0 from a signalfd (net/server.c);
+     * block them before any thread exists (the store's is created below),
+     * or the kernel may hand one to a thread that would die of it. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     if (!cfg.mqtt && !cfg.mqtts)
         cfg.mqtt = "127.0.0.1:1883";
     if (!prepare_data_dir(cfg.data_dir, err, sizeof err))
@@ -151,6 +161,8 @@ int main(int argc, char **argv)
     broker *b = broker_new(server, &cfg.limits, &bapp);
     if (!b)
         return fail("out of memory");
+    if (!hub_sessions_attach(b, st, err, sizeof err))
+        return fail(err);
 
     int port = 0;
     if (cfg.mqtt && !broker_listen(b, cfg.mqtt, NULL, &port, err, sizeof err))

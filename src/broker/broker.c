@@ -184,6 +184,16 @@ void broker_client_disconnect(broker_client *c, uint8_t reason, const char *reas
     client_close(c, reason, reason_string);
 }
 
+void broker_client_disconnect_props(broker_client *c, uint8_t reason, const mqtt_props *props)
+{
+    client_close_props(c, reason, props);
+}
+
+bool broker_client_has_subscription(const broker_client *c, const char *filter)
+{
+    return c->session && session_has_sub(c->session, filter);
+}
+
 void broker_route(broker *b, net_loop *loop, broker_msg *msg)
 {
     route_message(broker_loop_of(b, loop), msg, NULL);

@@ -175,5 +175,41 @@ bool broker_client_send(broker_client *c, broker_msg *msg, uint8_t qos,
 /* Disconnects with a DISCONNECT reason (MQTT 5) and an optional reason
  * string, then closes. */
 void broker_client_disconnect(broker_client *c, uint8_t reason, const char *reason_string);
+/* The same with DISCONNECT properties: the Reason String and the user
+ * properties of `props` are sent (copied), nothing else. */
+void broker_client_disconnect_props(broker_client *c, uint8_t reason, const mqtt_props *props);
+
+/* Whether the client's session holds a (non-shared) subscription to exactly
+ * this filter: lets an application that sends with broker_client_send honour
+ * the client's SUBSCRIBE and UNSUBSCRIBE, including a resumed session's. */
+bool broker_client_has_subscription(const broker_client *c, const char *filter);
+
+/* ---- persistent sessions (main connects them to the store) ------------ */
+
+/*
+ * Sessions that outlive their connection (non-zero expiry) are written
+ * through these calls, made on the session's loop, write-behind (see
+ * broker/persist.c for what is written when, and the encodings). The
+ * records are opaque to the receiver: it stores them and gives them back
+ * to broker_restore_* at the next start, sessions first, then each
+ * session's messages in `seq` order.
+ */
+typedef struct broker_persist {
+    void *ctx;
+    void (*session_put)(void *ctx, net_loop *loop, const char *client_id, uint32_t expiry_s,
+                        const uint8_t *subs, size_t len);
+    void (*session_delete)(void *ctx, net_loop *loop, const char *client_id);
+    void (*msg_put)(void *ctx, net_loop *loop, const char *client_id, uint64_t seq,
+                    const uint8_t *rec, size_t len);
+    void (*msg_delete)(void *ctx, net_loop *loop, const char *client_id, uint64_t seq);
+} broker_persist;
+
+void broker_set_persist(broker *b, const broker_persist *p);
+/* Before net_server_run only. False for a record that cannot be read (it is
+ * logged and skipped). */
+bool broker_restore_session(broker *b, const char *client_id, uint32_t expiry_s,
+                            const uint8_t *subs, size_t len);
+bool broker_restore_message(broker *b, const char *client_id, uint64_t seq,
+                            const uint8_t *rec, size_t len);
 
 #endif

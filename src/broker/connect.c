@@ -258,6 +258,7 @@ static void finish_connect(broker_client *c)
     c->session = s;
     uint32_t requested = c->session_expiry;
     s->expiry_interval = c->session_expiry;
+    persist_session(s);
     if (c->will)
         c->will->origin = s;
 
@@ -391,8 +392,10 @@ void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt)
         if (e > c->limits->max_session_expiry)
             e = c->limits->max_session_expiry;
         c->session_expiry = e;
-        if (c->session)
+        if (c->session) {
             c->session->expiry_interval = e;
+            persist_session(c->session);
+        }
     }
     /* [MQTT-3.1.2-10]: a normal disconnection discards the Will; 0x04
      * (Disconnect with Will Message) and every error code keep it. */

@@ -203,6 +203,7 @@ void session_resume_delivery(session *s)
            net_conn_out_queued(c->conn) < s->bl->b->conn_limits.out_high) {
         out_msg *o = out_pop(&s->queue);
         if (broker_msg_expired(o->msg, now)) {
+            persist_message_gone(s, o);
             out_free(o);
             continue;
         }
@@ -210,10 +211,12 @@ void session_resume_delivery(session *s)
         send_result r = send_publish(c, o->msg, o->qos, o->retain, o->sub_id, o->packet_id, false);
         if (r == SEND_OK) {
             out_append(&s->inflight, o);
+            persist_message(s, o); /* now with its packet id */
         } else {
             if (r == SEND_TOO_LARGE)
                 log_debug("%s: message on %.*s larger than the client's maximum, dropped",
                           s->client_id, (int)o->msg->topic.len, (const char *)o->msg->topic.p);
+            persist_message_gone(s, o);
             out_free(o);
         }
     }
@@ -260,7 +263,15 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
     o->sub_id = sub_id;
     o->app_tag = app_tag;
     out_append(&s->queue, o);
+    persist_message(s, o);
     session_resume_delivery(s);
+}
+
+/* A message read back from the store at start-up: in flight if it had been
+ * sent (redelivered with DUP when the client returns), else queued. */
+void session_restore_message(session *s, out_msg *o)
+{
+    out_append(o->packet_id ? &s->inflight : &s->queue, o);
 }
 
 /* ---- routing ---------------------------------------------------------- */
@@ -346,6 +357,7 @@ void flush_outboxes(net_loop *loop, void *arg)
 static void settle(broker_client *c, out_msg *o, const mqtt_ack *ack)
 {
     broker *b = c->bl->b;
+    persist_message_gone(c->session, o);
     if (o->app_tag && b->app.settled)
         b->app.settled(b->app.ctx, c, o->app_tag, ack);
     out_free(o);
@@ -379,6 +391,7 @@ void handle_pubrec(broker_client *c, const mqtt_ack *ack)
         return;
     }
     o->awaiting_pubcomp = true;
+    persist_message(s, o);
     send_ack(c, MQTT_PUBREL, ack->packet_id, MQTT_RC_SUCCESS, NULL);
 }
 

@@ -104,6 +104,17 @@ void client_close(broker_client *c, uint8_t reason, const char *reason_string)
     net_conn_close(c->conn, true);
 }
 
+void client_close_props(broker_client *c, uint8_t reason, const mqtt_props *props)
+{
+    if (c->state == CLIENT_CLOSED)
+        return;
+    if (c->state == CLIENT_CONNECTED)
+        send_disconnect_props(c, reason, props);
+    c->close_reason = reason;
+    c->state = CLIENT_CLOSED;
+    net_conn_close(c->conn, true);
+}
+
 /* A protocol violation: the reason goes in CONNACK before CONNECT was
  * accepted, in DISCONNECT after. */
 static void protocol_violation(broker_client *c, uint8_t reason, const char *what)

@@ -50,6 +50,7 @@ struct broker {
     broker_loop **loops;
     net_conn_handler handler;
     net_conn_limits conn_limits;
+    broker_persist persist;   /* all NULL: sessions live in memory only */
 };
 
 struct broker_loop {
@@ -71,6 +72,7 @@ typedef struct out_msg {
     uint64_t app_tag;     /* 0 = routed by subscription, else the app's */
     uint32_t sub_id;
     uint16_t packet_id;   /* assigned when first sent */
+    uint64_t seq;         /* key of its persisted record; 0 = none */
     uint8_t qos;
     bool retain;
     bool awaiting_pubcomp; /* QoS 2: PUBREC received, PUBREL sent */
@@ -109,6 +111,8 @@ struct session {
     uint16_t *qos2_in;        /* inbound QoS 2 ids awaiting PUBREL */
     uint32_t nqos2_in;
     uint32_t qos2_in_cap;
+    bool persisted;           /* has a record in the store (persist.c) */
+    uint64_t last_persist_seq; /* last message record key used */
     broker_msg *pending_will; /* delayed Will, published by will_timer */
     uint8_t pending_will_qos;
     net_timer will_timer;
@@ -180,6 +184,17 @@ struct broker_client {
 broker_loop *broker_loop_of(broker *b, net_loop *loop);
 broker_loop *broker_owner_loop(broker *b, const char *client_id, size_t len);
 
+/* ---- persist.c -------------------------------------------------------- */
+void persist_session(session *s);
+void persist_session_ended(session *s);
+void persist_message(session *s, out_msg *o);
+void persist_message_gone(session *s, out_msg *o);
+/* restore helpers, in the files that own what they restore */
+bool session_restore_sub(session *s, mqtt_bytes group, mqtt_bytes filter, uint8_t options,
+                         uint32_t sub_id);
+void session_restore_message(session *s, out_msg *o);
+void session_start_expiry(session *s);
+
 /* ---- input.c ---------------------------------------------------------- */
 void client_resume_input(broker_client *c);
 void client_arm_keepalive(broker_client *c);
@@ -187,6 +202,8 @@ void client_start_connect_timer(broker_client *c);
 /* Sends DISCONNECT (MQTT 5, when connected) and closes; the Will is
  * published unless suppressed. */
 void client_close(broker_client *c, uint8_t reason, const char *reason_string);
+/* The same with DISCONNECT properties (Reason String, user properties). */
+void client_close_props(broker_client *c, uint8_t reason, const mqtt_props *props);
 
 /* ---- send.c ----------------------------------------------------------- */
 bool send_packet(broker_client *c, const mqtt_packet *pkt);
@@ -196,6 +213,7 @@ void send_connack(broker_client *c, bool session_present, uint8_t reason,
                   const mqtt_props *props);
 void send_auth(broker_client *c, uint8_t reason, const mqtt_props *props);
 void send_disconnect(broker_client *c, uint8_t reason, const char *reason_string);
+void send_disconnect_props(broker_client *c, uint8_t reason, const mqtt_props *props);
 uint8_t props_deep_copy(const mqtt_props *src, mqtt_props *dst, uint8_t **mem);
 
 /* ---- connect.c -------------------------------------------------------- */
@@ -237,5 +255,6 @@ void handle_pubrel(broker_client *c, const mqtt_ack *ack);
 void handle_subscribe(broker_client *c, const mqtt_subscribe *pkt);
 void handle_unsubscribe(broker_client *c, const mqtt_unsubscribe *pkt);
 void session_remove_all_subs(session *s);
+bool session_has_sub(const session *s, const char *filter);
 
 #endif

@@ -81,14 +81,7 @@ static void refuse_publish(broker_client *c, const mqtt_publish *pkt, const brok
         acknowledge(c, pkt->qos, pkt->packet_id, a->reason, &a->props);
         return;
     }
-    char text[256];
-    const char *reason_string = NULL;
-    if (MQTT_HAS(&a->props, MQTT_PROP_REASON_STRING)) {
-        snprintf(text, sizeof text, "%.*s", (int)a->props.reason_string.len,
-                 (const char *)a->props.reason_string.p);
-        reason_string = text;
-    }
-    client_close(c, a->reason, reason_string);
+    client_close_props(c, a->reason, &a->props);
 }
 
 void handle_publish(broker_client *c, mqtt_publish *pkt)

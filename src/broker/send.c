@@ -105,14 +105,28 @@ void send_auth(broker_client *c, uint8_t reason, const mqtt_props *props)
 /* MQTT 3.1.1 has no server DISCONNECT: the connection is just closed. */
 void send_disconnect(broker_client *c, uint8_t reason, const char *reason_string)
 {
+    mqtt_props props = {0};
+    if (reason_string) {
+        props.reason_string =
+            (mqtt_bytes){(const uint8_t *)reason_string, (uint32_t)strlen(reason_string)};
+        MQTT_SET(&props, MQTT_PROP_REASON_STRING);
+    }
+    send_disconnect_props(c, reason, &props);
+}
+
+/* DISCONNECT with the application's Reason String and user properties
+ * (nothing else of `props` is sent). */
+void send_disconnect_props(broker_client *c, uint8_t reason, const mqtt_props *props)
+{
     if (c->info.protocol_version != MQTT_V5)
         return;
     mqtt_packet pkt = {.type = MQTT_DISCONNECT};
     pkt.u.disconnect.reason = reason;
-    if (reason_string) {
-        pkt.u.disconnect.props.reason_string =
-            (mqtt_bytes){(const uint8_t *)reason_string, (uint32_t)strlen(reason_string)};
-        MQTT_SET(&pkt.u.disconnect.props, MQTT_PROP_REASON_STRING);
+    if (props) {
+        pkt.u.disconnect.props.present = props->present & MQTT_PROP_BIT(MQTT_PROP_REASON_STRING);
+        pkt.u.disconnect.props.reason_string = props->reason_string;
+        pkt.u.disconnect.props.user = props->user;
+        pkt.u.disconnect.props.user_count = props->user_count;
     }
     if (fit_to_client(c, &pkt, &pkt.u.disconnect.props, true))
         send_packet(c, &pkt);

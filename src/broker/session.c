@@ -90,6 +90,8 @@ static void session_release(session *s, bool at_exit)
         s->pending_will = NULL;
     }
     publish_pending_will(s);
+    if (!at_exit)
+        persist_session_ended(s);
     session_remove_all_subs(s);
     session_drop_messages(s);
     free(s->qos2_in);
@@ -150,8 +152,16 @@ void session_detach(session *s, broker_client *c)
         broker_msg_unref(will);
     if (s->expiry_interval == 0)
         session_end(s);
-    else if (s->expiry_interval != UINT32_MAX)
-        net_timer_start(bl->loop, &s->expiry_timer, (uint64_t)s->expiry_interval * 1000u,
+    else
+        session_start_expiry(s);
+}
+
+/* Starts counting down a session without a connection (never for 3.1.1's
+ * UINT32_MAX). Also used for sessions restored at start-up. */
+void session_start_expiry(session *s)
+{
+    if (s->expiry_interval != UINT32_MAX)
+        net_timer_start(s->bl->loop, &s->expiry_timer, (uint64_t)s->expiry_interval * 1000u,
                         on_expiry_timer);
 }
 

@@ -70,6 +70,14 @@ static void forget_sub(session *s, session_sub *sub)
     *sub = s->subs[--s->nsubs];
 }
 
+bool session_has_sub(const session *s, const char *filter)
+{
+    for (uint32_t i = 0; i < s->nsubs; i++)
+        if (s->subs[i].group[0] == '\0' && strcmp(s->subs[i].filter, filter) == 0)
+            return true;
+    return false;
+}
+
 void session_remove_all_subs(session *s)
 {
     topic_tree *t = s->bl->b->subs;
@@ -83,6 +91,22 @@ void session_remove_all_subs(session *s)
     free(s->subs);
     s->subs = NULL;
     s->nsubs = s->subs_cap = 0;
+}
+
+/* A subscription read back from the store at start-up: into the shared
+ * trie and the session's list, as SUBSCRIBE would have put it. */
+bool session_restore_sub(session *s, mqtt_bytes group, mqtt_bytes filter, uint8_t options,
+                         uint32_t sub_id)
+{
+    bool existed;
+    if (!mqtt_topic_filter_valid(filter) ||
+        !topic_tree_subscribe(s->bl->b->subs, s, group, filter, options, sub_id, &existed))
+        return false;
+    if (!remember_sub(s, group, filter, options, sub_id)) {
+        topic_tree_unsubscribe(s->bl->b->subs, s, group, filter);
+        return false;
+    }
+    return true;
 }
 
 /* Splits "$share/{group}/{filter}"; returns false if the filter is invalid. */
@@ -191,6 +215,7 @@ void handle_subscribe(broker_client *c, const mqtt_subscribe *pkt)
             reasons[i] = 0x80;
         i++;
     }
+    persist_session(c->session);
     mqtt_packet ack = {.type = MQTT_SUBACK};
     ack.u.suback.packet_id = pkt->packet_id;
     ack.u.suback.count = i;
@@ -236,6 +261,7 @@ void handle_unsubscribe(broker_client *c, const mqtt_unsubscribe *pkt)
         }
         reasons[i++] = sub ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     }
+    persist_session(s);
     mqtt_packet ack = {.type = MQTT_UNSUBACK};
     ack.u.suback.packet_id = pkt->packet_id;
     ack.u.suback.count = i;

@@ -49,8 +49,8 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     /* 3: sessions and the telemetry log */
     "CREATE TABLE sessions(client_id TEXT PRIMARY KEY, expiry_ms INTEGER NOT NULL,"
     " subs BLOB NOT NULL);"
-    "CREATE TABLE session_msgs(client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,"
-    " state INTEGER NOT NULL, msg BLOB NOT NULL, PRIMARY KEY(client_id, packet_id));"
+    "CREATE TABLE session_msgs(client_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " state INTEGER NOT NULL, msg BLOB NOT NULL, PRIMARY KEY(client_id, seq));"
     "CREATE TABLE telemetry(part INTEGER NOT NULL, seq INTEGER NOT NULL,"
     " enqueued_ms INTEGER NOT NULL, size INTEGER NOT NULL,"
     " props BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY(part, seq));"

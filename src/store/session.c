@@ -21,7 +21,7 @@ typedef struct session_req {
     void (*msg_fn)(void *arg, const store_session_msg *m);
     const char *client_id; /* into the tail */
     int64_t expiry_ms;
-    uint16_t packet_id;
+    uint64_t seq;
     uint8_t state;
     const void *blob;
     size_t blob_len;
@@ -32,10 +32,10 @@ static const char *const SQL_SESSION_PUT =
 static const char *const SQL_SESSION_DEL = "DELETE FROM sessions WHERE client_id = ?1";
 static const char *const SQL_SESSION_DEL_MSGS = "DELETE FROM session_msgs WHERE client_id = ?1";
 static const char *const SQL_MSG_PUT =
-    "INSERT OR REPLACE INTO session_msgs(client_id, packet_id, state, msg)"
+    "INSERT OR REPLACE INTO session_msgs(client_id, seq, state, msg)"
     " VALUES(?1, ?2, ?3, ?4)";
 static const char *const SQL_MSG_DEL =
-    "DELETE FROM session_msgs WHERE client_id = ?1 AND packet_id = ?2";
+    "DELETE FROM session_msgs WHERE client_id = ?1 AND seq = ?2";
 
 /* Prepares `sql` with the client id bound as ?1. */
 static sqlite3_stmt *stmt_for(store *st, store_req *r, const char *sql)
@@ -79,7 +79,7 @@ static store_status msg_put_exec(store *st, store_req *r)
     session_req *q = (session_req *)r;
     sqlite3_stmt *s = stmt_for(st, r, SQL_MSG_PUT);
     if (s) {
-        sqlite3_bind_int(s, 2, q->packet_id);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)q->seq);
         sqlite3_bind_int(s, 3, q->state);
         sqlite3_bind_blob(s, 4, q->blob, (int)q->blob_len, SQLITE_STATIC);
     }
@@ -91,7 +91,7 @@ static store_status msg_delete_exec(store *st, store_req *r)
     session_req *q = (session_req *)r;
     sqlite3_stmt *s = stmt_for(st, r, SQL_MSG_DEL);
     if (s)
-        sqlite3_bind_int(s, 2, q->packet_id);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)q->seq);
     store_status rc = step_done(st, r, s, "delete session message");
     if (rc == STORE_OK && sqlite3_changes(st->db) == 0)
         rc = STORE_NOT_FOUND;
@@ -129,21 +129,21 @@ void store_session_delete(store *st, const char *client_id, net_loop *loop, stor
     store_submit(st, &q->h.base);
 }
 
-void store_session_msg_put(store *st, const char *client_id, uint16_t packet_id, uint8_t state,
+void store_session_msg_put(store *st, const char *client_id, uint64_t seq, uint8_t state,
                            const void *msg, size_t msg_len, net_loop *loop, store_done_fn done,
                            void *arg)
 {
     session_req *q = session_req_new(client_id, msg, msg_len, loop, msg_put_exec, done, arg);
-    q->packet_id = packet_id;
+    q->seq = seq;
     q->state = state;
     store_submit(st, &q->h.base);
 }
 
-void store_session_msg_delete(store *st, const char *client_id, uint16_t packet_id,
+void store_session_msg_delete(store *st, const char *client_id, uint64_t seq,
                               net_loop *loop, store_done_fn done, void *arg)
 {
     session_req *q = session_req_new(client_id, NULL, 0, loop, msg_delete_exec, done, arg);
-    q->packet_id = packet_id;
+    q->seq = seq;
     store_submit(st, &q->h.base);
 }
 
@@ -152,7 +152,7 @@ void store_session_msg_delete(store *st, const char *client_id, uint16_t packet_
 static const char *const SQL_SESSION_ALL =
     "SELECT client_id, expiry_ms, subs FROM sessions ORDER BY client_id";
 static const char *const SQL_MSG_ALL =
-    "SELECT client_id, packet_id, state, msg FROM session_msgs ORDER BY client_id, packet_id";
+    "SELECT client_id, seq, state, msg FROM session_msgs ORDER BY client_id, seq";
 
 static store_status load_exec(store *st, store_req *r)
 {
@@ -178,7 +178,7 @@ static store_status load_exec(store *st, store_req *r)
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_session_msg m = {
             .client_id = (const char *)sqlite3_column_text(s, 0),
-            .packet_id = (uint16_t)sqlite3_column_int(s, 1),
+            .seq = (uint64_t)sqlite3_column_int64(s, 1),
             .state = (uint8_t)sqlite3_column_int(s, 2),
             .msg = sqlite3_column_blob(s, 3),
             .msg_len = (size_t)sqlite3_column_bytes(s, 3),

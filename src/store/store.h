@@ -187,13 +187,13 @@ void store_session_put(store *st, const char *client_id, int64_t expiry_ms, cons
 /* Removes a session and its unacknowledged messages. */
 void store_session_delete(store *st, const char *client_id, net_loop *loop, store_done_fn done,
                           void *arg);
-/* An unacknowledged QoS 1/2 message of a session, keyed by packet id;
- * `state` is the broker's (e.g. 0 = PUBLISH sent, 1 = PUBREC received);
- * `msg` the broker's encoding of the message. Inserts or replaces. */
-void store_session_msg_put(store *st, const char *client_id, uint16_t packet_id, uint8_t state,
+/* An unacknowledged QoS 1/2 message of a session, keyed by the broker's
+ * per-session sequence number (which orders them); `state` and `msg` are
+ * the broker's (see broker/persist.c). Inserts or replaces. */
+void store_session_msg_put(store *st, const char *client_id, uint64_t seq, uint8_t state,
                            const void *msg, size_t msg_len, net_loop *loop, store_done_fn done,
                            void *arg);
-void store_session_msg_delete(store *st, const char *client_id, uint16_t packet_id,
+void store_session_msg_delete(store *st, const char *client_id, uint64_t seq,
                               net_loop *loop, store_done_fn done, void *arg);
 
 typedef struct store_session {
@@ -204,12 +204,12 @@ typedef struct store_session {
 } store_session;
 typedef struct store_session_msg {
     const char *client_id;
-    uint16_t packet_id;
+    uint64_t seq;
     uint8_t state;
     const void *msg;
     size_t msg_len;
 } store_session_msg;
-/* Every session, then every message (by client id, packet id). */
+/* Every session, then every message (by client id, seq). */
 bool store_load_sessions(store *st, void (*session_fn)(void *arg, const store_session *s),
                          void (*msg_fn)(void *arg, const store_session_msg *m), void *arg);
 

@@ -359,7 +359,7 @@ static struct {
     int n;
     struct {
         char id[32];
-        uint16_t pid;
+        uint64_t pid;
         uint8_t state;
         char msg[32];
     } msgs[8];
@@ -379,7 +379,7 @@ static void msg_loaded(void *arg, const store_session_msg *m)
     (void)arg;
     snprintf(S.msgs[S.nm].id, 32, "%s", m->client_id);
     snprintf(S.msgs[S.nm].msg, 32, "%.*s", (int)m->msg_len, (const char *)m->msg);
-    S.msgs[S.nm].pid = m->packet_id;
+    S.msgs[S.nm].pid = m->seq;
     S.msgs[S.nm++].state = m->state;
 }
 
@@ -393,7 +393,7 @@ static void test_sessions(void **state)
     store_session_msg_put(st, "a", 1, 0, "m1", 2, NULL, NULL, NULL);
     store_session_msg_put(st, "a", 2, 0, "m2", 2, NULL, NULL, NULL);
     store_session_msg_put(st, "a", 2, 1, "m2", 2, NULL, NULL, NULL); /* PUBREC seen */
-    store_session_msg_put(st, "b", 65535, 0, "mb", 2, NULL, NULL, NULL);
+    store_session_msg_put(st, "b", 5000000000ull, 0, "mb", 2, NULL, NULL, NULL);
     store_status s = STORE_ERROR;
     store_session_msg_delete(st, "a", 1, NULL, testutil_record, &s);
     st = reopen(st);
@@ -408,7 +408,7 @@ static void test_sessions(void **state)
     assert_int_equal(S.msgs[0].pid, 2);
     assert_int_equal(S.msgs[0].state, 1);
     assert_string_equal(S.msgs[1].id, "b");
-    assert_int_equal(S.msgs[1].pid, 65535);
+    assert_true(S.msgs[1].pid == 5000000000ull); /* keys are 64-bit */
     /* deleting a session removes its messages */
     store_session_delete(st, "b", NULL, testutil_record, &s);
     store_flush(st);
