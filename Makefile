@@ -7,6 +7,7 @@
 #   make run        install missing packages (as root), build, start the hub
 #   make asan       the same programs with ASan+UBSan in build/asan/
 #   make fuzz       run every libFuzzer target (FUZZ_SECONDS each)
+#   make bench      load generator against iothubd and Mosquitto -> bench/RESULTS.md
 
 LAYERS    ?= util mqtt net broker store hub service
 CC        ?= cc
@@ -25,9 +26,10 @@ TESTS     ?= tests/unit/test_*.c
 UNIT_SRC  := $(sort $(wildcard $(TESTS)))
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(sort $(wildcard src/tools/iothub/*.c))
-PROGRAMS  := $(BUILD)/iothubd $(if $(TOOL_SRC),$(BUILD)/iothub)
+BENCH_SRC := $(sort $(wildcard src/tools/bench/*.c))
+PROGRAMS  := $(BUILD)/iothubd $(if $(TOOL_SRC),$(BUILD)/iothub) $(if $(BENCH_SRC),$(BUILD)/iothub-bench)
 
-.PHONY: all test unit e2e asan fuzz run clean deps unit-bins
+.PHONY: all test unit e2e asan fuzz run clean deps unit-bins bench
 all: $(PROGRAMS) $(UNIT_BIN)
 
 # Just the unit tests named by TESTS, against the layers named by LAYERS:
@@ -49,6 +51,9 @@ $(BUILD)/iothubd: $(BUILD)/obj/src/main.o $(BUILD)/obj/src/config.o $(LIB)
 
 $(BUILD)/iothub: $(TOOL_SRC:%.c=$(BUILD)/obj/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $^ -lcurl $(LDLIBS) -o $@
+
+$(BUILD)/iothub-bench: $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lm -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
@@ -74,6 +79,10 @@ test: deps
 FUZZ_SECONDS ?= 60
 fuzz:
 	@scripts/run-fuzz $(FUZZ_SECONDS)
+
+# QUICK=1: the short version (under two minutes).
+bench: deps all
+	@scripts/run-bench $(if $(QUICK),--quick)
 
 run: deps all
 	@scripts/run-dev
