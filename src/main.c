@@ -23,6 +23,7 @@
 #include "broker/broker.h"
 #include "broker/open_app.h"
 #include "config.h"
+#include "hub/hub.h"
 #include "hub/registry.h"
 #include "hub/sessions.h"
 #include "net/server.h"
@@ -156,8 +157,24 @@ int main(int argc, char **argv)
     net_server *server = net_server_new(cfg.threads, err, sizeof err);
     if (!server)
         return fail(err);
+    hub_twins *twins = twins_open(st, reg, err, sizeof err);
+    if (!twins)
+        return fail(err);
+    hub_telemetry *tel = telemetry_new(st);
+    if (!tel)
+        return fail("out of memory");
+    /* The hub is the broker's application; the open broker its delegate. */
+    hub_config hub_cfg = {
+        .hostname = cfg.hostname,
+        .server_limits = &cfg.limits,
+        .open_topics = cfg.open_topics,
+        .open_clients = cfg.open_topics || cfg.allow_anonymous || cfg.password_file,
+    };
+    hub *iothub = hub_new(&hub_cfg, reg, twins, tel, app);
+    if (!iothub)
+        return fail("out of memory");
     broker_app bapp;
-    open_app_bind(app, &bapp);
+    hub_bind(iothub, &bapp);
     broker *b = broker_new(server, &cfg.limits, &bapp);
     if (!b)
         return fail("out of memory");
@@ -181,6 +198,8 @@ int main(int argc, char **argv)
     service *svc = service_new(server, reg, &scfg);
     if (!svc)
         return fail("out of memory");
+    service_set_twins(svc, twins);
+    service_set_telemetry(svc, tel, st);
     if (!start_service(svc, &cfg, err, sizeof err))
         return fail(err);
     log_info("iothubd ready: %u event loops, open topics %s, anonymous %s",
@@ -194,6 +213,9 @@ int main(int argc, char **argv)
     service_free(svc);
     broker_free(b);
     net_server_free(server);
+    hub_free(iothub);
+    telemetry_free(tel);
+    twins_free(twins);
     registry_free(reg);
     open_app_free(app);
     config_free(&cfg);

@@ -59,4 +59,48 @@ typedef void (*telemetry_done_fn)(net_loop *loop, void *arg, hub_status st);
 void telemetry_accept(hub_telemetry *t, const telemetry_msg *m, net_loop *loop,
                       telemetry_done_fn done, void *arg);
 
+/* ---- additions (compatible with the interface above) -------------------- */
+
+/* The stored properties blob is compact JSON text:
+ *   {"sys":{"content-type":..,"content-encoding":..,"message-id":..,
+ *           "user-id":..,"correlation-id":..,
+ *           "iothub-connection-device-id":..,"iothub-connection-module-id":..,
+ *           "iothub-connection-auth-method":..},
+ *    "app":{"name":"value",...,"iothub-creation-time-utc":"2020-09-24T22:39:55.320Z"}}
+ * Absent optional properties are left out; iothub-connection-module-id only
+ * for modules. iothub-enqueuedtime is not stored twice: it is the event's
+ * own enqueued_ms, added when decoding. */
+
+/* Decodes a stored event's properties into two new JSON objects (the
+ * caller owns them): system properties (with iothub-enqueuedtime as ISO
+ * 8601 UTC) and application properties. False for a blob that is not this
+ * encoding (both set to NULL). */
+struct store_event;
+struct json_t;
+bool telemetry_event_properties(const struct store_event *ev, struct json_t **system,
+                                struct json_t **application);
+
+/* "2020-09-24T22:39:55.320Z" (always with milliseconds). out: 32 bytes. */
+void telemetry_iso8601(int64_t ms, char out[32]);
+
+/* Live readers. A subscriber is told, on its own loop and never
+ * re-entrantly, that events were appended to some partitions; it then reads
+ * them with store_telemetry_read. Notifications are coalesced (one pending
+ * task per subscriber at a time), so a burst of appends costs one wake-up;
+ * `partitions` has bit p set for partition p < 63 and bit 63 for any
+ * partition >= 63. The notice is a hint: a reader that keeps its own
+ * position per partition and re-reads while the store returns full pages
+ * never misses or repeats an event. */
+#define TELEMETRY_ALL_PARTITIONS (~0u)
+#define TELEMETRY_PARTITION_BIT(p) ((p) < 63 ? (uint64_t)1 << (p) : (uint64_t)1 << 63)
+typedef struct telemetry_sub telemetry_sub;
+typedef void (*telemetry_notify_fn)(net_loop *loop, void *arg, uint64_t partitions);
+/* Subscribes to one partition or TELEMETRY_ALL_PARTITIONS. Thread-safe.
+ * NULL only when out of memory. */
+telemetry_sub *telemetry_subscribe(hub_telemetry *t, unsigned partition, net_loop *loop,
+                                   telemetry_notify_fn fn, void *arg);
+/* Must be called on the subscriber's loop; fn is never called after it
+ * returns. NULL is allowed. */
+void telemetry_unsubscribe(hub_telemetry *t, telemetry_sub *sub);
+
 #endif

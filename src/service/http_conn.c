@@ -37,6 +37,15 @@
  * Lifetime: the http_conn is freed in on_close unless a handler still owns
  * its request; then it is marked orphaned and freed when the handler
  * answers (the answer itself goes nowhere).
+ *
+ * Streaming (Server-Sent Events, events.c): a handler may answer with
+ * http_stream_begin instead: a head without Content-Length and with
+ * "Connection: close", after which the connection is in HC_STREAM until it
+ * closes. That is the smallest departure from one-response-per-request that
+ * keeps HTTP's rules: the body is delimited by the close, so no later
+ * response could follow it anyway, and input (a pipelined request, or
+ * anything else) is read and discarded rather than paused, so that the
+ * peer's close is seen at once and the stream's owner freed in on_close.
  */
 #include <http_parser.h>
 #include <stddef.h>
@@ -52,6 +61,7 @@ enum hc_phase {
     HC_IDLE,    /* waiting for the first byte of a request */
     HC_READING, /* request line, headers or body arriving */
     HC_HANDLER, /* complete request given to a handler, not yet answered */
+    HC_STREAM,  /* answered with a streaming body that ends with the connection */
 };
 
 typedef struct hc_header {
@@ -86,6 +96,9 @@ struct http_conn {
     size_t body_len, body_cap;
     http_header *views; /* handed to the request */
     http_request req;
+    /* HC_STREAM only */
+    http_stream_handler stream;
+    void *stream_arg;
 };
 
 /* ---- storage ------------------------------------------------------------- */
@@ -419,6 +432,8 @@ static size_t hc_input(net_conn *c, void *user, const uint8_t *data, size_t len)
 {
     http_conn *hc = user;
     size_t used = 0;
+    if (hc->phase == HC_STREAM)
+        return len; /* nothing more is served on a stream's connection */
     while (used < len && !hc->close_after && hc->phase != HC_HANDLER) {
         if (hc->phase == HC_IDLE)
             hc->head_bytes = 0, hc->headers_done = false;
@@ -457,11 +472,67 @@ static void hc_close(net_conn *c, void *user)
         hc->orphaned = true; /* freed by http_conn_finish */
         return;
     }
+    if (hc->phase == HC_STREAM && hc->stream.on_close)
+        hc->stream.on_close(hc->stream_arg);
     conn_free(hc);
+}
+
+static void hc_drain(net_conn *c, void *user)
+{
+    (void)c;
+    http_conn *hc = user;
+    if (hc->phase == HC_STREAM && hc->stream.on_drain)
+        hc->stream.on_drain(hc->stream_arg);
 }
 
 const net_conn_handler http_conn_handler = {
     .on_open = hc_open,
     .on_input = hc_input,
+    .on_drain = hc_drain,
     .on_close = hc_close,
 };
+
+/* ---- streaming responses -------------------------------------------------- */
+
+http_conn *http_stream_begin(http_request *req, const char *content_type,
+                             const http_stream_handler *h, void *arg)
+{
+    http_conn *hc = req->conn;
+    if (hc->orphaned) {
+        conn_free(hc);
+        return NULL;
+    }
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 200 OK\r\nx-ms-request-id: %s\r\nContent-Type: %s\r\n"
+                     "Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
+                     req->request_id, content_type);
+    hc->close_after = true;
+    hc->phase = HC_STREAM;
+    hc->stream = *h;
+    hc->stream_arg = arg;
+    request_reset(hc);
+    if (n < 0 || (size_t)n >= sizeof head || !net_conn_write(hc->c, head, (size_t)n))
+        net_conn_close(hc->c, false); /* on_close still follows */
+    else
+        net_conn_pause_input(hc->c, false); /* read (and drop) input: see EOF */
+    return hc;
+}
+
+bool http_stream_write(http_conn *s, const void *data, size_t len)
+{
+    if (!s->c || net_conn_closing(s->c))
+        return false;
+    return net_conn_write(s->c, data, len);
+}
+
+size_t http_stream_queued(const http_conn *s)
+{
+    return s->c ? net_conn_out_queued(s->c) : 0;
+}
+
+void http_stream_close(http_conn *s)
+{
+    if (s->c)
+        net_conn_close(s->c, true);
+}

@@ -38,6 +38,11 @@ struct service {
     hub_registry *registry;
     service_config cfg; /* cfg.hostname points at hostname below */
     char *hostname;
+    /* the events endpoint (events.c); NULL until service_set_telemetry */
+    struct hub_telemetry *telemetry;
+    struct store *store;
+    unsigned events_keepalive_ms; /* SSE comment interval; 0 = 15 s */
+    struct hub_twins *twins; /* twins.c; NULL until service_set_twins */
 };
 
 typedef struct http_header {
@@ -81,6 +86,29 @@ extern const net_conn_handler http_conn_handler; /* listener_arg: service * */
  * response.c only. */
 void http_conn_finish(http_request *req, int status, const char *etag, const char *body,
                       size_t body_len);
+
+/* Streaming responses (Server-Sent Events). http_stream_begin answers req
+ * with a 200 head carrying content_type, no Content-Length and
+ * "Connection: close" (the body ends when the connection does, so
+ * pipelined requests after this one are never answered: the client sees
+ * the close and retries them elsewhere, as HTTP allows). It frees req's
+ * storage (copy what you need first) and returns the stream, or NULL when
+ * the client already went away (on_close is then never called). From then
+ * on the connection's input is read and discarded, so a client that leaves
+ * is noticed at once; on_close(arg) runs exactly once when the connection
+ * closes for any reason (the stream is invalid after it), on_drain(arg)
+ * when queued output fell back below the low-water mark. */
+typedef struct http_stream_handler {
+    void (*on_close)(void *arg);
+    void (*on_drain)(void *arg);
+} http_stream_handler;
+http_conn *http_stream_begin(http_request *req, const char *content_type,
+                             const http_stream_handler *h, void *arg);
+/* Queues bytes; false when the connection is closing (or out of memory). */
+bool http_stream_write(http_conn *s, const void *data, size_t len);
+size_t http_stream_queued(const http_conn *s);
+/* Ends the stream: flushes, closes; on_close follows. */
+void http_stream_close(http_conn *s);
 
 /* ---- response.c --------------------------------------------------------- */
 
@@ -137,6 +165,31 @@ bool identity_from_json(const uint8_t *body, size_t len, const char *device_id,
  * "0001-01-01T00:00:00Z". out needs 32 bytes. */
 void iso8601_ms(int64_t ms, char out[32]);
 
+/* ---- events.c ----------------------------------------------------------- */
+
+void events_list(http_request *req);
+void events_partitions(http_request *req);
+void events_stream(http_request *req);
+void events_checkpoint_get(http_request *req);
+void events_checkpoint_put(http_request *req);
+
+/* Exposed for unit tests: one stored event as served ({"partition",
+ * "sequenceNumber","offset","enqueuedTime","systemProperties","properties",
+ * "body"|"bodyBase64"}); NULL when its properties cannot be decoded. */
+struct store_event;
+json_t *events_event_json(const struct store_event *ev);
+/* A decimal u64 query value within max; false for anything else. */
+bool events_parse_u64(const char *text, uint64_t max, uint64_t *out);
+/* "P:SEQ" (an SSE event id) into its parts. */
+bool events_parse_event_id(const char *text, unsigned *partition, uint64_t *seq);
+/* Consumer group names: 1..64 of letters, digits, '-', '.', '_'. */
+bool events_valid_group(const char *name);
+/* True when service_set_telemetry was called; otherwise answers 500. */
+bool events_enabled(http_request *req);
+/* The `partition` query parameter (or path segment) checked against the
+ * store's count; false after answering 400. */
+bool events_partition_arg(http_request *req, const char *text, unsigned *out);
+
 /* ---- devices.c ---------------------------------------------------------- */
 
 void devices_list(http_request *req);
@@ -146,5 +199,11 @@ void devices_delete(http_request *req);
 void modules_list(http_request *req);
 void statistics_devices(http_request *req);
 void policies_list(http_request *req);
+
+/* ---- twins.c ------------------------------------------------------------ */
+
+void twins_get(http_request *req);
+void twins_patch(http_request *req);   /* merge */
+void twins_replace(http_request *req); /* PUT */
 
 #endif

@@ -47,6 +47,17 @@ static const route routes[] = {
     {"DELETE", {"devices", "*", "modules", "*"}, HUB_RIGHT_REGISTRY_WRITE, devices_delete},
     {"GET", {"statistics", "devices"}, HUB_RIGHT_REGISTRY_READ, statistics_devices},
     {"GET", {"iothubd", "policies"}, ALL_RIGHTS, policies_list},
+    {"GET", {"twins", "*"}, HUB_RIGHT_REGISTRY_READ, twins_get},
+    {"PATCH", {"twins", "*"}, HUB_RIGHT_SERVICE_CONNECT, twins_patch},
+    {"PUT", {"twins", "*"}, HUB_RIGHT_SERVICE_CONNECT, twins_replace},
+    {"GET", {"twins", "*", "modules", "*"}, HUB_RIGHT_REGISTRY_READ, twins_get},
+    {"PATCH", {"twins", "*", "modules", "*"}, HUB_RIGHT_SERVICE_CONNECT, twins_patch},
+    {"PUT", {"twins", "*", "modules", "*"}, HUB_RIGHT_SERVICE_CONNECT, twins_replace},
+    {"GET", {"events"}, HUB_RIGHT_SERVICE_CONNECT, events_list},
+    {"GET", {"events", "partitions"}, HUB_RIGHT_SERVICE_CONNECT, events_partitions},
+    {"GET", {"events", "stream"}, HUB_RIGHT_SERVICE_CONNECT, events_stream},
+    {"GET", {"events", "checkpoints", "*", "*"}, HUB_RIGHT_SERVICE_CONNECT, events_checkpoint_get},
+    {"PUT", {"events", "checkpoints", "*", "*"}, HUB_RIGHT_SERVICE_CONNECT, events_checkpoint_put},
 };
 
 const char *http_header_get(const http_request *req, const char *name)

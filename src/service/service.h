@@ -41,6 +41,22 @@ service *service_new(net_server *server, hub_registry *registry, const service_c
 bool service_listen(service *s, const char *hostport, const net_tls_config *tls,
                     int *bound_port, char *err, size_t errlen);
 
+/* Enables the events endpoint (/events..., service-rest.md "Telemetry";
+ * see events.c): t tells live readers of new events, st holds the log and
+ * the consumer-group checkpoints. Call before net_server_run(); both must
+ * outlive the service's loops. Without it /events answers 500. */
+struct hub_telemetry;
+struct store;
+void service_set_telemetry(service *s, struct hub_telemetry *t, struct store *st);
+/* The interval of the stream's keep-alive comments (default 15 s; tests). */
+void service_set_events_keepalive_ms(service *s, unsigned ms);
+
+/* Enables /twins/... (service-rest.md "Twins"; see twins.c). Call before
+ * net_server_run(); t must outlive the service's loops. Without it the
+ * twin routes answer 500. */
+struct hub_twins;
+void service_set_twins(service *s, struct hub_twins *t);
+
 /* After net_server_run() has returned. NULL is allowed. */
 void service_free(service *s);
 

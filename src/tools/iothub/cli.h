@@ -58,5 +58,9 @@ extern const cli_command cli_sas_commands[];
 extern const size_t cli_sas_command_count;
 extern const cli_command cli_policy_commands[];
 extern const size_t cli_policy_command_count;
+extern const cli_command cli_monitor_commands[];
+extern const size_t cli_monitor_command_count;
+extern const cli_command cli_twin_commands[];
+extern const size_t cli_twin_command_count;
 
 #endif

@@ -5,8 +5,9 @@
  * Exit status: 0 success, 1 the command failed (service error, unreachable
  * service, bad configuration), 2 the command line was wrong. Every failure
  * prints exactly one line, "iothub: ...", on standard error; results go to
- * standard output. The command families live in devices.c, sas_token.c and
- * policies.c; this file only joins their tables and owns the run context.
+ * standard output. The command families live in devices.c, sas_token.c,
+ * policies.c and twins.c; this file only joins their tables and owns the
+ * run context.
  */
 #include <curl/curl.h>
 #include <stdarg.h>
@@ -70,7 +71,9 @@ static size_t collect_commands(cli_command *all)
 {
     size_t n = append_commands(all, 0, cli_device_commands, cli_device_command_count);
     n = append_commands(all, n, cli_sas_commands, cli_sas_command_count);
-    return append_commands(all, n, cli_policy_commands, cli_policy_command_count);
+    n = append_commands(all, n, cli_monitor_commands, cli_monitor_command_count);
+    n = append_commands(all, n, cli_policy_commands, cli_policy_command_count);
+    return append_commands(all, n, cli_twin_commands, cli_twin_command_count);
 }
 
 /* The flags and the process environment as resolution inputs. */

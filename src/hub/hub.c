@@ -1,0 +1,352 @@
+/*
+ * hub/hub.c — the IoT Hub as the broker's application: the broker_app
+ * callbacks, the split between device clients and open-broker clients,
+ * and the two listeners that reach connected devices from elsewhere.
+ *
+ * Composition with the open broker: the hub is THE application and the
+ * open broker its delegate. A CONNECT with Authentication Method SAS or
+ * X509 is a device's and stays with the hub for its whole life; any other
+ * (none, or IOTHUBD-HMAC-SHA256) goes to the open broker when it serves
+ * anyone (--allow-anonymous or a password file), else it is refused with
+ * 0x8C status 0100. Every later callback is routed by the same test on
+ * the client's Authentication Method, which never changes, so the two
+ * applications never see each other's clients or app data. The open
+ * broker's clients may not touch `$iothub/` (subscribe, publish or Will):
+ * device subscriptions there live in the broker's shared trie, and only
+ * the hub may put messages in front of devices.
+ *
+ * Reaching a device from another loop (a registry change that revokes it,
+ * a desired-property change) goes through the presence index: the entry
+ * names the device's loop and client handle, a task is posted there, and
+ * the task looks the handle up; a device gone in between is not found.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub/hub_internal.h"
+#include "util/log.h"
+#include "util/time.h"
+
+bool hub_is_device_client(const broker_client *c)
+{
+    mqtt_bytes m = broker_client_get_info(c)->auth_method;
+    return mqtt_bytes_eq_str(m, HUB_METHOD_SAS) || mqtt_bytes_eq_str(m, HUB_METHOD_X509);
+}
+
+hub_client *hub_client_of(const broker_client *c)
+{
+    return hub_is_device_client(c) ? broker_client_app_data(c) : NULL;
+}
+
+static bool is_device_connect(const mqtt_connect *pkt)
+{
+    const mqtt_props *p = &pkt->props;
+    return pkt->protocol_version == MQTT_V5 && MQTT_HAS(p, MQTT_PROP_AUTHENTICATION_METHOD) &&
+           (mqtt_bytes_eq_str(p->authentication_method, HUB_METHOD_SAS) ||
+            mqtt_bytes_eq_str(p->authentication_method, HUB_METHOD_X509));
+}
+
+/* ---- open-broker clients ------------------------------------------------ */
+
+static void refuse_open_client(broker_client *c, const char *why)
+{
+    hub_answer_buf buf;
+    broker_answer answer;
+    hub_answer_failure(&buf, MQTT_DISCONNECT, HUB_BAD_REQUEST, MQTT_RC_BAD_AUTHENTICATION_METHOD,
+                       why, 0, &answer);
+    log_info("%s: CONNECT refused: %s", net_conn_peer_str(broker_client_get_info(c)->conn), why);
+    broker_auth_reject(c, MQTT_RC_BAD_AUTHENTICATION_METHOD, &answer.props);
+}
+
+static void authenticate_open_client(hub *h, broker_client *c, const mqtt_connect *pkt)
+{
+    const mqtt_props *p = &pkt->props;
+    bool method_ok = !MQTT_HAS(p, MQTT_PROP_AUTHENTICATION_METHOD) ||
+                     mqtt_bytes_eq_str(p->authentication_method, OPEN_APP_AUTH_METHOD);
+    if (!method_ok) {
+        refuse_open_client(c, "Authentication Method must be SAS or X509");
+        return;
+    }
+    if (!h->open || !h->cfg.open_clients) {
+        refuse_open_client(c, "an Authentication Method (SAS or X509) is required");
+        return;
+    }
+    if (pkt->will_flag && hub_topic_reserved(pkt->will_topic)) {
+        log_info("%s: CONNECT refused: Will on a $iothub/ topic",
+                 net_conn_peer_str(broker_client_get_info(c)->conn));
+        broker_auth_reject(c, MQTT_RC_NOT_AUTHORIZED, NULL);
+        return;
+    }
+    h->open_cbs.authenticate(h->open_cbs.ctx, c, pkt);
+}
+
+/* ---- broker_app callbacks ---------------------------------------------- */
+
+static const broker_limits *limits_for(void *ctx, const mqtt_connect *pkt)
+{
+    hub *h = ctx;
+    return is_device_connect(pkt) ? &h->device_limits : NULL;
+}
+
+static void authenticate(void *ctx, broker_client *c, const mqtt_connect *pkt)
+{
+    hub *h = ctx;
+    if (is_device_connect(pkt))
+        hub_authenticate_device(h, c, pkt);
+    else
+        authenticate_open_client(h, c, pkt);
+}
+
+static void auth_packet(void *ctx, broker_client *c, const mqtt_reason_packet *pkt)
+{
+    hub *h = ctx;
+    hub_client *hc = hub_client_of(c);
+    if (hc)
+        hub_reauthenticate_device(h, hc, pkt);
+    else if (h->open_cbs.auth_packet)
+        h->open_cbs.auth_packet(h->open_cbs.ctx, c, pkt);
+    else
+        broker_auth_reject(c, MQTT_RC_BAD_AUTHENTICATION_METHOD, NULL);
+}
+
+static void connected(void *ctx, broker_client *c)
+{
+    hub *h = ctx;
+    hub_client *hc = hub_client_of(c);
+    if (!hc) {
+        if (h->open_cbs.connected)
+            h->open_cbs.connected(h->open_cbs.ctx, c);
+        return;
+    }
+    hc->bc = c; /* unchanged by migration, but say so */
+    hc->present = hub_presence_put(h->presence, hc->client_id, broker_client_loop(c), hc->handle);
+    if (!hc->present)
+        log_warn("%s: not in the presence index (out of memory)", hc->client_id);
+    registry_note_connection(h->reg, hc->device_id, hc->module_id, true, (int64_t)time_wall_ms());
+    hub_arm_expiry(hc);
+}
+
+static void disconnected(void *ctx, broker_client *c, uint8_t reason)
+{
+    hub *h = ctx;
+    if (!hub_is_device_client(c)) {
+        if (h->open_cbs.disconnected)
+            h->open_cbs.disconnected(h->open_cbs.ctx, c, reason);
+        return;
+    }
+    hub_client *hc = broker_client_app_data(c);
+    if (!hc)
+        return;
+    if (net_timer_armed(&hc->expiry_timer))
+        net_timer_stop(broker_client_loop(c), &hc->expiry_timer);
+    /* After a take-over the new connection owns the entry: leave it. */
+    if (hc->present && hub_presence_remove(h->presence, hc->client_id, hc->handle))
+        registry_note_connection(h->reg, hc->device_id, hc->module_id, false,
+                                 (int64_t)time_wall_ms());
+    log_debug("%s: device disconnected (0x%02x)", hc->client_id, reason);
+    broker_client_set_app_data(c, NULL);
+    free(hc);
+}
+
+static uint8_t authorize_subscribe(void *ctx, broker_client *c, mqtt_bytes group,
+                                   mqtt_bytes filter, uint8_t qos)
+{
+    hub *h = ctx;
+    if (!hub_client_of(c)) {
+        if (hub_topic_reserved(filter))
+            return MQTT_RC_NOT_AUTHORIZED;
+        return h->open_cbs.authorize_subscribe(h->open_cbs.ctx, c, group, filter, qos);
+    }
+    bool open = false;
+    uint8_t rc = hub_subscribe_rule(filter, qos, &open);
+    if (!open)
+        return rc;
+    if (h->cfg.open_topics && h->open)
+        return h->open_cbs.authorize_subscribe(h->open_cbs.ctx, c, group, filter, qos);
+    return mqtt_topic_filter_has_wildcard(filter) ? MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED
+                                                  : MQTT_RC_TOPIC_FILTER_INVALID;
+}
+
+static broker_publish_action publish(void *ctx, broker_client *c, mqtt_bytes topic,
+                                     const mqtt_publish *pkt, broker_answer *answer)
+{
+    hub *h = ctx;
+    hub_client *hc = hub_client_of(c);
+    if (hc)
+        return hub_device_publish(h, hc, topic, pkt, answer);
+    if (hub_topic_reserved(topic)) {
+        answer->reason = MQTT_RC_NOT_AUTHORIZED; /* QoS 0: dropped, as the open broker does */
+        return BROKER_PUBLISH_DONE;
+    }
+    return h->open_cbs.publish(h->open_cbs.ctx, c, topic, pkt, answer);
+}
+
+static void settled(void *ctx, broker_client *c, uint64_t app_tag, const mqtt_ack *ack)
+{
+    hub *h = ctx;
+    if (!hub_client_of(c) && h->open_cbs.settled)
+        h->open_cbs.settled(h->open_cbs.ctx, c, app_tag, ack);
+    /* Device commands (QoS 1 on $iothub/commands) are the next issue. */
+}
+
+/* ---- reaching connected devices ----------------------------------------- */
+
+typedef struct device_task {
+    hub *h;
+    broker_client_handle handle;
+    uint64_t version;   /* desired notification */
+    char patch[];       /* desired notification; "" for a revocation */
+} device_task;
+
+/* Posts fn(task) to the loop of the connected identity; false if it is
+ * not connected. */
+static bool post_to_device(hub *h, const char *device_id, const char *module_id,
+                           net_task_fn fn, uint64_t version, const char *patch)
+{
+    char key[2 * HUB_ID_MAX + 2];
+    net_loop *loop;
+    broker_client_handle handle;
+    hub_client_id_of(device_id, module_id, key, sizeof key);
+    if (!hub_presence_find(h->presence, key, &loop, &handle))
+        return false;
+    size_t len = patch ? strlen(patch) : 0;
+    device_task *t = malloc(sizeof *t + len + 1);
+    if (!t) {
+        log_warn("%s: out of memory, device not reached", key);
+        return false;
+    }
+    t->h = h;
+    t->handle = handle;
+    t->version = version;
+    memcpy(t->patch, patch ? patch : "", len + 1);
+    net_loop_post(loop, fn, t);
+    return true;
+}
+
+static void revoke_task(net_loop *loop, void *arg)
+{
+    device_task *t = arg;
+    broker_client *c = broker_client_lookup(loop, t->handle);
+    hub_client *hc = c ? hub_client_of(c) : NULL;
+    if (hc) {
+        log_info("%s: identity disabled, deleted or its credentials changed", hc->client_id);
+        broker_client_disconnect(c, MQTT_RC_NOT_AUTHORIZED, "identity changed");
+    }
+    free(t);
+}
+
+static void on_identity_changed(void *arg, const hub_identity *old, const hub_identity *now)
+{
+    hub *h = arg;
+    if (h->twins)
+        twins_identity_changed(h->twins, old, now);
+    if (old && hub_identity_change_revokes(old, now))
+        post_to_device(h, old->device_id, old->module_id, revoke_task, 0, NULL);
+}
+
+/* Sends a desired-properties patch if the device is still connected and
+ * subscribed to $iothub/twin/patch/desired. */
+static void desired_task(net_loop *loop, void *arg)
+{
+    device_task *t = arg;
+    broker_client *c = broker_client_lookup(loop, t->handle);
+    hub_client *hc = c ? hub_client_of(c) : NULL;
+    if (hc && broker_client_has_subscription(c, "$iothub/twin/patch/desired")) {
+        char num[24];
+        uint8_t users[64];
+        size_t ulen = 0;
+        snprintf(num, sizeof num, "%llu", (unsigned long long)t->version);
+        mqtt_publish pub = {.topic = MQTT_BYTES_LIT("$iothub/twin/patch/desired")};
+        if (mqtt_user_props_append(users, sizeof users, &ulen, MQTT_BYTES_LIT("version"),
+                                   (mqtt_bytes){(const uint8_t *)num, (uint32_t)strlen(num)}))
+            pub.props.user_count = 1;
+        pub.props.user = (mqtt_bytes){users, (uint32_t)ulen};
+        pub.payload = (mqtt_bytes){(const uint8_t *)t->patch, (uint32_t)strlen(t->patch)};
+        broker_msg *msg = broker_msg_new(&pub, pub.topic, NULL, net_loop_now_ms(loop));
+        if (!msg || !broker_client_send(c, msg, 0, 0))
+            log_info("%s: desired patch v%llu not sent", hc->client_id,
+                     (unsigned long long)t->version);
+        if (msg)
+            broker_msg_unref(msg);
+    }
+    free(t);
+}
+
+static void on_desired_changed(void *arg, const char *device_id, const char *module_id,
+                               uint64_t version, const char *patch_json)
+{
+    post_to_device(arg, device_id, module_id ? module_id : "", desired_task, version, patch_json);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+/* IoT Hub's CONNACK limits (spec §1), over the server's other settings. */
+static void set_device_limits(hub *h)
+{
+    broker_limits *l = &h->device_limits;
+    *l = *h->cfg.server_limits;
+    l->receive_maximum = 16;
+    l->maximum_qos = 1;
+    l->retain_available = false;
+    l->maximum_packet_size = 262144;
+    l->topic_alias_maximum = 10;
+    l->wildcard_available = true;
+    l->sub_ids_available = false;
+    l->shared_available = false;
+    l->max_keepalive = 1140;
+    l->max_subscriptions = 50;
+    l->connect_timeout_ms = 30000;
+}
+
+hub *hub_new(const hub_config *cfg, hub_registry *reg, hub_twins *twins, hub_telemetry *tel,
+             open_app *open)
+{
+    hub *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->cfg = *cfg;
+    h->hostname = strdup(cfg->hostname ? cfg->hostname : "localhost");
+    h->presence = hub_presence_new();
+    if (!h->hostname || !h->presence) {
+        hub_free(h);
+        return NULL;
+    }
+    h->reg = reg;
+    h->twins = twins;
+    h->tel = tel;
+    h->open = open;
+    if (open)
+        open_app_bind(open, &h->open_cbs);
+    set_device_limits(h);
+    registry_set_change_listener(reg, on_identity_changed, h);
+    if (twins)
+        twins_set_desired_listener(twins, on_desired_changed, h);
+    return h;
+}
+
+void hub_free(hub *h)
+{
+    if (!h)
+        return;
+    if (h->reg)
+        registry_set_change_listener(h->reg, NULL, NULL);
+    hub_presence_free(h->presence);
+    free(h->hostname);
+    free(h);
+}
+
+void hub_bind(hub *h, broker_app *out)
+{
+    *out = (broker_app){
+        .ctx = h,
+        .authenticate = authenticate,
+        .limits_for = limits_for,
+        .auth_packet = auth_packet,
+        .connected = connected,
+        .disconnected = disconnected,
+        .authorize_subscribe = authorize_subscribe,
+        .publish = publish,
+        .settled = settled,
+    };
+}

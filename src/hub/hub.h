@@ -1,0 +1,54 @@
+/*
+ * hub/hub.h — the IoT Hub application of the broker: devices connecting
+ * with the IoT Hub MQTT 5 API (../shared/spec/iothub-mqtt5.md).
+ *
+ * The hub is THE broker_app of iothubd. It serves the clients whose
+ * CONNECT names the Authentication Method `SAS` or `X509` (the devices and
+ * modules of the registry): authentication and re-authentication, the
+ * IoT Hub limits in CONNACK, the `$iothub/` topic table, requests and
+ * responses, telemetry and desired-property notifications. Every other
+ * client (no Authentication Method, or the open broker's
+ * IOTHUBD-HMAC-SHA256) is handed to the open broker (broker/open_app.h),
+ * the hub's delegate, when the open broker serves anyone at all; the hub
+ * keeps the `$iothub/` topic space closed to those clients.
+ *
+ * Threads: the callbacks run on the broker's loops; the registry and twin
+ * listeners may run on any loop and reach a device through the presence
+ * index (hub/presence.c), which names its loop and client handle.
+ */
+#ifndef IOTHUBD_HUB_HUB_H
+#define IOTHUBD_HUB_HUB_H
+
+#include <stdbool.h>
+
+#include "broker/broker.h"
+#include "broker/open_app.h"
+#include "hub/registry.h"
+#include "hub/telemetry.h"
+#include "hub/twin.h"
+
+typedef struct hub_config {
+    const char *hostname;              /* the hub host name (`host`, SNI) */
+    const broker_limits *server_limits; /* the server's; devices get IoT Hub's */
+    bool open_topics;                  /* devices may also use the open topic space */
+    bool open_clients;                 /* the open broker accepts anyone (anonymous
+                                          or a password file) */
+} hub_config;
+
+typedef struct hub hub;
+
+/*
+ * Creates the hub over the registry, twins and telemetry (twins and
+ * telemetry may be NULL: their operations then answer 0601 Server Error)
+ * and the open broker `open` (may be NULL: no open clients). Installs the
+ * registry change listener and the twins' desired listener. NULL when out
+ * of memory.
+ */
+hub *hub_new(const hub_config *cfg, hub_registry *reg, hub_twins *twins, hub_telemetry *tel,
+             open_app *open);
+/* After the loops have stopped (every client is gone). */
+void hub_free(hub *h);
+/* Fills `out` with the hub's callbacks, to give to broker_new. */
+void hub_bind(hub *h, broker_app *out);
+
+#endif

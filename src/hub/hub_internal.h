@@ -1,0 +1,145 @@
+/*
+ * hub/hub_internal.h — what the files of the IoT Hub application share
+ * (hub.c, connect.c, topics.c, requests.c, properties.c, presence.c), and
+ * nothing outside them.
+ *
+ * Two kinds of state:
+ *   struct hub         process-wide and read-only once the loops run
+ *                      (except the presence index, which has its own lock).
+ *   struct hub_client  one per device connection (SAS or X509), the
+ *                      broker client's app data; touched only on the loop
+ *                      that serves the connection.
+ * Clients the open broker serves carry the open broker's app data instead;
+ * which one a client is follows from its Authentication Method alone
+ * (hub_is_device_client), which never changes for a connection.
+ */
+#ifndef IOTHUBD_HUB_HUB_INTERNAL_H
+#define IOTHUBD_HUB_HUB_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hub/hub.h"
+#include "hub/status.h"
+#include "mqtt/codec.h"
+
+#define HUB_METHOD_SAS "SAS"
+#define HUB_METHOD_X509 "X509"
+#define HUB_API_VERSION "2020-10-01-preview"
+#define HUB_HOST_MAX 255
+#define HUB_POLICY_MAX 63
+#define HUB_CORRELATION_MAX 16
+
+typedef struct hub_presence hub_presence;
+
+struct hub {
+    hub_config cfg;
+    char *hostname;            /* owned copy of cfg.hostname */
+    broker_limits device_limits;
+    hub_registry *reg;
+    hub_twins *twins;          /* may be NULL */
+    hub_telemetry *tel;        /* may be NULL */
+    open_app *open;            /* may be NULL */
+    broker_app open_cbs;       /* the open broker's callbacks */
+    hub_presence *presence;
+};
+
+/* Storage for the properties of one answer (PUBACK, DISCONNECT, CONNACK)
+ * that the broker reads after the callback that filled it has returned. */
+typedef struct hub_answer_buf {
+    uint8_t users[640];
+    char reason[200];
+    char status[5];
+} hub_answer_buf;
+
+typedef struct hub_client {
+    hub *h;
+    broker_client *bc;
+    broker_client_handle handle;
+    bool x509;                          /* else SAS */
+    char device_id[HUB_ID_MAX + 1];
+    char module_id[HUB_ID_MAX + 1];     /* "" for a device */
+    char client_id[2 * HUB_ID_MAX + 2];
+    char host[HUB_HOST_MAX + 1];        /* as signed (the `host` property or SNI) */
+    char policy[HUB_POLICY_MAX + 1];    /* sas-policy, "" when none */
+    uint64_t sas_expiry_ms;             /* wall clock; 0 = none (X509) */
+    uint32_t max_packet;                /* client's Maximum Packet Size; 0 = none */
+    bool problem_info;                  /* Request Problem Information */
+    bool present;                       /* in the presence index */
+    net_timer expiry_timer;
+    hub_answer_buf answer;
+} hub_client;
+
+/* ---- hub.c ------------------------------------------------------------ */
+/* Whether this client is the hub's (SAS or X509) rather than the open broker's. */
+bool hub_is_device_client(const broker_client *c);
+/* The hub's data of a device client, or NULL for an open-broker client. */
+hub_client *hub_client_of(const broker_client *c);
+
+/* ---- connect.c -------------------------------------------------------- */
+void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt);
+void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet *pkt);
+/* Arms (or re-arms) the sas-expiry timer of a connected SAS client. */
+void hub_arm_expiry(hub_client *hc);
+/* Whether a registry change must end the connections of `old`. */
+bool hub_identity_change_revokes(const hub_identity *old, const hub_identity *now);
+
+/* ---- properties.c ----------------------------------------------------- */
+/* Decimal unsigned numbers (the spec's u32, u64 and time types): digits
+ * only, no sign, no leading '+', at least one digit, no overflow. */
+bool hub_parse_u64(mqtt_bytes v, uint64_t *out);
+bool hub_parse_u32(mqtt_bytes v, uint32_t *out);
+/* Copies a slice into a NUL-terminated string; false if it does not fit
+ * or holds a NUL. */
+bool hub_copy_str(mqtt_bytes v, char *out, size_t cap);
+bool hub_bytes_eq_nocase(mqtt_bytes a, const char *s);
+/* Fills `out` with a failure answer: reason code from the status
+ * (or `reason_code` when non-zero), user properties `status` and `reason`,
+ * Reason String = reason. Trimmed to `max_packet` for a packet of `type`
+ * (PUBACK or DISCONNECT) by dropping user properties from the end, then
+ * the Reason String. Storage in `buf`. */
+void hub_answer_failure(hub_answer_buf *buf, uint8_t type, hub_status st, uint8_t reason_code,
+                        const char *reason, uint32_t max_packet, broker_answer *out);
+/* Sends `payload` on $iothub/responses at QoS 0 echoing `correlation`,
+ * with `status`/`reason` on failure and `version` when has_version. */
+void hub_send_response(hub_client *hc, mqtt_bytes correlation, hub_status st, const char *reason,
+                       bool has_version, uint64_t version, const char *payload, size_t len);
+
+/* ---- topics.c --------------------------------------------------------- */
+typedef enum hub_topic {
+    HUB_TOPIC_UNDEFINED,        /* under $iothub/ but not in the table */
+    HUB_TOPIC_OPEN,             /* not under $iothub/ */
+    HUB_TOPIC_TELEMETRY,
+    HUB_TOPIC_TWIN_GET,
+    HUB_TOPIC_TWIN_PATCH_REPORTED,
+    HUB_TOPIC_RESPONSES,
+} hub_topic;
+hub_topic hub_topic_of(mqtt_bytes topic);
+bool hub_topic_reserved(mqtt_bytes topic_or_filter);
+/* SUBSCRIBE by a device: granted QoS or a SUBACK failure code;
+ * *open set when the filter belongs to the open topic space. */
+uint8_t hub_subscribe_rule(mqtt_bytes filter, uint8_t qos, bool *open);
+broker_publish_action hub_device_publish(hub *h, hub_client *hc, mqtt_bytes topic,
+                                         const mqtt_publish *pkt, broker_answer *answer);
+
+/* ---- requests.c ------------------------------------------------------- */
+broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
+                                         const mqtt_publish *pkt, broker_answer *answer);
+broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_publish *pkt,
+                                           broker_answer *answer);
+
+/* ---- presence.c ------------------------------------------------------- */
+hub_presence *hub_presence_new(void);
+void hub_presence_free(hub_presence *p);
+/* Records the connection of client id `key` (replacing an older one). */
+bool hub_presence_put(hub_presence *p, const char *key, net_loop *loop, broker_client_handle h);
+/* Removes the entry if it still names this handle; true if it did. */
+bool hub_presence_remove(hub_presence *p, const char *key, broker_client_handle h);
+/* Where `key` is connected; false if it is not. */
+bool hub_presence_find(hub_presence *p, const char *key, net_loop **loop,
+                       broker_client_handle *h);
+
+/* The client id of an identity: "dev" or "dev/mod" (out: 2*HUB_ID_MAX+2). */
+void hub_client_id_of(const char *device_id, const char *module_id, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,299 @@
+/*
+ * hub/requests.c — what a device's PUBLISH on a defined topic asks for:
+ * twin requests (Get twin, Patch reported) answered on $iothub/responses,
+ * and telemetry acknowledged by PUBACK (../shared/spec/iothub-mqtt5.md
+ * §3, §5, §6).
+ *
+ * Requests are QoS 0 and correlated by Correlation Data only. A request
+ * the hub cannot even correlate (no Correlation Data, or longer than 16
+ * bytes) cannot be answered on $iothub/responses, so the connection ends
+ * (DISCONNECT 0x83, status 0100). Anything else wrong with a correlated
+ * request (unknown property, bad if-version) is answered with a failure
+ * response.
+ *
+ * Asynchronous completions (the twin store commit, the telemetry commit)
+ * come back on the device's loop with a small heap record naming the
+ * client by handle; a client that went away meanwhile is not found and
+ * the completion is dropped (for telemetry: the message is stored, the
+ * PUBACK has nobody to go to, and the device will resend it).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub/hub_internal.h"
+#include "util/log.h"
+#include "util/time.h"
+
+/* A request or telemetry message waiting for the store. */
+typedef struct pending_op {
+    hub *h;
+    broker_client_handle handle;
+    uint16_t packet_id;
+    uint8_t correlation_len;
+    uint8_t correlation[HUB_CORRELATION_MAX];
+} pending_op;
+
+static pending_op *pending_new(hub *h, hub_client *hc, uint16_t packet_id, mqtt_bytes corr)
+{
+    pending_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->h = h;
+    op->handle = hc->handle;
+    op->packet_id = packet_id;
+    op->correlation_len = (uint8_t)corr.len;
+    if (corr.len)
+        memcpy(op->correlation, corr.p, corr.len);
+    return op;
+}
+
+/* The device client an operation belongs to, if it is still connected. */
+static hub_client *pending_client(net_loop *loop, const pending_op *op)
+{
+    broker_client *c = broker_client_lookup(loop, op->handle);
+    return c ? hub_client_of(c) : NULL;
+}
+
+/* ---- twin requests ------------------------------------------------------ */
+
+/* Checks the request's user properties: only `if-version` (u64) on Patch
+ * reported. Returns HUB_OK or HUB_BAD_REQUEST with a reason. */
+static hub_status request_properties(hub_topic kind, const mqtt_publish *pkt,
+                                     int64_t *if_version, char *reason, size_t cap)
+{
+    *if_version = -1;
+    mqtt_iter it;
+    mqtt_bytes name, value;
+    mqtt_user_props_iter(&pkt->props, &it);
+    while (mqtt_user_props_next(&it, &name, &value)) {
+        uint64_t v;
+        if (kind != HUB_TOPIC_TWIN_PATCH_REPORTED || !mqtt_bytes_eq_str(name, "if-version")) {
+            snprintf(reason, cap, "unknown property: %.*s", (int)(name.len > 64 ? 64 : name.len),
+                     (const char *)name.p);
+            return HUB_BAD_REQUEST;
+        }
+        if (!hub_parse_u64(value, &v) || v > INT64_MAX) {
+            snprintf(reason, cap, "if-version is not a u64");
+            return HUB_BAD_REQUEST;
+        }
+        *if_version = (int64_t)v;
+    }
+    return HUB_OK;
+}
+
+static void get_twin(hub *h, hub_client *hc, mqtt_bytes corr)
+{
+    hub_status st = HUB_SERVER_ERROR;
+    char *doc = h->twins ? twins_device_view(h->twins, hc->device_id, hc->module_id, &st) : NULL;
+    if (!doc) {
+        hub_send_response(hc, corr, st, h->twins ? "twin not found" : "twins unavailable",
+                          false, 0, NULL, 0);
+        return;
+    }
+    hub_send_response(hc, corr, HUB_OK, NULL, false, 0, doc, strlen(doc));
+    free(doc);
+}
+
+static void reported_done(net_loop *loop, void *arg, hub_status st, uint64_t version,
+                          const char *reason)
+{
+    pending_op *op = arg;
+    hub_client *hc = pending_client(loop, op);
+    if (hc)
+        hub_send_response(hc, (mqtt_bytes){op->correlation, op->correlation_len}, st, reason,
+                          st == HUB_OK, version, NULL, 0);
+    free(op);
+}
+
+static void patch_reported(hub *h, hub_client *hc, const mqtt_publish *pkt, int64_t if_version)
+{
+    mqtt_bytes corr = pkt->props.correlation_data;
+    pending_op *op = h->twins ? pending_new(h, hc, 0, corr) : NULL;
+    if (!op) {
+        hub_send_response(hc, corr, HUB_SERVER_ERROR,
+                          h->twins ? "out of memory" : "twins unavailable", false, 0, NULL, 0);
+        return;
+    }
+    twins_patch_reported(h->twins, hc->device_id, hc->module_id, (const char *)pkt->payload.p,
+                         pkt->payload.len, if_version, broker_client_loop(hc->bc), reported_done,
+                         op);
+}
+
+broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
+                                         const mqtt_publish *pkt, broker_answer *answer)
+{
+    if (pkt->qos) {
+        hub_answer_failure(&hc->answer, MQTT_PUBACK, HUB_BAD_REQUEST, 0,
+                           "requests are published at QoS 0", hc->max_packet, answer);
+        return BROKER_PUBLISH_DONE;
+    }
+    mqtt_bytes corr = pkt->props.correlation_data;
+    if (!MQTT_HAS(&pkt->props, MQTT_PROP_CORRELATION_DATA) || corr.len == 0 ||
+        corr.len > HUB_CORRELATION_MAX) {
+        log_info("%s: request without usable Correlation Data (%u bytes)", hc->client_id,
+                 corr.len);
+        hub_answer_failure(&hc->answer, MQTT_DISCONNECT, HUB_BAD_REQUEST,
+                           MQTT_RC_IMPLEMENTATION_SPECIFIC,
+                           "Correlation Data is required, at most 16 bytes", hc->max_packet,
+                           answer);
+        return BROKER_PUBLISH_REFUSE;
+    }
+    char reason[128];
+    int64_t if_version;
+    hub_status st = request_properties(kind, pkt, &if_version, reason, sizeof reason);
+    if (st != HUB_OK)
+        hub_send_response(hc, corr, st, reason, false, 0, NULL, 0);
+    else if (kind == HUB_TOPIC_TWIN_GET)
+        get_twin(h, hc, corr);
+    else
+        patch_reported(h, hc, pkt, if_version);
+    answer->reason = 0;
+    return BROKER_PUBLISH_DONE;
+}
+
+/* ---- telemetry ---------------------------------------------------------- */
+
+#define TELEMETRY_MAX_PROPS 64
+
+/* The validated properties of one message, as NUL-terminated strings in
+ * one arena (telemetry_accept copies what it keeps). */
+typedef struct telemetry_props {
+    telemetry_prop props[TELEMETRY_MAX_PROPS];
+    size_t n;
+    char *arena;
+    size_t used;
+} telemetry_props;
+
+static bool system_property(mqtt_bytes name)
+{
+    static const char *const names[] = {"content-encoding", "message-id", "user-id",
+                                        "correlation-id", "creation-time"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (mqtt_bytes_eq_str(name, names[i]))
+            return true;
+    return false;
+}
+
+static const char *arena_copy(telemetry_props *tp, mqtt_bytes b)
+{
+    char *s = tp->arena + tp->used;
+    memcpy(s, b.p, b.len);
+    s[b.len] = '\0';
+    tp->used += (size_t)b.len + 1;
+    return s;
+}
+
+/* Validates and copies the user properties: the spec's system properties
+ * (creation-time must be a time) and `@name` application properties.
+ * Returns HUB_OK or HUB_BAD_REQUEST with a reason; tp->arena is malloc'd
+ * on success. */
+static hub_status telemetry_properties(const mqtt_publish *pkt, telemetry_props *tp,
+                                       char *reason, size_t cap)
+{
+    memset(tp, 0, sizeof *tp);
+    mqtt_iter it;
+    mqtt_bytes name, value;
+    size_t need = 0;
+    mqtt_user_props_iter(&pkt->props, &it);
+    while (mqtt_user_props_next(&it, &name, &value)) {
+        uint64_t t;
+        bool app = name.len > 1 && name.p[0] == '@';
+        if (!app && !system_property(name)) {
+            snprintf(reason, cap, "unknown property: %.*s", (int)(name.len > 64 ? 64 : name.len),
+                     (const char *)name.p);
+            return HUB_BAD_REQUEST;
+        }
+        if (mqtt_bytes_eq_str(name, "creation-time") && !hub_parse_u64(value, &t)) {
+            snprintf(reason, cap, "creation-time is not a time (ms since the epoch)");
+            return HUB_BAD_REQUEST;
+        }
+        if (++tp->n > TELEMETRY_MAX_PROPS) {
+            snprintf(reason, cap, "more than %d properties", TELEMETRY_MAX_PROPS);
+            return HUB_BAD_REQUEST;
+        }
+        need += (size_t)name.len + value.len + 2;
+    }
+    tp->arena = malloc(need ? need : 1);
+    if (!tp->arena) {
+        snprintf(reason, cap, "out of memory");
+        return HUB_SERVER_ERROR;
+    }
+    size_t i = 0;
+    mqtt_user_props_iter(&pkt->props, &it);
+    while (mqtt_user_props_next(&it, &name, &value) && i < tp->n) {
+        tp->props[i].name = arena_copy(tp, name);
+        tp->props[i].value = arena_copy(tp, value);
+        i++;
+    }
+    return HUB_OK;
+}
+
+static void telemetry_done(net_loop *loop, void *arg, hub_status st)
+{
+    pending_op *op = arg;
+    hub_client *hc = op->packet_id ? pending_client(loop, op) : NULL;
+    if (st != HUB_OK)
+        log_warn("telemetry from a device was not stored (status %04X)", (unsigned)st);
+    if (hc) {
+        broker_answer answer = {0};
+        if (st != HUB_OK)
+            hub_answer_failure(&hc->answer, MQTT_PUBACK, st, 0, "telemetry not stored",
+                               hc->max_packet, &answer);
+        broker_publish_complete(hc->bc, op->packet_id, 1, &answer);
+    }
+    free(op);
+}
+
+/* Refuses a message: PUBACK at QoS 1, DISCONNECT 0x83 at QoS 0. */
+static broker_publish_action refuse_telemetry(hub_client *hc, const mqtt_publish *pkt,
+                                              hub_status st, const char *reason,
+                                              broker_answer *answer)
+{
+    log_info("%s: telemetry refused: %s", hc->client_id, reason);
+    hub_answer_failure(&hc->answer, pkt->qos ? MQTT_PUBACK : MQTT_DISCONNECT, st,
+                       pkt->qos ? 0 : MQTT_RC_IMPLEMENTATION_SPECIFIC, reason, hc->max_packet,
+                       answer);
+    return pkt->qos ? BROKER_PUBLISH_DONE : BROKER_PUBLISH_REFUSE;
+}
+
+broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_publish *pkt,
+                                           broker_answer *answer)
+{
+    char reason[128];
+    if (pkt->payload.len > TELEMETRY_MAX_BODY)
+        return refuse_telemetry(hc, pkt, HUB_BAD_REQUEST, "payload larger than 256 KiB", answer);
+    telemetry_props tp;
+    hub_status st = telemetry_properties(pkt, &tp, reason, sizeof reason);
+    if (st != HUB_OK)
+        return refuse_telemetry(hc, pkt, st, reason, answer);
+    char content_type[256] = "";
+    bool has_ct = MQTT_HAS(&pkt->props, MQTT_PROP_CONTENT_TYPE);
+    if (has_ct && !hub_copy_str(pkt->props.content_type, content_type, sizeof content_type)) {
+        free(tp.arena);
+        return refuse_telemetry(hc, pkt, HUB_BAD_REQUEST, "Content Type longer than 255 bytes",
+                                answer);
+    }
+    pending_op *op = h->tel ? pending_new(h, hc, pkt->qos ? pkt->packet_id : 0,
+                                          (mqtt_bytes){0}) : NULL;
+    if (!op) {
+        free(tp.arena);
+        return refuse_telemetry(hc, pkt, HUB_SERVER_ERROR,
+                                h->tel ? "out of memory" : "telemetry unavailable", answer);
+    }
+    telemetry_msg m = {
+        .device_id = hc->device_id,
+        .module_id = hc->module_id,
+        .auth_method = hc->x509 ? "x509" : "sas",
+        .content_type = has_ct ? content_type : NULL,
+        .props = tp.props,
+        .nprops = tp.n,
+        .body = pkt->payload.p,
+        .body_len = pkt->payload.len,
+    };
+    telemetry_accept(h->tel, &m, broker_client_loop(hc->bc), telemetry_done, op);
+    free(tp.arena);
+    registry_note_activity(h->reg, hc->device_id, hc->module_id, (int64_t)time_wall_ms());
+    answer->reason = 0;
+    return pkt->qos ? BROKER_PUBLISH_PENDING : BROKER_PUBLISH_DONE;
+}

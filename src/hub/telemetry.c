@@ -1,0 +1,377 @@
+/*
+ * hub/telemetry.c — device-to-cloud telemetry into the durable log, and
+ * live notification of readers (see telemetry.h).
+ *
+ * Accepting a message: the MQTT side hands over a validated telemetry_msg;
+ * we map its properties (spec §6 "Send telemetry") into one compact JSON
+ * text, {"sys":{...},"app":{...}}, and append it with the body to the
+ * device's partition (store_partition_of). JSON because the only reader is
+ * the events endpoint, which serves JSON: decoding is one json_loadb, and
+ * the blob stays readable with the sqlite3 shell. Short member names keep
+ * the per-event overhead small; the enqueued time is the event's own column
+ * and is not stored twice. The caller's `done` runs on its loop after the
+ * store's commit, so a PUBACK never runs ahead of the disk. Although the
+ * MQTT side validates first, a property we do not know, a creation-time
+ * that is not a time, a value that is not UTF-8 or an oversized body is
+ * refused here too (HUB_BAD_REQUEST): defence in depth costs a few compares.
+ *
+ * Live readers: subscribers live in a list under one mutex. After each
+ * committed append, the appender's completion marks the partition in every
+ * matching subscriber's pending mask and posts one task to the subscriber's
+ * loop unless one is already pending (coalescing: a burst of appends costs
+ * one wake-up per reader, and the appender never waits for a reader). The
+ * task swaps the mask out under the mutex and calls the subscriber. An
+ * unsubscribed subscriber with a task in flight stays in the list marked
+ * dead and is freed by that task; both run on the subscriber's loop, so
+ * there is no race between them. telemetry_free frees whatever is left
+ * (tasks dropped at shutdown never run).
+ */
+#include "hub/telemetry.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store/store.h"
+#include "util/log.h"
+
+struct telemetry_sub {
+    telemetry_sub *next;
+    hub_telemetry *owner;
+    net_loop *loop;
+    unsigned partition; /* or TELEMETRY_ALL_PARTITIONS */
+    telemetry_notify_fn fn;
+    void *arg;
+    uint64_t pending;   /* partition bits not yet told; guarded by owner->lock */
+    bool posted;        /* a notify task is in flight; guarded by owner->lock */
+    bool dead;          /* unsubscribed; the in-flight task frees it */
+};
+
+struct hub_telemetry {
+    store *st;
+    pthread_mutex_t lock;
+    telemetry_sub *subs;
+};
+
+/* One append in flight. */
+typedef struct accept_ctx {
+    hub_telemetry *t;
+    unsigned partition;
+    telemetry_done_fn done;
+    void *arg;
+    hub_status early; /* for refusals before the store: the status to report */
+} accept_ctx;
+
+hub_telemetry *telemetry_new(struct store *st)
+{
+    hub_telemetry *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->st = st;
+    pthread_mutex_init(&t->lock, NULL);
+    return t;
+}
+
+void telemetry_free(hub_telemetry *t)
+{
+    if (!t)
+        return;
+    for (telemetry_sub *s = t->subs, *next; s; s = next) {
+        next = s->next;
+        free(s);
+    }
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+/* ---- time ---------------------------------------------------------------- */
+
+void telemetry_iso8601(int64_t ms, char out[32])
+{
+    time_t secs = (time_t)(ms / 1000);
+    int millis = (int)(ms % 1000);
+    if (millis < 0) {
+        millis += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    if (!gmtime_r(&secs, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0) {
+        strcpy(out, "0001-01-01T00:00:00.000Z");
+        return;
+    }
+    char date[24];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 32, "%s.%03dZ", date, millis);
+}
+
+/* A spec `time` (decimal ms since the epoch, at most 15 digits so it stays
+ * within year 9999 and int64). False for anything else. */
+static bool parse_time_ms(const char *text, int64_t *out)
+{
+    size_t n = strlen(text);
+    if (n == 0 || n > 15)
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+        v = v * 10 + (text[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* ---- encoding ------------------------------------------------------------ */
+
+/* The spec's optional properties that become system properties as named. */
+static bool is_system_property(const char *name)
+{
+    static const char *const names[] = {"content-encoding", "message-id", "user-id",
+                                        "correlation-id"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* obj[name] = value, false when value is not UTF-8 (or out of memory). */
+static bool set_text(json_t *obj, const char *name, const char *value)
+{
+    json_t *v = json_string(value);
+    return v && json_object_set_new(obj, name, v) == 0;
+}
+
+/* Maps one user property into sys or app; false with a reason when it is
+ * not one telemetry may carry. A repeated name keeps the last value. */
+static bool map_property(const telemetry_prop *p, json_t *sys, json_t *app, const char **why)
+{
+    if (p->name[0] == '@') {
+        if (!p->name[1] || !set_text(app, p->name + 1, p->value)) {
+            *why = "invalid application property";
+            return false;
+        }
+        return true;
+    }
+    if (is_system_property(p->name)) {
+        if (!set_text(sys, p->name, p->value)) {
+            *why = "property value is not UTF-8";
+            return false;
+        }
+        return true;
+    }
+    if (strcmp(p->name, "creation-time") == 0) {
+        int64_t ms;
+        char iso[32];
+        if (!parse_time_ms(p->value, &ms)) {
+            *why = "creation-time is not a time";
+            return false;
+        }
+        telemetry_iso8601(ms, iso);
+        return set_text(app, "iothub-creation-time-utc", iso);
+    }
+    *why = "unknown property";
+    return false;
+}
+
+/* Builds the properties blob for m (malloc'd JSON text, *len its length);
+ * NULL with a reason when m carries something telemetry may not. */
+static char *encode_properties(const telemetry_msg *m, size_t *len, const char **why)
+{
+    json_t *sys = json_object(), *app = json_object(), *root = json_object();
+    char *text = NULL;
+    bool ok = sys && app && root;
+    *why = "out of memory";
+    if (ok && m->content_type && !set_text(sys, "content-type", m->content_type)) {
+        *why = "content type is not UTF-8";
+        ok = false;
+    }
+    for (size_t i = 0; ok && i < m->nprops; i++)
+        ok = map_property(&m->props[i], sys, app, why);
+    if (ok) {
+        ok = set_text(sys, "iothub-connection-device-id", m->device_id) &&
+             (!m->module_id || !*m->module_id ||
+              set_text(sys, "iothub-connection-module-id", m->module_id)) &&
+             set_text(sys, "iothub-connection-auth-method",
+                      m->auth_method ? m->auth_method : "sas");
+        if (!ok)
+            *why = "identity is not UTF-8";
+    }
+    if (ok && json_object_set(root, "sys", sys) == 0 && json_object_set(root, "app", app) == 0)
+        text = json_dumps(root, JSON_COMPACT);
+    json_decref(sys);
+    json_decref(app);
+    json_decref(root);
+    if (text)
+        *len = strlen(text);
+    return text;
+}
+
+bool telemetry_event_properties(const store_event *ev, json_t **system, json_t **application)
+{
+    *system = *application = NULL;
+    json_t *root = json_loadb(ev->props, ev->props_len, 0, NULL);
+    json_t *sys = json_object_get(root, "sys"), *app = json_object_get(root, "app");
+    if (!json_is_object(sys) || !json_is_object(app)) {
+        json_decref(root);
+        return false;
+    }
+    char iso[32];
+    telemetry_iso8601(ev->enqueued_ms, iso);
+    json_object_set_new(sys, "iothub-enqueuedtime", json_string(iso));
+    *system = json_incref(sys);
+    *application = json_incref(app);
+    json_decref(root);
+    return true;
+}
+
+/* ---- notifying subscribers ----------------------------------------------- */
+
+/* On the subscriber's loop: hands it what accumulated, or frees a dead one. */
+static void notify_task(net_loop *loop, void *arg)
+{
+    telemetry_sub *s = arg;
+    hub_telemetry *t = s->owner;
+    pthread_mutex_lock(&t->lock);
+    uint64_t parts = s->pending;
+    s->pending = 0;
+    s->posted = false;
+    bool dead = s->dead;
+    if (dead) { /* unlink: it stayed in the list only for this task */
+        telemetry_sub **pp = &t->subs;
+        while (*pp != s)
+            pp = &(*pp)->next;
+        *pp = s->next;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (dead)
+        free(s);
+    else if (parts)
+        s->fn(loop, s->arg, parts);
+}
+
+/* After a committed append to `partition`: tells every live subscriber of
+ * it, at most one task in flight each. Never blocks on a reader. */
+static void notify_subscribers(hub_telemetry *t, unsigned partition)
+{
+    uint64_t bit = TELEMETRY_PARTITION_BIT(partition);
+    pthread_mutex_lock(&t->lock);
+    for (telemetry_sub *s = t->subs; s; s = s->next) {
+        if (s->dead || (s->partition != TELEMETRY_ALL_PARTITIONS && s->partition != partition))
+            continue;
+        s->pending |= bit;
+        if (!s->posted) {
+            s->posted = true;
+            net_loop_post(s->loop, notify_task, s);
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+telemetry_sub *telemetry_subscribe(hub_telemetry *t, unsigned partition, net_loop *loop,
+                                   telemetry_notify_fn fn, void *arg)
+{
+    telemetry_sub *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->owner = t;
+    s->loop = loop;
+    s->partition = partition;
+    s->fn = fn;
+    s->arg = arg;
+    pthread_mutex_lock(&t->lock);
+    s->next = t->subs;
+    t->subs = s;
+    pthread_mutex_unlock(&t->lock);
+    return s;
+}
+
+void telemetry_unsubscribe(hub_telemetry *t, telemetry_sub *sub)
+{
+    if (!sub)
+        return;
+    pthread_mutex_lock(&t->lock);
+    bool in_flight = sub->posted;
+    if (in_flight) {
+        sub->dead = true; /* notify_task unlinks and frees it */
+    } else {
+        telemetry_sub **pp = &t->subs;
+        while (*pp != sub)
+            pp = &(*pp)->next;
+        *pp = sub->next;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (!in_flight)
+        free(sub);
+}
+
+/* ---- accepting ------------------------------------------------------------ */
+
+static void appended(net_loop *loop, void *arg, store_status st, uint64_t seq,
+                     int64_t enqueued_ms, const char *err)
+{
+    accept_ctx *a = arg;
+    (void)seq;
+    (void)enqueued_ms;
+    hub_status result = HUB_OK;
+    if (st == STORE_OK) {
+        notify_subscribers(a->t, a->partition);
+    } else {
+        log_warn("telemetry: append to partition %u failed: %s: %s", a->partition,
+                 store_status_name(st), err);
+        result = HUB_SERVER_ERROR;
+    }
+    a->done(loop, a->arg, result);
+    free(a);
+}
+
+static void refused_task(net_loop *loop, void *arg)
+{
+    accept_ctx *a = arg;
+    a->done(loop, a->arg, a->early);
+    free(a);
+}
+
+/* Reports a refusal the same way as a store outcome: later, on `loop`
+ * (directly when loop is NULL, as the store does for NULL loops). */
+static void refuse(accept_ctx *a, net_loop *loop, hub_status st)
+{
+    a->early = st;
+    if (loop)
+        net_loop_post(loop, refused_task, a);
+    else
+        refused_task(NULL, a);
+}
+
+void telemetry_accept(hub_telemetry *t, const telemetry_msg *m, net_loop *loop,
+                      telemetry_done_fn done, void *arg)
+{
+    accept_ctx *a = calloc(1, sizeof *a);
+    if (!a) {
+        log_error("telemetry: out of memory");
+        done(loop, arg, HUB_SERVER_ERROR); /* nothing else can be done */
+        return;
+    }
+    a->t = t;
+    a->done = done;
+    a->arg = arg;
+    if (!m->device_id || !*m->device_id || m->body_len > TELEMETRY_MAX_BODY) {
+        log_debug("telemetry: refused: %s", m->body_len > TELEMETRY_MAX_BODY ? "body too large"
+                                                                             : "no device id");
+        refuse(a, loop, HUB_BAD_REQUEST);
+        return;
+    }
+    size_t len = 0;
+    const char *why;
+    char *props = encode_properties(m, &len, &why);
+    if (!props) {
+        log_debug("telemetry: refused from %s: %s", m->device_id, why);
+        refuse(a, loop, strcmp(why, "out of memory") ? HUB_BAD_REQUEST : HUB_SERVER_ERROR);
+        return;
+    }
+    a->partition = store_partition_of(t->st, m->device_id);
+    store_telemetry_append(t->st, a->partition, 0, props, len, m->body, m->body_len, loop,
+                           appended, a);
+    free(props);
+}
