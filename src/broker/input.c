@@ -47,6 +47,17 @@ static void *on_open(net_conn *conn, void *listener_arg)
 
 static void on_keepalive_timer(net_loop *loop, net_timer *t);
 
+/* Milliseconds since the client's last packet. The two clocks are cached
+ * per loop iteration on different loops: after a migration, this loop's
+ * `now` may be a little behind the `last_rx_ms` the other loop stamped, and
+ * an unsigned difference would wrap into a huge idle time (and a bogus
+ * keep-alive timeout). */
+static uint64_t idle_ms(const broker_client *c)
+{
+    uint64_t now = net_loop_now_ms(c->bl->loop);
+    return now > c->last_rx_ms ? now - c->last_rx_ms : 0;
+}
+
 /* Keep-alive: 1.5 × the negotiated interval without any packet from the
  * client [MQTT-3.1.2-22]. The timer is not re-armed per packet; when it
  * fires early it re-arms for the time that is really left. */
@@ -57,8 +68,7 @@ void client_arm_keepalive(broker_client *c)
         return;
     }
     uint64_t limit = (uint64_t)c->keep_alive * 1500u;
-    uint64_t now = net_loop_now_ms(c->bl->loop);
-    uint64_t idle = now - c->last_rx_ms;
+    uint64_t idle = idle_ms(c);
     net_timer_start(c->bl->loop, &c->keepalive_timer, idle >= limit ? 0 : limit - idle,
                     on_keepalive_timer);
 }
@@ -67,7 +77,8 @@ static void on_keepalive_timer(net_loop *loop, net_timer *t)
 {
     broker_client *c = (broker_client *)((char *)t - offsetof(broker_client, keepalive_timer));
     uint64_t limit = (uint64_t)c->keep_alive * 1500u;
-    if (net_loop_now_ms(loop) - c->last_rx_ms < limit) {
+    (void)loop;
+    if (idle_ms(c) < limit) {
         client_arm_keepalive(c);
         return;
     }
