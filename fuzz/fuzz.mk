@@ -2,10 +2,12 @@
 # usable alone: make -f fuzz/fuzz.mk fuzz-build
 #
 # Every fuzz/fuzz_<name>.c becomes build/fuzz/fuzz_<name>, built with clang's
-# libFuzzer + ASan + UBSan over the codec sources (src/mqtt/*.c), which have
-# no dependency on the other layers. Seed corpora live in
-# fuzz/corpus/<name>/ (read-only; scripts/run-fuzz works on a copy in
-# build/fuzz/corpus/<name>/). fuzz/make-seeds.c writes the seeds of
+# libFuzzer + ASan + UBSan. A target links the codec (src/mqtt/*.c, no
+# dependency on the other layers) plus what FUZZ_SRC_<name> and
+# FUZZ_LIBS_<name> add; what a target replaces by stubs (net, broker,
+# registry, route handlers) is defined in the target itself. Seed corpora
+# live in fuzz/corpus/<name>/ (read-only; scripts/run-fuzz works on a copy
+# in build/fuzz/corpus/<name>/). fuzz/make-seeds.c writes the seeds of
 # mqtt_codec with the encoder: make -f fuzz/fuzz.mk fuzz-seeds
 
 FUZZ_CC     ?= clang
@@ -16,13 +18,25 @@ FUZZ_LIBSRC := $(sort $(wildcard src/mqtt/*.c))
 FUZZ_SRC    := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_DIR)/%)
 
+# Per-target sources and libraries beyond the codec.
+FUZZ_SRC_sas_token     := src/util/crypto.c src/util/sas.c
+FUZZ_LIBS_sas_token    := -lcrypto
+FUZZ_SRC_twin_patch    := src/hub/twin_doc.c src/util/crypto.c
+FUZZ_LIBS_twin_patch   := -ljansson -lcrypto
+FUZZ_SRC_http_request  := $(addprefix src/service/,http_conn.c router.c auth.c response.c) \
+                          src/util/crypto.c src/util/sas.c src/util/log.c
+FUZZ_LIBS_http_request := -lhttp_parser -ljansson -lcrypto
+FUZZ_SRC_hub_props     := src/hub/properties.c src/util/log.c
+
 .PHONY: fuzz-build fuzz-seeds
 
 fuzz-build: $(FUZZ_BIN)
 
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIBSRC) $(wildcard src/mqtt/*.h)
+# Rebuilt when any header changes: the targets reach into several layers.
+.SECONDEXPANSION:
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIBSRC) $$(FUZZ_SRC_$$*) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_CFLAGS) $< $(FUZZ_LIBSRC) -o $@
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(FUZZ_CFLAGS) $< $(FUZZ_LIBSRC) $(FUZZ_SRC_$*) $(FUZZ_LIBS_$*) -o $@
 
 $(FUZZ_DIR)/make-seeds: fuzz/make-seeds.c $(FUZZ_LIBSRC) $(wildcard src/mqtt/*.h)
 	@mkdir -p $(dir $@)

@@ -22,6 +22,9 @@ typedef struct opt {
 
 #define F(field) offsetof(iothubd_config, field)
 #define L(field) (offsetof(iothubd_config, limits) + offsetof(broker_limits, field))
+#define T(kind) (offsetof(iothubd_config, throttle) + offsetof(hub_throttle_config, per_second) + \
+                 (kind) * sizeof(uint32_t))
+#define THROTTLE_DEFAULT_PER_S 100000u
 
 static const opt options[] = {
     {"config", OPT_STR, F(config_file), "read settings from FILE (flags override it)"},
@@ -53,6 +56,17 @@ static const opt options[] = {
     {"max-subscriptions", OPT_U32, L(max_subscriptions), "subscriptions per client"},
     {"max-queued-messages", OPT_U32, L(max_queued_messages), "QoS 1/2 messages queued per session"},
     {"connect-timeout-ms", OPT_U32, L(connect_timeout_ms), "time allowed for CONNECT"},
+    {"throttle-connects-per-s", OPT_U32, T(HUB_THROTTLE_CONNECT), "device connects per second, hub-wide (default 100000; 0 = unlimited)"},
+    {"throttle-telemetry-per-s", OPT_U32, T(HUB_THROTTLE_TELEMETRY), "telemetry messages per second (default 100000; 0 = unlimited)"},
+    {"throttle-twin-reads-per-s", OPT_U32, T(HUB_THROTTLE_TWIN_READ), "twin reads per second, device + service (default 100000; 0 = unlimited)"},
+    {"throttle-twin-updates-per-s", OPT_U32, T(HUB_THROTTLE_TWIN_UPDATE), "twin updates per second, device + service (default 100000; 0 = unlimited)"},
+    {"throttle-methods-per-s", OPT_U32, T(HUB_THROTTLE_METHOD), "direct method invocations per second (default 100000; 0 = unlimited)"},
+    {"throttle-c2d-per-s", OPT_U32, T(HUB_THROTTLE_C2D), "cloud-to-device sends per second (default 100000; 0 = unlimited)"},
+    {"c2d-max-delivery-count", OPT_U32, F(c2d.max_delivery_count), "deliveries of a command before it is dead-lettered (default 10; 1-100)"},
+    {"c2d-default-ttl-s", OPT_U32, F(c2d_default_ttl_s), "command time to live without iothub-expiry, seconds (default 3600; 60-172800)"},
+    {"c2d-lock-ms", OPT_U32, F(c2d.lock_ms), "lock of a delivered, unsettled command, ms (default 60000; for tests)"},
+    {"c2d-min-ttl-ms", OPT_U32, F(c2d.min_ttl_ms), "shortest iothub-expiry accepted, ms (default 60000; for tests)"},
+    {"daily-message-quota", OPT_U32, F(throttle.daily_message_quota), "telemetry + C2D messages per UTC day (default 0 = unlimited)"},
 };
 
 static const opt *find_option(const char *name, size_t len)
@@ -201,7 +215,7 @@ void config_usage(const char *prog)
         const opt *o = &options[i];
         char flag[64];
         snprintf(flag, sizeof flag, "--%s%s", o->name, o->type == OPT_BOOL ? "" : " VALUE");
-        fprintf(stderr, "  %-28s %s\n", flag, o->help);
+        fprintf(stderr, "  %-34s %s\n", flag, o->help);
     }
 }
 
@@ -246,6 +260,10 @@ int config_load(iothubd_config *cfg, int argc, char **argv, char *errbuf, size_t
     cfg->telemetry_retention_s = 86400;
     cfg->log_level = LOG_INFO;
     broker_limits_default(&cfg->limits);
+    c2d_config_defaults(&cfg->c2d);
+    cfg->c2d_default_ttl_s = cfg->c2d.default_ttl_ms / 1000;
+    for (int k = 0; k < HUB_THROTTLE_KIND_COUNT; k++)
+        cfg->throttle.per_second[k] = THROTTLE_DEFAULT_PER_S;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             config_usage(argv[0]);

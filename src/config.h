@@ -15,6 +15,8 @@
 #include <stdint.h>
 
 #include "broker/broker.h"
+#include "hub/c2d.h"
+#include "hub/throttle.h"
 #include "util/log.h"
 
 typedef struct iothubd_config {
@@ -39,6 +41,9 @@ typedef struct iothubd_config {
     uint32_t telemetry_retention_s; /* 0 = keep forever */
     uint32_t telemetry_retention_mb; /* 0 = no size limit */
     broker_limits limits;
+    hub_throttle_config throttle; /* rates and the daily quota; 0 = unlimited */
+    c2d_config c2d;            /* command queues (main sets default_ttl_ms) */
+    uint32_t c2d_default_ttl_s;
     struct config_string *strings; /* values read from the file */
 } iothubd_config;
 

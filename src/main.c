@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "broker/open_app.h"
 #include "config.h"
 #include "hub/hub.h"
+#include "hub/methods.h"
 #include "hub/registry.h"
 #include "hub/sessions.h"
 #include "net/server.h"
@@ -123,6 +125,15 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc > 0 ? 0 : fail(err);
     log_set_level(cfg.log_level);
+    /* SQLite allocates and frees a 64 KiB statement-journal chunk for every
+     * store request's savepoint; with glibc's defaults each free shrinks
+     * the store thread's arena again (one madvise per request). Free memory
+     * up to 4 MiB stays in each arena instead, and blocks below 512 KiB (a
+     * maximal telemetry body with its copies) come from the arenas rather
+     * than their own mmap, which a fixed trim threshold would otherwise
+     * pin at 128 KiB. See docs/PERFORMANCE.md. */
+    mallopt(M_MMAP_THRESHOLD, 512 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     signal(SIGPIPE, SIG_IGN);
     /* SIGINT/SIGTERM are read by loop 0 from a signalfd (net/server.c);
      * block them before any thread exists (the store's is created below),
@@ -163,16 +174,29 @@ int main(int argc, char **argv)
     hub_telemetry *tel = telemetry_new(st);
     if (!tel)
         return fail("out of memory");
+    /* One throttle for the devices' and the service's operations alike. */
+    hub_throttle *throttle = hub_throttle_new(&cfg.throttle);
+    if (!throttle)
+        return fail("out of memory");
     /* The hub is the broker's application; the open broker its delegate. */
     hub_config hub_cfg = {
         .hostname = cfg.hostname,
         .server_limits = &cfg.limits,
         .open_topics = cfg.open_topics,
         .open_clients = cfg.open_topics || cfg.allow_anonymous || cfg.password_file,
+        .throttle = throttle,
     };
     hub *iothub = hub_new(&hub_cfg, reg, twins, tel, app);
     if (!iothub)
         return fail("out of memory");
+    /* Command queues: loaded now; the hub delivers, the service sends. */
+    cfg.c2d.default_ttl_ms =
+        cfg.c2d_default_ttl_s > UINT32_MAX / 1000 ? UINT32_MAX : cfg.c2d_default_ttl_s * 1000u;
+    hub_c2d *c2d = c2d_open(&cfg.c2d, st, reg, err, sizeof err);
+    if (!c2d)
+        return fail(err);
+    hub_set_c2d(iothub, c2d);
+    c2d_start(c2d, net_server_loop(server, 0));
     broker_app bapp;
     hub_bind(iothub, &bapp);
     broker *b = broker_new(server, &cfg.limits, &bapp);
@@ -199,6 +223,9 @@ int main(int argc, char **argv)
     if (!svc)
         return fail("out of memory");
     service_set_twins(svc, twins);
+    service_set_c2d(svc, c2d);
+    service_set_methods(svc, hub_methods_of(iothub));
+    service_set_throttle(svc, throttle);
     service_set_telemetry(svc, tel, st);
     if (!start_service(svc, &cfg, err, sizeof err))
         return fail(err);
@@ -207,13 +234,17 @@ int main(int argc, char **argv)
              cfg.allow_anonymous ? "allowed" : "refused");
     rc = net_server_run(server);
     log_info("iothubd stopped");
-    /* The loops have stopped: commit what they queued. Completions are
-     * posted to their mailboxes and dropped with them (nobody waits). */
+    /* The loops have stopped: commit what they queued, then run the
+     * completions the store posted to them (on this thread: the loop
+     * threads are gone). Their clients are gone, so they only free. */
     store_close(st);
+    net_server_drain(server);
     service_free(svc);
     broker_free(b);
     net_server_free(server);
     hub_free(iothub);
+    c2d_free(c2d);
+    hub_throttle_free(throttle);
     telemetry_free(tel);
     twins_free(twins);
     registry_free(reg);

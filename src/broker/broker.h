@@ -124,7 +124,8 @@ typedef struct broker_app {
     /* A QoS>0 message the application sent with broker_client_send was
      * settled by the client: its PUBACK, its failing PUBREC, or its PUBCOMP.
      * Messages still unsettled when a connection ends are not reported:
-     * disconnected() tells the application. */
+     * disconnected() tells the application, and the session forgets them
+     * (a resumed session does not send them again). */
     void (*settled)(void *ctx, broker_client *c, uint64_t app_tag,
                     const mqtt_ack *ack);
 } broker_app;

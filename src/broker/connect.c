@@ -227,6 +227,15 @@ static void take_over(session *s)
     session_detach(s, old);
 }
 
+static void free_connack_pending(broker_client *c)
+{
+    if (!c->connack)
+        return;
+    free(c->connack->mem);
+    free(c->connack);
+    c->connack = NULL;
+}
+
 static void finish_connect(broker_client *c)
 {
     broker_loop *bl = c->bl;
@@ -262,10 +271,11 @@ static void finish_connect(broker_client *c)
     if (c->will)
         c->will->origin = s;
 
-    mqtt_props props = c->connack_props;
+    mqtt_props props = c->connack ? c->connack->props : (mqtt_props){0};
     if (c->info.protocol_version == MQTT_V5)
         connack_limits(c, &props, requested);
     send_connack(c, present, MQTT_RC_SUCCESS, &props);
+    free_connack_pending(c);
     c->state = CLIENT_CONNECTED;
     log_debug("%s connected (v%u, keep-alive %us, session %s)", c->client_id,
               c->info.protocol_version, c->keep_alive, present ? "resumed" : "new");
@@ -298,16 +308,23 @@ void broker_auth_accept(broker_client *c, const mqtt_props *props)
         client_resume_input(c);
         return;
     }
-    if (props && props_deep_copy(props, &c->connack_props, &c->connack_props_mem)) {
-        refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
-        return;
-    }
     /* The app's CONNACK properties never carry the server's own fields. */
-    c->connack_props.present &= MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD) |
+    const uint64_t app_fields = MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD) |
                                 MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_DATA) |
                                 MQTT_PROP_BIT(MQTT_PROP_REASON_STRING) |
                                 MQTT_PROP_BIT(MQTT_PROP_RESPONSE_INFORMATION) |
                                 MQTT_PROP_BIT(MQTT_PROP_SERVER_REFERENCE);
+    if (props && ((props->present & app_fields) || props->user_count)) {
+        free_connack_pending(c); /* not expected: one accept per CONNECT */
+        c->connack = malloc(sizeof *c->connack);
+        if (!c->connack || props_deep_copy(props, &c->connack->props, &c->connack->mem)) {
+            free(c->connack);
+            c->connack = NULL;
+            refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
+            return;
+        }
+        c->connack->props.present &= app_fields;
+    }
     broker_loop *owner = broker_owner_loop(c->bl->b, c->client_id, c->client_id_len);
     if (owner == c->bl) {
         finish_connect(c);
@@ -410,7 +427,7 @@ void client_free_connect_state(broker_client *c)
     free(c->client_id);
     free(c->username);
     free(c->auth_method);
-    free(c->connack_props_mem);
+    free_connack_pending(c);
     if (c->will)
         broker_msg_unref(c->will);
     if (c->alias_in) {

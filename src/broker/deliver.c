@@ -94,6 +94,30 @@ void session_drop_messages(session *s)
         out_free(o);
 }
 
+/* Removes the messages of one list that the application sent itself. */
+static void drop_app_messages(out_list *l)
+{
+    out_list keep = {0};
+    out_msg *o;
+    while ((o = out_pop(l))) {
+        if (o->app_tag)
+            out_free(o);
+        else
+            out_append(&keep, o);
+    }
+    *l = keep;
+}
+
+/* The connection ended: messages the application sent with
+ * broker_client_send belong to that connection (the application keeps
+ * its own queue and is told by disconnected()), so a resumed session must
+ * not send them again. */
+void session_drop_app_messages(session *s)
+{
+    drop_app_messages(&s->inflight);
+    drop_app_messages(&s->queue);
+}
+
 /* ---- encoding one PUBLISH for one client ------------------------------ */
 
 /* Chooses the Topic Alias for `topic`: an existing one (then the topic is

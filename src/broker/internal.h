@@ -126,6 +126,13 @@ typedef enum client_state {
     CLIENT_CLOSED,
 } client_state;
 
+/* CONNACK properties from broker_auth_accept, kept until the CONNACK is
+ * sent (the connection may move to another loop in between). */
+typedef struct connack_pending {
+    mqtt_props props;
+    uint8_t *mem; /* the strings props points at */
+} connack_pending;
+
 struct broker_client {
     broker_loop *bl;
     net_conn *conn;
@@ -154,9 +161,10 @@ struct broker_client {
     uint8_t will_qos;
     uint32_t will_delay;
 
-    /* Answers the app gave before CONNACK could be sent (owned copy). */
-    mqtt_props connack_props;
-    uint8_t *connack_props_mem;
+    /* Answers the app gave before CONNACK could be sent (owned copy),
+     * allocated only when there are some and freed once CONNACK is out:
+     * an idle connection should not carry a 248-byte property set. */
+    struct connack_pending *connack;
 
     /* Liveness. */
     uint64_t last_rx_ms;
@@ -242,6 +250,7 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain,
 void session_resume_delivery(session *s);
 void session_redeliver(session *s);
 void session_drop_messages(session *s);
+void session_drop_app_messages(session *s);
 void handle_puback(broker_client *c, const mqtt_ack *ack);
 void handle_pubrec(broker_client *c, const mqtt_ack *ack);
 void handle_pubcomp(broker_client *c, const mqtt_ack *ack);

@@ -150,6 +150,7 @@ void session_detach(session *s, broker_client *c)
     }
     if (will)
         broker_msg_unref(will);
+    session_drop_app_messages(s);
     if (s->expiry_interval == 0)
         session_end(s);
     else

@@ -13,7 +13,9 @@
  * An expired token is said as such: that reveals nothing about devices.
  *
  * Every refusal is a CONNACK reason code with `status` and `reason` user
- * properties (and the reason as Reason String), logged once at info.
+ * properties (and the reason as Reason String), logged once at info. The
+ * hub's connection rate (hub/throttle.h) is asked last, once the device
+ * has proved who it is: CONNACK 0x9F with status 0501.
  *
  * SAS expiry: a connected SAS client carries a timer on its loop, armed
  * in connected() and re-armed by a successful re-authentication; when it
@@ -319,6 +321,21 @@ static bool check_connect_credential(hub *h, hub_client *hc, const mqtt_connect 
     return true;
 }
 
+/* The hub's connection rate (spec §1: CONNACK 0x9F, status 0501). Asked
+ * after authentication, so clients with bad credentials cannot use up the
+ * budget of real devices; what a refusal saves then is only the session. */
+static bool admit_connect(hub *h, broker_client *c, hub_client *hc)
+{
+    hub_status st = hub_throttle_admit(h->cfg.throttle, HUB_THROTTLE_CONNECT);
+    if (st == HUB_OK)
+        return true;
+    char reason[128];
+    hub_throttle_describe(h->cfg.throttle, HUB_THROTTLE_CONNECT, st, reason, sizeof reason);
+    auth_failure f = {MQTT_RC_CONNECTION_RATE_EXCEEDED, st, reason};
+    refuse(c, hc->client_id, &f);
+    return false;
+}
+
 void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
 {
     const broker_client_info *info = broker_client_get_info(c);
@@ -344,6 +361,8 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
         refuse(c, hc->client_id, &f);
         return;
     }
+    if (!admit_connect(h, c, hc))
+        return;
     log_info("%s: device authenticated (%s)", hc->client_id, hc->x509 ? "X509" : "SAS");
     broker_auth_accept(c, NULL);
 }

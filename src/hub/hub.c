@@ -125,6 +125,8 @@ static void connected(void *ctx, broker_client *c)
         log_warn("%s: not in the presence index (out of memory)", hc->client_id);
     registry_note_connection(h->reg, hc->device_id, hc->module_id, true, (int64_t)time_wall_ms());
     hub_arm_expiry(hc);
+    hub_methods_device_ready(h->methods, broker_client_loop(c), hc->client_id);
+    hub_commands_may_deliver(h, hc); /* a resumed session may hold the subscription */
 }
 
 static void disconnected(void *ctx, broker_client *c, uint8_t reason)
@@ -144,6 +146,7 @@ static void disconnected(void *ctx, broker_client *c, uint8_t reason)
     if (hc->present && hub_presence_remove(h->presence, hc->client_id, hc->handle))
         registry_note_connection(h->reg, hc->device_id, hc->module_id, false,
                                  (int64_t)time_wall_ms());
+    hub_commands_disconnected(h, hc);
     log_debug("%s: device disconnected (0x%02x)", hc->client_id, reason);
     broker_client_set_app_data(c, NULL);
     free(hc);
@@ -160,6 +163,10 @@ static uint8_t authorize_subscribe(void *ctx, broker_client *c, mqtt_bytes group
     }
     bool open = false;
     uint8_t rc = hub_subscribe_rule(filter, qos, &open);
+    if (rc < 0x80 && hub_is_methods_filter(filter))
+        hub_methods_device_ready(h->methods, broker_client_loop(c), hub_client_of(c)->client_id);
+    if (rc < 0x80 && mqtt_bytes_eq_str(filter, "$iothub/commands"))
+        hub_commands_may_deliver(h, hub_client_of(c));
     if (!open)
         return rc;
     if (h->cfg.open_topics && h->open)
@@ -185,9 +192,11 @@ static broker_publish_action publish(void *ctx, broker_client *c, mqtt_bytes top
 static void settled(void *ctx, broker_client *c, uint64_t app_tag, const mqtt_ack *ack)
 {
     hub *h = ctx;
-    if (!hub_client_of(c) && h->open_cbs.settled)
+    hub_client *hc = hub_client_of(c);
+    if (hc)
+        hub_commands_settled(h, hc, app_tag, ack);
+    else if (h->open_cbs.settled)
         h->open_cbs.settled(h->open_cbs.ctx, c, app_tag, ack);
-    /* Device commands (QoS 1 on $iothub/commands) are the next issue. */
 }
 
 /* ---- reaching connected devices ----------------------------------------- */
@@ -241,6 +250,7 @@ static void on_identity_changed(void *arg, const hub_identity *old, const hub_id
     hub *h = arg;
     if (h->twins)
         twins_identity_changed(h->twins, old, now);
+    hub_commands_identity_changed(h, old, now);
     if (old && hub_identity_change_revokes(old, now))
         post_to_device(h, old->device_id, old->module_id, revoke_task, 0, NULL);
 }
@@ -308,7 +318,8 @@ hub *hub_new(const hub_config *cfg, hub_registry *reg, hub_twins *twins, hub_tel
     h->cfg = *cfg;
     h->hostname = strdup(cfg->hostname ? cfg->hostname : "localhost");
     h->presence = hub_presence_new();
-    if (!h->hostname || !h->presence) {
+    h->methods = hub_methods_new(h);
+    if (!h->hostname || !h->presence || !h->methods) {
         hub_free(h);
         return NULL;
     }
@@ -331,6 +342,7 @@ void hub_free(hub *h)
         return;
     if (h->reg)
         registry_set_change_listener(h->reg, NULL, NULL);
+    hub_methods_free(h->methods); /* ends the calls still under way */
     hub_presence_free(h->presence);
     free(h->hostname);
     free(h);

@@ -23,8 +23,10 @@
 
 #include "broker/broker.h"
 #include "broker/open_app.h"
+#include "hub/c2d.h"
 #include "hub/registry.h"
 #include "hub/telemetry.h"
+#include "hub/throttle.h"
 #include "hub/twin.h"
 
 typedef struct hub_config {
@@ -33,6 +35,8 @@ typedef struct hub_config {
     bool open_topics;                  /* devices may also use the open topic space */
     bool open_clients;                 /* the open broker accepts anyone (anonymous
                                           or a password file) */
+    hub_throttle *throttle;            /* rate limits and quota, shared with the
+                                          service API; NULL = none */
 } hub_config;
 
 typedef struct hub hub;
@@ -50,5 +54,8 @@ hub *hub_new(const hub_config *cfg, hub_registry *reg, hub_twins *twins, hub_tel
 void hub_free(hub *h);
 /* Fills `out` with the hub's callbacks, to give to broker_new. */
 void hub_bind(hub *h, broker_app *out);
+/* Connects the cloud-to-device command queues (hub/c2d.h): delivery on
+ * $iothub/commands and PUBACK settlement. Before the loops run. */
+void hub_set_c2d(hub *h, hub_c2d *c2d);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * hub/hub_internal.h — what the files of the IoT Hub application share
- * (hub.c, connect.c, topics.c, requests.c, properties.c, presence.c), and
- * nothing outside them.
+ * (hub.c, connect.c, topics.c, requests.c, properties.c, presence.c,
+ * methods.c), and nothing outside them.
  *
  * Two kinds of state:
  *   struct hub         process-wide and read-only once the loops run
@@ -31,6 +31,7 @@
 #define HUB_CORRELATION_MAX 16
 
 typedef struct hub_presence hub_presence;
+typedef struct hub_methods hub_methods;
 
 struct hub {
     hub_config cfg;
@@ -42,6 +43,8 @@ struct hub {
     open_app *open;            /* may be NULL */
     broker_app open_cbs;       /* the open broker's callbacks */
     hub_presence *presence;
+    hub_methods *methods;      /* methods.c */
+    hub_c2d *c2d;              /* commands.c; NULL until hub_set_c2d */
 };
 
 /* Storage for the properties of one answer (PUBACK, DISCONNECT, CONNACK)
@@ -119,6 +122,8 @@ bool hub_topic_reserved(mqtt_bytes topic_or_filter);
 /* SUBSCRIBE by a device: granted QoS or a SUBACK failure code;
  * *open set when the filter belongs to the open topic space. */
 uint8_t hub_subscribe_rule(mqtt_bytes filter, uint8_t qos, bool *open);
+/* Whether a filter is a method subscription ($iothub/methods/...). */
+bool hub_is_methods_filter(mqtt_bytes filter);
 broker_publish_action hub_device_publish(hub *h, hub_client *hc, mqtt_bytes topic,
                                          const mqtt_publish *pkt, broker_answer *answer);
 
@@ -138,6 +143,24 @@ bool hub_presence_remove(hub_presence *p, const char *key, broker_client_handle 
 /* Where `key` is connected; false if it is not. */
 bool hub_presence_find(hub_presence *p, const char *key, net_loop **loop,
                        broker_client_handle *h);
+
+/* ---- methods.c -------------------------------------------------------- */
+hub_methods *hub_methods_new(hub *h);
+/* After the loops are gone: completes the calls still under way. */
+void hub_methods_free(hub_methods *m);
+/* On the device's loop: the client connected, or was granted a method
+ * subscription; wakes the calls waiting for it (connectTimeoutInSeconds). */
+void hub_methods_device_ready(hub_methods *m, net_loop *loop, const char *client_id);
+/* A device's PUBLISH on $iothub/responses: a direct-method reply. */
+broker_publish_action hub_methods_reply(hub *h, hub_client *hc, const mqtt_publish *pkt,
+                                        broker_answer *answer);
+
+/* ---- commands.c (cloud-to-device; no-ops until hub_set_c2d) ------------ */
+/* Asks for a delivery on the device's loop (connect, SUBSCRIBE granted). */
+void hub_commands_may_deliver(hub *h, hub_client *hc);
+void hub_commands_disconnected(hub *h, hub_client *hc);
+void hub_commands_settled(hub *h, hub_client *hc, uint64_t app_tag, const mqtt_ack *ack);
+void hub_commands_identity_changed(hub *h, const hub_identity *old, const hub_identity *now);
 
 /* The client id of an identity: "dev" or "dev/mod" (out: 2*HUB_ID_MAX+2). */
 void hub_client_id_of(const char *device_id, const char *module_id, char *out, size_t cap);

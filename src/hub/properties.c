@@ -24,6 +24,7 @@
 
 #include "hub/hub_internal.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 #define MAX_USER_PROPS 4
 
@@ -110,13 +111,16 @@ void hub_answer_failure(hub_answer_buf *buf, uint8_t type, hub_status st, uint8_
     memset(out, 0, sizeof *out);
     out->reason = reason_code ? reason_code : hub_status_reason_code(st);
     hub_status_text(st, buf->status);
-    snprintf(buf->reason, sizeof buf->reason, "%s", reason ? reason : "");
+    size_t rlen = reason ? strlen(reason) : 0;
+    rlen = utf8_fit(reason, rlen, sizeof buf->reason - 1);
+    if (rlen)
+        memcpy(buf->reason, reason, rlen);
+    buf->reason[rlen] = '\0';
     mqtt_props *p = &out->props;
     size_t len = 0, lens[MAX_USER_PROPS];
     if (mqtt_user_props_append(buf->users, sizeof buf->users, &len, MQTT_BYTES_LIT("status"),
                                (mqtt_bytes){(const uint8_t *)buf->status, 4}))
         lens[p->user_count++] = len;
-    size_t rlen = strlen(buf->reason);
     if (rlen && mqtt_user_props_append(buf->users, sizeof buf->users, &len,
                                        MQTT_BYTES_LIT("reason"),
                                        (mqtt_bytes){(const uint8_t *)buf->reason, (uint32_t)rlen}))

@@ -608,6 +608,17 @@ void registry_note_activity(hub_registry *r, const char *device_id, const char *
     pthread_mutex_unlock(&r->lock);
 }
 
+void registry_set_c2d_count(hub_registry *r, const char *device_id, uint32_t count)
+{
+    char key[REG_KEY_MAX];
+    size_t keylen = make_key(key, device_id, NULL);
+    pthread_mutex_lock(&r->lock);
+    reg_entry *e = live_entry(r, key, keylen);
+    if (e)
+        e->id.c2d_message_count = count;
+    pthread_mutex_unlock(&r->lock);
+}
+
 /* ---- open / free -------------------------------------------------------- */
 
 static const struct {

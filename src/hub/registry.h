@@ -148,5 +148,9 @@ void registry_note_connection(hub_registry *r, const char *device_id, const char
                               bool connected, int64_t now_ms);
 void registry_note_activity(hub_registry *r, const char *device_id, const char *module_id,
                             int64_t now_ms);
+/* The number of cloud-to-device messages queued for a device
+ * (cloudToDeviceMessageCount; commands go to devices, not modules): the
+ * C2D queues set it whenever a queue's depth changes. */
+void registry_set_c2d_count(hub_registry *r, const char *device_id, uint32_t count);
 
 #endif

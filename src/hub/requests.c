@@ -16,6 +16,14 @@
  * client by handle; a client that went away meanwhile is not found and
  * the completion is dropped (for telemetry: the message is stored, the
  * PUBACK has nobody to go to, and the device will resend it).
+ *
+ * Throttling (hub/throttle.h) is asked once a message is known to be
+ * well-formed, so a malformed one never uses the budget or the quota: a
+ * twin request against the twin read or update rate (refused with a
+ * response carrying status 0501), telemetry against the telemetry rate and
+ * the daily message quota (refuse_over_limit). Every correlated request
+ * and every accepted message counts as the device's activity
+ * (lastActivityTime).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +32,7 @@
 #include "hub/hub_internal.h"
 #include "util/log.h"
 #include "util/time.h"
+#include "util/utf8.h"
 
 /* A request or telemetry message waiting for the store. */
 typedef struct pending_op {
@@ -69,7 +78,8 @@ static hub_status request_properties(hub_topic kind, const mqtt_publish *pkt,
     while (mqtt_user_props_next(&it, &name, &value)) {
         uint64_t v;
         if (kind != HUB_TOPIC_TWIN_PATCH_REPORTED || !mqtt_bytes_eq_str(name, "if-version")) {
-            snprintf(reason, cap, "unknown property: %.*s", (int)(name.len > 64 ? 64 : name.len),
+            snprintf(reason, cap, "unknown property: %.*s",
+                     (int)utf8_fit((const char *)name.p, name.len, 64),
                      (const char *)name.p);
             return HUB_BAD_REQUEST;
         }
@@ -120,6 +130,18 @@ static void patch_reported(hub *h, hub_client *hc, const mqtt_publish *pkt, int6
                          op);
 }
 
+/* The hub's twin read or update rate for a request of `kind`: HUB_OK, or
+ * HUB_THROTTLED with the reason text. */
+static hub_status admit_request(hub *h, hub_topic kind, char *reason, size_t cap)
+{
+    hub_throttle_kind tk = kind == HUB_TOPIC_TWIN_GET ? HUB_THROTTLE_TWIN_READ
+                                                      : HUB_THROTTLE_TWIN_UPDATE;
+    hub_status st = hub_throttle_admit(h->cfg.throttle, tk);
+    if (st != HUB_OK)
+        hub_throttle_describe(h->cfg.throttle, tk, st, reason, cap);
+    return st;
+}
+
 broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
                                          const mqtt_publish *pkt, broker_answer *answer)
 {
@@ -139,9 +161,12 @@ broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
                            answer);
         return BROKER_PUBLISH_REFUSE;
     }
+    registry_note_activity(h->reg, hc->device_id, hc->module_id, (int64_t)time_wall_ms());
     char reason[128];
     int64_t if_version;
     hub_status st = request_properties(kind, pkt, &if_version, reason, sizeof reason);
+    if (st == HUB_OK)
+        st = admit_request(h, kind, reason, sizeof reason);
     if (st != HUB_OK)
         hub_send_response(hc, corr, st, reason, false, 0, NULL, 0);
     else if (kind == HUB_TOPIC_TWIN_GET)
@@ -200,7 +225,8 @@ static hub_status telemetry_properties(const mqtt_publish *pkt, telemetry_props 
         uint64_t t;
         bool app = name.len > 1 && name.p[0] == '@';
         if (!app && !system_property(name)) {
-            snprintf(reason, cap, "unknown property: %.*s", (int)(name.len > 64 ? 64 : name.len),
+            snprintf(reason, cap, "unknown property: %.*s",
+                     (int)utf8_fit((const char *)name.p, name.len, 64),
                      (const char *)name.p);
             return HUB_BAD_REQUEST;
         }
@@ -257,6 +283,33 @@ static broker_publish_action refuse_telemetry(hub_client *hc, const mqtt_publish
     return pkt->qos ? BROKER_PUBLISH_DONE : BROKER_PUBLISH_REFUSE;
 }
 
+/*
+ * A message over the hub's telemetry rate or daily quota (status 0501 or
+ * 0502, reason code 151). At QoS 1 the PUBACK says so. QoS 0 has no
+ * PUBACK: a throttled message is dropped (QoS 0 is at most once, and the
+ * rate recovers within a second), but a used-up quota ends the connection
+ * with DISCONNECT 0x97, since nothing would be taken before 00:00 UTC.
+ * Logged at debug only: the throttle logs refusals once a minute.
+ */
+static broker_publish_action refuse_over_limit(hub *h, hub_client *hc, const mqtt_publish *pkt,
+                                               hub_status st, broker_answer *answer)
+{
+    char reason[128];
+    hub_throttle_describe(h->cfg.throttle, HUB_THROTTLE_TELEMETRY, st, reason, sizeof reason);
+    log_debug("%s: telemetry refused: %s", hc->client_id, reason);
+    if (pkt->qos) {
+        hub_answer_failure(&hc->answer, MQTT_PUBACK, st, 0, reason, hc->max_packet, answer);
+        return BROKER_PUBLISH_DONE;
+    }
+    if (st == HUB_QUOTA_EXCEEDED) {
+        hub_answer_failure(&hc->answer, MQTT_DISCONNECT, st, MQTT_RC_QUOTA_EXCEEDED, reason,
+                           hc->max_packet, answer);
+        return BROKER_PUBLISH_REFUSE;
+    }
+    answer->reason = 0;
+    return BROKER_PUBLISH_DONE;
+}
+
 broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_publish *pkt,
                                            broker_answer *answer)
 {
@@ -273,6 +326,11 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
         free(tp.arena);
         return refuse_telemetry(hc, pkt, HUB_BAD_REQUEST, "Content Type longer than 255 bytes",
                                 answer);
+    }
+    st = hub_throttle_admit(h->cfg.throttle, HUB_THROTTLE_TELEMETRY);
+    if (st != HUB_OK) {
+        free(tp.arena);
+        return refuse_over_limit(h, hc, pkt, st, answer);
     }
     pending_op *op = h->tel ? pending_new(h, hc, pkt->qos ? pkt->packet_id : 0,
                                           (mqtt_bytes){0}) : NULL;

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mqtt/codec.h"
 #include "store/store.h"
 #include "util/log.h"
 
@@ -136,76 +137,202 @@ static bool is_system_property(const char *name)
     return false;
 }
 
-/* obj[name] = value, false when value is not UTF-8 (or out of memory). */
-static bool set_text(json_t *obj, const char *name, const char *value)
+/*
+ * The blob is written directly rather than built as jansson objects and
+ * dumped: that cost some thirty allocations and most of the instructions
+ * of a telemetry message (objects, hash tables, a string and a key copy per
+ * member, the dump's growing buffer). The text is what json_dumps(root,
+ * JSON_COMPACT) made of the same objects, byte for byte: members in
+ * insertion order, a repeated name keeps its first position and its last
+ * value, strings escaped as jansson escapes them.
+ */
+
+enum { OBJ_SYS, OBJ_APP };
+
+/* One member of sys or app; value points into the message or into iso. */
+typedef struct member {
+    int obj;
+    const char *key;
+    const char *value;
+} member;
+
+/* Output text, starting in the caller's buffer and moving to the heap only
+ * for unusually large property sets. */
+typedef struct text_buf {
+    char *p;
+    size_t len, cap;
+    bool heap, oom;
+} text_buf;
+
+static void put(text_buf *b, const char *s, size_t n)
 {
-    json_t *v = json_string(value);
-    return v && json_object_set_new(obj, name, v) == 0;
+    if (b->oom)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = (b->len + n) * 2;
+        char *np = b->heap ? realloc(b->p, cap) : malloc(cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        if (!b->heap)
+            memcpy(np, b->p, b->len);
+        b->p = np;
+        b->cap = cap;
+        b->heap = true;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
 }
 
-/* Maps one user property into sys or app; false with a reason when it is
- * not one telemetry may carry. A repeated name keeps the last value. */
-static bool map_property(const telemetry_prop *p, json_t *sys, json_t *app, const char **why)
+/* A JSON string as jansson's compact dump writes it: `"` and `\` escaped,
+ * control characters as \b \f \n \r \t or \u00XX, everything else (UTF-8
+ * included) as is. */
+static void put_string(text_buf *b, const char *s)
+{
+    put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(b, run, (size_t)(s - run));
+        char esc[8];
+        size_t n = 2;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default: n = (size_t)snprintf(esc, sizeof esc, "\\u%04X", c); break;
+        }
+        put(b, esc, n);
+        run = s + 1;
+    }
+    put(b, run, (size_t)(s - run));
+    put(b, "\"", 1);
+}
+
+static bool utf8(const char *s) { return mqtt_utf8_valid((const uint8_t *)s, strlen(s)); }
+
+/* Maps one user property to a member; false with a reason when it is not
+ * one telemetry may carry. */
+static bool map_property(const telemetry_prop *p, member *out, char iso[32], const char **why)
 {
     if (p->name[0] == '@') {
-        if (!p->name[1] || !set_text(app, p->name + 1, p->value)) {
+        if (!p->name[1] || !utf8(p->name + 1) || !utf8(p->value)) {
             *why = "invalid application property";
             return false;
         }
+        *out = (member){OBJ_APP, p->name + 1, p->value};
         return true;
     }
     if (is_system_property(p->name)) {
-        if (!set_text(sys, p->name, p->value)) {
+        if (!utf8(p->value)) {
             *why = "property value is not UTF-8";
             return false;
         }
+        *out = (member){OBJ_SYS, p->name, p->value};
         return true;
     }
     if (strcmp(p->name, "creation-time") == 0) {
         int64_t ms;
-        char iso[32];
         if (!parse_time_ms(p->value, &ms)) {
             *why = "creation-time is not a time";
             return false;
         }
         telemetry_iso8601(ms, iso);
-        return set_text(app, "iothub-creation-time-utc", iso);
+        *out = (member){OBJ_APP, "iothub-creation-time-utc", iso};
+        return true;
     }
     *why = "unknown property";
     return false;
 }
 
-/* Builds the properties blob for m (malloc'd JSON text, *len its length);
- * NULL with a reason when m carries something telemetry may not. */
-static char *encode_properties(const telemetry_msg *m, size_t *len, const char **why)
+/* Writes one object's members: each name once, where it first appeared,
+ * with the value it was last given. */
+static void put_object(text_buf *b, const member *mv, size_t n, int obj)
 {
-    json_t *sys = json_object(), *app = json_object(), *root = json_object();
-    char *text = NULL;
-    bool ok = sys && app && root;
-    *why = "out of memory";
-    if (ok && m->content_type && !set_text(sys, "content-type", m->content_type)) {
-        *why = "content type is not UTF-8";
-        ok = false;
+    put(b, "{", 1);
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        if (mv[i].obj != obj)
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = mv[j].obj == obj && strcmp(mv[j].key, mv[i].key) == 0;
+        if (seen)
+            continue;
+        const char *value = mv[i].value;
+        for (size_t j = i + 1; j < n; j++)
+            if (mv[j].obj == obj && strcmp(mv[j].key, mv[i].key) == 0)
+                value = mv[j].value;
+        if (!first)
+            put(b, ",", 1);
+        first = false;
+        put_string(b, mv[i].key);
+        put(b, ":", 1);
+        put_string(b, value);
+    }
+    put(b, "}", 1);
+}
+
+/* Encodes the properties blob for m into b; false with a reason when m
+ * carries something telemetry may not (or memory ran out). */
+static bool encode_properties(const telemetry_msg *m, text_buf *b, const char **why)
+{
+    /* content-type, the user properties, three identity members */
+    size_t cap = m->nprops + 4, n = 0;
+    member stack_mv[32];
+    member *mv = cap <= 32 ? stack_mv : malloc(cap * sizeof *mv);
+    if (!mv) {
+        *why = "out of memory";
+        return false;
+    }
+    /* Every creation-time maps to the same name, and only the last value
+     * of a name is written: one buffer, holding the last one, serves all. */
+    char iso[32];
+    bool ok = true;
+    if (m->content_type) {
+        if ((ok = utf8(m->content_type)))
+            mv[n++] = (member){OBJ_SYS, "content-type", m->content_type};
+        else
+            *why = "content type is not UTF-8";
     }
     for (size_t i = 0; ok && i < m->nprops; i++)
-        ok = map_property(&m->props[i], sys, app, why);
+        if ((ok = map_property(&m->props[i], &mv[n], iso, why)))
+            n++;
     if (ok) {
-        ok = set_text(sys, "iothub-connection-device-id", m->device_id) &&
-             (!m->module_id || !*m->module_id ||
-              set_text(sys, "iothub-connection-module-id", m->module_id)) &&
-             set_text(sys, "iothub-connection-auth-method",
-                      m->auth_method ? m->auth_method : "sas");
-        if (!ok)
+        const char *module = m->module_id && *m->module_id ? m->module_id : NULL;
+        const char *method = m->auth_method ? m->auth_method : "sas";
+        ok = utf8(m->device_id) && (!module || utf8(module)) && utf8(method);
+        if (ok) {
+            mv[n++] = (member){OBJ_SYS, "iothub-connection-device-id", m->device_id};
+            if (module)
+                mv[n++] = (member){OBJ_SYS, "iothub-connection-module-id", module};
+            mv[n++] = (member){OBJ_SYS, "iothub-connection-auth-method", method};
+        } else {
             *why = "identity is not UTF-8";
+        }
     }
-    if (ok && json_object_set(root, "sys", sys) == 0 && json_object_set(root, "app", app) == 0)
-        text = json_dumps(root, JSON_COMPACT);
-    json_decref(sys);
-    json_decref(app);
-    json_decref(root);
-    if (text)
-        *len = strlen(text);
-    return text;
+    if (ok) {
+        put(b, "{\"sys\":", 7);
+        put_object(b, mv, n, OBJ_SYS);
+        put(b, ",\"app\":", 7);
+        put_object(b, mv, n, OBJ_APP);
+        put(b, "}", 1);
+        if (b->oom) {
+            *why = "out of memory";
+            ok = false;
+        }
+    }
+    if (mv != stack_mv)
+        free(mv);
+    return ok;
 }
 
 bool telemetry_event_properties(const store_event *ev, json_t **system, json_t **application)
@@ -362,16 +489,21 @@ void telemetry_accept(hub_telemetry *t, const telemetry_msg *m, net_loop *loop,
         refuse(a, loop, HUB_BAD_REQUEST);
         return;
     }
-    size_t len = 0;
+    /* The store copies the blob into its request, so it is built here on
+     * the stack (the heap only for unusually many or long properties). */
+    char stack[1024];
+    text_buf props = {.p = stack, .cap = sizeof stack};
     const char *why;
-    char *props = encode_properties(m, &len, &why);
-    if (!props) {
+    if (!encode_properties(m, &props, &why)) {
+        if (props.heap)
+            free(props.p);
         log_debug("telemetry: refused from %s: %s", m->device_id, why);
         refuse(a, loop, strcmp(why, "out of memory") ? HUB_BAD_REQUEST : HUB_SERVER_ERROR);
         return;
     }
     a->partition = store_partition_of(t->st, m->device_id);
-    store_telemetry_append(t->st, a->partition, 0, props, len, m->body, m->body_len, loop,
-                           appended, a);
-    free(props);
+    store_telemetry_append(t->st, a->partition, 0, props.p, props.len, m->body, m->body_len,
+                           loop, appended, a);
+    if (props.heap)
+        free(props.p);
 }

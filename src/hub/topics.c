@@ -25,6 +25,7 @@
 
 #include "hub/hub_internal.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 #define IOTHUB_PREFIX "$iothub/"
 #define METHODS_PREFIX "$iothub/methods/"
@@ -68,6 +69,11 @@ static bool valid_method_name(mqtt_bytes name)
     return true;
 }
 
+bool hub_is_methods_filter(mqtt_bytes filter)
+{
+    return starts_with(filter, METHODS_PREFIX);
+}
+
 uint8_t hub_subscribe_rule(mqtt_bytes filter, uint8_t qos, bool *open)
 {
     *open = false;
@@ -99,28 +105,13 @@ static broker_publish_action refuse_undefined(hub_client *hc, mqtt_bytes topic, 
                                               broker_answer *answer)
 {
     char reason[160];
-    snprintf(reason, sizeof reason, "Unsupported topic: %.*s", (int)(topic.len > 120 ? 120 : topic.len),
+    snprintf(reason, sizeof reason, "Unsupported topic: %.*s",
+             (int)utf8_fit((const char *)topic.p, topic.len, 120),
              (const char *)topic.p);
     log_info("%s: %s (QoS %u)", hc->client_id, reason, qos);
     hub_answer_failure(&hc->answer, qos ? MQTT_PUBACK : MQTT_DISCONNECT, HUB_NOT_FOUND,
                        qos ? 0 : MQTT_RC_TOPIC_NAME_INVALID, reason, hc->max_packet, answer);
     return qos ? BROKER_PUBLISH_DONE : BROKER_PUBLISH_REFUSE;
-}
-
-/* A device's answer on $iothub/responses (a direct-method reply): the
- * methods issue handles it; until then it is accepted and dropped, and
- * QoS 1 is refused like any request at QoS 1. */
-static broker_publish_action accept_method_reply(hub_client *hc, const mqtt_publish *pkt,
-                                                 broker_answer *answer)
-{
-    if (pkt->qos) {
-        hub_answer_failure(&hc->answer, MQTT_PUBACK, HUB_BAD_REQUEST, 0,
-                           "responses are published at QoS 0", hc->max_packet, answer);
-        return BROKER_PUBLISH_DONE;
-    }
-    log_debug("%s: method reply ignored (no method is pending)", hc->client_id);
-    answer->reason = 0;
-    return BROKER_PUBLISH_DONE;
 }
 
 broker_publish_action hub_device_publish(hub *h, hub_client *hc, mqtt_bytes topic,
@@ -134,7 +125,7 @@ broker_publish_action hub_device_publish(hub *h, hub_client *hc, mqtt_bytes topi
     case HUB_TOPIC_TWIN_PATCH_REPORTED:
         return hub_handle_request(h, hc, kind, pkt, answer);
     case HUB_TOPIC_RESPONSES:
-        return accept_method_reply(hc, pkt, answer);
+        return hub_methods_reply(h, hc, pkt, answer); /* methods.c */
     case HUB_TOPIC_OPEN:
         if (h->cfg.open_topics && h->open)
             return h->open_cbs.publish(h->open_cbs.ctx, hc->bc, topic, pkt, answer);

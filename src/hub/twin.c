@@ -189,9 +189,10 @@ static json_t *runtime_fields(hub_registry *reg, const char *device_id, const ch
         memset(&id, 0, sizeof id);
     char when[32];
     twin_iso8601_ms(id.last_activity_ms, when);
-    return json_pack("{s:s, s:s, s:s}", "status", id.enabled ? "enabled" : "disabled",
+    return json_pack("{s:s, s:s, s:s, s:I}", "status", id.enabled ? "enabled" : "disabled",
                      "connectionState", id.connected ? "Connected" : "Disconnected",
-                     "lastActivityTime", when);
+                     "lastActivityTime", when, "cloudToDeviceMessageCount",
+                     (json_int_t)id.c2d_message_count);
 }
 
 /* The service view of doc as a malloc'd string. Lock held (doc's JSON is

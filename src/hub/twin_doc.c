@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "util/crypto.h"
+#include "util/utf8.h"
 
 #define META_UPDATED "$lastUpdated"
 #define META_VERSION "$lastUpdatedVersion"
@@ -181,7 +182,8 @@ static hub_status check_key(const char *key, size_t len, char *why, size_t whyle
         if (c < 0x20 || c == 0x7f)
             return refuse(why, whylen, "property name with a control character");
         if (c == '.' || c == '$' || c == ' ')
-            return refuse(why, whylen, "property name '%.64s' contains '.', '$' or a space", key);
+            return refuse(why, whylen, "property name '%.*s' contains '.', '$' or a space",
+                          (int)utf8_fit(key, strlen(key), 64), key);
     }
     return HUB_OK;
 }

@@ -74,35 +74,33 @@ void *net_conn_user(const net_conn *c) { return c->user; }
 uint64_t net_conn_id(const net_conn *c) { return c->id; }
 size_t net_conn_out_queued(const net_conn *c) { return out_queued(c); }
 bool net_conn_closing(const net_conn *c) { return (c->flags & NC_CLOSING) != 0; }
-const struct sockaddr_storage *net_conn_peer(const net_conn *c) { return &c->peer; }
-
-const char *net_conn_peer_str(const net_conn *cc)
+const struct sockaddr *net_conn_peer(const net_conn *c)
 {
-    net_conn *c = (net_conn *)cc; /* formatted lazily into the struct */
-    if (c->peer_str[0])
-        return c->peer_str;
+    return (const struct sockaddr *)&c->peer;
+}
+
+const char *net_conn_peer_str(const net_conn *c)
+{
+    /* One buffer per thread: every caller formats one peer per log line. */
+    static _Thread_local char text[64];
     char host[INET6_ADDRSTRLEN] = "?";
-    switch (c->peer.ss_family) {
-    case AF_INET: {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&c->peer;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-        snprintf(c->peer_str, sizeof c->peer_str, "%s:%u", host, ntohs(a->sin_port));
+    switch (c->peer.family) {
+    case AF_INET:
+        inet_ntop(AF_INET, &c->peer.v4.sin_addr, host, sizeof host);
+        snprintf(text, sizeof text, "%s:%u", host, ntohs(c->peer.v4.sin_port));
         break;
-    }
-    case AF_INET6: {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&c->peer;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-        snprintf(c->peer_str, sizeof c->peer_str, "[%s]:%u", host, ntohs(a->sin6_port));
+    case AF_INET6:
+        inet_ntop(AF_INET6, &c->peer.v6.sin6_addr, host, sizeof host);
+        snprintf(text, sizeof text, "[%s]:%u", host, ntohs(c->peer.v6.sin6_port));
         break;
-    }
     case AF_UNIX:
-        snprintf(c->peer_str, sizeof c->peer_str, "unix#%llu", (unsigned long long)c->id);
+        snprintf(text, sizeof text, "unix#%llu", (unsigned long long)c->id);
         break;
     default:
-        snprintf(c->peer_str, sizeof c->peer_str, "?#%llu", (unsigned long long)c->id);
+        snprintf(text, sizeof text, "?#%llu", (unsigned long long)c->id);
         break;
     }
-    return c->peer_str;
+    return text;
 }
 
 /* ---- lists and epoll interest ------------------------------------------- */
@@ -175,7 +173,11 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
     c->fd = fd;
     c->loop = l;
     c->cfg = cfg;
-    c->peer = *peer;
+    switch (peer->ss_family) {
+    case AF_INET: c->peer.v4 = *(const struct sockaddr_in *)peer; break;
+    case AF_INET6: c->peer.v6 = *(const struct sockaddr_in6 *)peer; break;
+    default: c->peer.family = peer->ss_family; break;
+    }
     c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
     c->events = EPOLLIN;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};

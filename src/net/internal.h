@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -128,6 +129,9 @@ struct net_loop {
 /* loop.c */
 net_loop *net_loop_new(net_server *s, unsigned index, char *err, size_t errlen);
 void net_loop_free(net_loop *l);
+/* Runs what is left in a stopped loop's mailbox (a few rounds, with the
+ * end-of-iteration work), on the calling thread. */
+void net_loop_run_late_tasks(net_loop *l);
 void net_loop_run(net_loop *l);
 void net_loop_wake(net_loop *l);
 /* server.c, called by loop.c */
@@ -197,8 +201,14 @@ struct net_conn {
     size_t out_head, out_len, out_cap;
 
     net_tls *tls;
-    struct sockaddr_storage peer;
-    char peer_str[56]; /* formatted on first use */
+    /* The peer's address, kept only for logs: the 28 bytes of an IPv6
+     * address instead of a 128-byte sockaddr_storage, and formatted when a
+     * log line asks (an idle connection should not carry its text). */
+    union {
+        sa_family_t family;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
 };
 
 /* conn.c */

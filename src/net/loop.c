@@ -34,8 +34,9 @@
  * loop to itself) go to the next iteration, never re-entrantly. The eventfd
  * exists from net_loop_new on, so posting before the loop runs just queues.
  * When the server stops, a loop runs what is left in its mailbox once more
- * after its last iteration; tasks posted after that are dropped by
- * net_loop_free (a connection migrating to it is closed there, without
+ * after its last iteration, and net_server_drain runs what came later
+ * (e.g. completions of a store closed after the loops); tasks posted after
+ * that are dropped by net_loop_free (a connection migrating to it is closed there, without
  * on_close: nothing is left to run it).
  */
 #include <errno.h>
@@ -248,7 +249,12 @@ void net_loop_run(net_loop *l)
     }
     /* Every loop is done; run what others posted just before they finished
      * (e.g. a connection migrating here: it is closed on arrival). */
-    for (int round = 0; round < 4; round++) {
+    net_loop_run_late_tasks(l);
+}
+
+void net_loop_run_late_tasks(net_loop *l)
+{
+    for (int round = 0; round < 16; round++) {
         pthread_mutex_lock(&l->mbox_lock);
         bool more = l->mbox.len > 0;
         pthread_mutex_unlock(&l->mbox_lock);

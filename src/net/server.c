@@ -313,6 +313,12 @@ fail:
 
 /* ---- run and stop ------------------------------------------------------- */
 
+void net_server_drain(net_server *s)
+{
+    for (unsigned i = 0; i < s->nloops; i++)
+        net_loop_run_late_tasks(s->loops[i]);
+}
+
 bool net_server_stop_requested(const net_server *s)
 {
     return atomic_load_explicit(&s->stop, memory_order_acquire);

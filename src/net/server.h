@@ -60,5 +60,10 @@ void net_server_set_loop_hooks(net_server *s,
 int net_server_run(net_server *s);
 /* Requests a stop from any thread. */
 void net_server_stop(net_server *s);
+/* After net_server_run returned: runs, on the calling thread, the tasks
+ * posted to the stopped loops since (e.g. the completions of the store,
+ * which is closed after the loops), so that their memory is released
+ * rather than dropped. */
+void net_server_drain(net_server *s);
 
 #endif

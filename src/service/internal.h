@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "hub/registry.h"
+#include "hub/throttle.h"
 #include "service/service.h"
 
 #define HTTP_MAX_SEGMENTS 8  /* path segments a route may have */
@@ -43,6 +44,9 @@ struct service {
     struct store *store;
     unsigned events_keepalive_ms; /* SSE comment interval; 0 = 15 s */
     struct hub_twins *twins; /* twins.c; NULL until service_set_twins */
+    struct hub_methods *methods; /* methods.c; NULL until service_set_methods */
+    struct hub_throttle *throttle; /* throttling.c; NULL = no limits */
+    struct hub_c2d *c2d; /* c2d.c; NULL until service_set_c2d */
 };
 
 typedef struct http_header {
@@ -199,6 +203,23 @@ void devices_delete(http_request *req);
 void modules_list(http_request *req);
 void statistics_devices(http_request *req);
 void policies_list(http_request *req);
+
+/* ---- throttling.c ------------------------------------------------------- */
+
+/* Asks the hub's throttle for one operation of `kind` (hub/throttle.h).
+ * True when admitted; otherwise answers 429 ThrottlingException or 403
+ * IotHubQuotaExceeded and returns false (the handler must stop). */
+bool service_admit(http_request *req, hub_throttle_kind kind);
+
+/* ---- methods.c ---------------------------------------------------------- */
+
+void methods_invoke(http_request *req); /* POST .../methods */
+
+/* ---- c2d.c -------------------------------------------------------------- */
+
+void c2d_http_send(http_request *req);     /* POST /devices/{id}/messages/deviceBound */
+void c2d_http_purge(http_request *req);    /* DELETE /devices/{id}/commands */
+void c2d_http_feedback(http_request *req); /* GET /messages/serviceBound/feedback */
 
 /* ---- twins.c ------------------------------------------------------------ */
 

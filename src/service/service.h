@@ -57,6 +57,28 @@ void service_set_events_keepalive_ms(service *s, unsigned ms);
 struct hub_twins;
 void service_set_twins(service *s, struct hub_twins *t);
 
+/* Applies the hub's rate limits and daily quota to the service calls that
+ * start throttled operations (twins; methods and C2D call service_admit):
+ * 429 ThrottlingException, 403 IotHubQuotaExceeded. Call before
+ * net_server_run(); t must outlive the service's loops. Without it
+ * nothing is throttled. */
+struct hub_throttle;
+void service_set_throttle(service *s, struct hub_throttle *t);
+
+/* Enables POST /twins/{id}[/modules/{m}]/methods (service-rest.md "Direct
+ * methods"; see methods.c) through the hub's method engine
+ * (hub_methods_of). Call before net_server_run(); m must outlive the
+ * service's loops. Without it the method routes answer 500. */
+struct hub_methods;
+void service_set_methods(service *s, struct hub_methods *m);
+
+/* Enables the cloud-to-device calls (service-rest.md "Cloud-to-device
+ * commands"; see c2d.c) over the hub's queues. Call before
+ * net_server_run(); c must outlive the service's loops. Without it those
+ * routes answer 500. */
+struct hub_c2d;
+void service_set_c2d(service *s, struct hub_c2d *c);
+
 /* After net_server_run() has returned. NULL is allowed. */
 void service_free(service *s);
 

@@ -16,6 +16,10 @@
  *   HUB_THROTTLED           429 ThrottlingException
  *   anything else           500 ServerError
  *
+ * A read or write that is well-formed is first admitted by the hub's twin
+ * read or update rate (throttling.c: 429 ThrottlingException), the same
+ * budget the devices' twin requests draw from.
+ *
  * If-Match: "*" or an etag, quoted or not, a weak "W/" prefix tolerated;
  * absent = unconditional. The hub renders the twin as text; it is parsed
  * back here only because responses go out through http_reply_json (a twin
@@ -134,7 +138,7 @@ void twins_get(http_request *req)
 {
     const char *device, *module;
     hub_twins *t = twins_of(req);
-    if (!t || !twin_path_ids(req, &device, &module))
+    if (!t || !twin_path_ids(req, &device, &module) || !service_admit(req, HUB_THROTTLE_TWIN_READ))
         return;
     char etag[HUB_ETAG_MAX + 1];
     hub_status st = HUB_SERVER_ERROR;
@@ -164,7 +168,8 @@ static void twins_write(http_request *req, bool replace)
     char etag[HUB_ETAG_MAX + 1];
     hub_twins *t = twins_of(req);
     if (!t || !twin_path_ids(req, &device, &module) ||
-        !twin_if_match(req, etag, sizeof etag, &if_match))
+        !twin_if_match(req, etag, sizeof etag, &if_match) ||
+        !service_admit(req, HUB_THROTTLE_TWIN_UPDATE))
         return;
     twins_service_update(t, device, module, (const char *)req->body, req->body_len, replace,
                          if_match, req->loop, update_done, req);

@@ -227,19 +227,49 @@ static void fail_all(store_req *batch, const char *why)
     }
 }
 
+/* The transaction control statements of every batch and request. They run
+ * several times per group commit; through sqlite3_exec each would be parsed
+ * and compiled again every time (a dozen allocations and thousands of
+ * instructions per request), so they come from the statement cache. */
+static const char *const SQL_BEGIN = "BEGIN IMMEDIATE";
+static const char *const SQL_COMMIT = "COMMIT";
+static const char *const SQL_ROLLBACK = "ROLLBACK";
+static const char *const SQL_SAVEPOINT = "SAVEPOINT req";
+static const char *const SQL_ROLLBACK_TO = "ROLLBACK TO req";
+static const char *const SQL_RELEASE = "RELEASE req";
+
+/* Runs one cached statement that returns no rows; false with err set. */
+static bool exec_cached(store *st, const char *sql, char *err, size_t errlen)
+{
+    store_req scratch;
+    sqlite3_stmt *s = store_stmt(st, sql, &scratch);
+    if (!s) {
+        snprintf(err, errlen, "%s", scratch.err);
+        return false;
+    }
+    int rc = sqlite3_step(s);
+    /* reset now, not at the next use: a finished COMMIT or ROLLBACK must
+     * not leave a statement that still counts as active */
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return true;
+    snprintf(err, errlen, "%s: %s", sql, sqlite3_errmsg(st->db));
+    return false;
+}
+
 /* Runs one request inside its savepoint. */
 static void exec_request(store *st, store_req *r)
 {
     char err[256];
-    if (!exec_sql(st->db, "SAVEPOINT req", err, sizeof err)) {
+    if (!exec_cached(st, SQL_SAVEPOINT, err, sizeof err)) {
         r->status = STORE_ERROR;
         snprintf(r->err, sizeof r->err, "%s", err);
         return;
     }
     r->status = r->exec(st, r);
     if (r->status == STORE_ERROR)
-        exec_sql(st->db, "ROLLBACK TO req", err, sizeof err);
-    exec_sql(st->db, "RELEASE req", err, sizeof err);
+        exec_cached(st, SQL_ROLLBACK_TO, err, sizeof err);
+    exec_cached(st, SQL_RELEASE, err, sizeof err);
 }
 
 /* One group commit: every request of the batch in one transaction. */
@@ -248,18 +278,18 @@ static void run_batch(store *st, store_req *batch, bool inject_failure)
     char err[256];
     uint64_t n = 0;
     bool committed = false;
-    if (!exec_sql(st->db, "BEGIN IMMEDIATE", err, sizeof err)) {
+    if (!exec_cached(st, SQL_BEGIN, err, sizeof err)) {
         fail_all(batch, err);
     } else {
         for (store_req *r = batch; r; r = r->next, n++)
             exec_request(st, r);
         if (inject_failure) {
-            exec_sql(st->db, "ROLLBACK", err, sizeof err);
+            exec_cached(st, SQL_ROLLBACK, err, sizeof err);
             fail_all(batch, "commit failed (injected by test)");
-        } else if (!exec_sql(st->db, "COMMIT", err, sizeof err)) {
+        } else if (!exec_cached(st, SQL_COMMIT, err, sizeof err)) {
             log_error("store: commit of %llu requests failed: %s", (unsigned long long)n, err);
             char err2[256];
-            exec_sql(st->db, "ROLLBACK", err2, sizeof err2);
+            exec_cached(st, SQL_ROLLBACK, err2, sizeof err2);
             fail_all(batch, err);
         } else {
             committed = true;
@@ -388,7 +418,15 @@ static bool open_db(store *st, char *err, size_t errlen)
         [STORE_DURABILITY_NONE] = "PRAGMA synchronous=OFF",
     };
     sqlite3_busy_timeout(st->db, 5000);
-    if (!exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
+    /* The database is this process's alone, so it keeps its locks for the
+     * connection's life instead of taking and dropping them (fcntl calls)
+     * around every transaction. Set before WAL mode so that the WAL index
+     * lives in heap memory rather than a shared -shm mapping. The side
+     * effect is wanted too: a second iothubd on the same data directory, or
+     * the sqlite3 shell while the server runs, gets "database is locked"
+     * instead of sharing the file. */
+    if (!exec_sql(st->db, "PRAGMA locking_mode=EXCLUSIVE", err, errlen) ||
+        !exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
         !exec_sql(st->db, sync_pragma[st->durability], err, errlen) ||
         !exec_sql(st->db, "PRAGMA foreign_keys=OFF", err, errlen))
         return false;

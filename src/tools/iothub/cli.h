@@ -62,5 +62,11 @@ extern const cli_command cli_monitor_commands[];
 extern const size_t cli_monitor_command_count;
 extern const cli_command cli_twin_commands[];
 extern const size_t cli_twin_command_count;
+extern const cli_command cli_c2d_commands[];
+extern const size_t cli_c2d_command_count;
+extern const cli_command cli_method_commands[];
+extern const size_t cli_method_command_count;
+extern const cli_command cli_simulate_commands[];
+extern const size_t cli_simulate_command_count;
 
 #endif

@@ -97,6 +97,11 @@ static bool build_headers(const cli_ctx *ctx, const http_request *req, struct cu
               (!req->if_match || add_header(out, "If-Match", req->if_match)) &&
               (!req->if_none_match || add_header(out, "If-None-Match", req->if_none_match)) &&
               (!req->body || add_header(out, "Content-Type", "application/json; charset=utf-8"));
+    for (size_t i = 0; ok && req->headers && req->headers[i]; i++) {
+        struct curl_slist *grown = curl_slist_append(*out, req->headers[i]);
+        ok = grown != NULL;
+        *out = grown ? grown : *out;
+    }
     free(token);
     return ok;
 }
@@ -119,7 +124,8 @@ static int check_ready(cli_ctx *ctx)
 
 /* Configures the easy handle for req; false when out of memory. */
 static bool prepare(CURL *curl, const http_request *req, const char *url, const char *payload,
-                    struct curl_slist *headers, body_buffer *body, char *errbuf)
+                    size_t payload_len, struct curl_slist *headers, body_buffer *body,
+                    char *errbuf)
 {
     curl_easy_reset(curl);
     bool ok = curl_easy_setopt(curl, CURLOPT_URL, url) == CURLE_OK;
@@ -129,12 +135,13 @@ static bool prepare(CURL *curl, const http_request *req, const char *url, const 
     ok &= curl_easy_setopt(curl, CURLOPT_WRITEDATA, body) == CURLE_OK;
     ok &= curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf) == CURLE_OK;
     ok &= curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, HTTP_CONNECT_TIMEOUT_S) == CURLE_OK;
-    ok &= curl_easy_setopt(curl, CURLOPT_TIMEOUT, HTTP_TOTAL_TIMEOUT_S) == CURLE_OK;
+    ok &= curl_easy_setopt(curl, CURLOPT_TIMEOUT,
+                           req->timeout_s > 0 ? req->timeout_s : HTTP_TOTAL_TIMEOUT_S) == CURLE_OK;
     ok &= curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L) == CURLE_OK;
     ok &= curl_easy_setopt(curl, CURLOPT_USERAGENT, "iothub-cli") == CURLE_OK;
     if (payload) {
         ok &= curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload) == CURLE_OK;
-        ok &= curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(payload)) == CURLE_OK;
+        ok &= curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)payload_len) == CURLE_OK;
     } else if (!strcmp(req->method, "GET")) {
         ok &= curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L) == CURLE_OK;
     }
@@ -179,14 +186,17 @@ int http_call(cli_ctx *ctx, const http_request *req, json_t **reply)
     body_buffer body = {0};
     struct curl_slist *headers = NULL;
     char *url = build_url(ctx, req);
-    char *payload = req->body ? json_dumps(req->body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *json = req->body && !req->raw_body ? json_dumps(req->body, JSON_COMPACT | JSON_ENCODE_ANY)
+                                             : NULL;
+    const char *payload = req->raw_body ? req->raw_body : json;
+    size_t payload_len = req->raw_body ? req->raw_len : json ? strlen(json) : 0;
     if (!url || (req->body && !payload) || !build_headers(ctx, req, &headers) ||
-        !prepare(ctx->curl, req, url, payload, headers, &body, errbuf))
+        !prepare(ctx->curl, req, url, payload, payload_len, headers, &body, errbuf))
         rc = cli_fail(ctx, "cannot prepare the request (bad key in the connection string?)");
     else
         rc = finish(ctx, curl_easy_perform(ctx->curl), errbuf, &body, reply);
     curl_slist_free_all(headers);
-    free(payload);
+    free(json);
     free(url);
     free(body.data);
     return rc;

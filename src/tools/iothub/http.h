@@ -22,6 +22,10 @@ typedef struct http_request {
     const char *if_match;      /* header value as sent, or NULL */
     const char *if_none_match; /* header value as sent, or NULL */
     const json_t *body;        /* NULL: no body */
+    long timeout_s;            /* whole request; 0 = the default (120 s) */
+    const void *raw_body;      /* sent as is instead of `body` when non-NULL */
+    size_t raw_len;
+    const char *const *headers; /* extra "Name: value" lines, NULL-terminated, or NULL */
 } http_request;
 
 /* Performs the request. On success (2xx) returns CLI_EXIT_OK and sets *reply

@@ -73,6 +73,9 @@ static size_t collect_commands(cli_command *all)
     n = append_commands(all, n, cli_sas_commands, cli_sas_command_count);
     n = append_commands(all, n, cli_monitor_commands, cli_monitor_command_count);
     n = append_commands(all, n, cli_policy_commands, cli_policy_command_count);
+    n = append_commands(all, n, cli_c2d_commands, cli_c2d_command_count);
+    n = append_commands(all, n, cli_method_commands, cli_method_command_count);
+    n = append_commands(all, n, cli_simulate_commands, cli_simulate_command_count);
     return append_commands(all, n, cli_twin_commands, cli_twin_command_count);
 }
 

@@ -1,0 +1,87 @@
+/*
+ * hub/commands.c — the hub's side of cloud-to-device commands: when to
+ * ask the queues (hub/c2d.h) to deliver, and where their acknowledgements
+ * go. The queues decide everything else.
+ *
+ * Delivery is always a task on the device's loop that looks the client up
+ * by handle, so it runs after whatever prompted it has finished: after the
+ * broker recorded a SUBSCRIBE (authorize_subscribe runs before it does),
+ * after CONNACK, after an enqueue on another loop (through the presence
+ * index), after a lock ran out or a taken-over connection let go of its
+ * locks. A device that left meanwhile is not found; one that is not
+ * subscribed gets nothing (c2d_deliver asks the broker). Modules get no
+ * commands: IoT Hub queues them per device.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub/c2d.h"
+#include "hub/hub_internal.h"
+#include "util/log.h"
+
+typedef struct deliver_task {
+    hub *h;
+    broker_client_handle handle;
+} deliver_task;
+
+static void deliver_task_run(net_loop *loop, void *arg)
+{
+    deliver_task *t = arg;
+    broker_client *c = broker_client_lookup(loop, t->handle);
+    hub_client *hc = c ? hub_client_of(c) : NULL;
+    if (hc && t->h->c2d)
+        c2d_deliver(t->h->c2d, c, hc->device_id);
+    free(t);
+}
+
+static void post_delivery(hub *h, net_loop *loop, broker_client_handle handle)
+{
+    deliver_task *t = malloc(sizeof *t);
+    if (!t) {
+        log_warn("c2d: out of memory, delivery postponed");
+        return;
+    }
+    *t = (deliver_task){h, handle};
+    net_loop_post(loop, deliver_task_run, t);
+}
+
+/* The queues' ready listener: the device may have commands to take. */
+static void on_commands_ready(void *arg, const char *device_id)
+{
+    hub *h = arg;
+    net_loop *loop;
+    broker_client_handle handle;
+    if (hub_presence_find(h->presence, device_id, &loop, &handle))
+        post_delivery(h, loop, handle);
+}
+
+void hub_set_c2d(hub *h, hub_c2d *c2d)
+{
+    h->c2d = c2d;
+    if (c2d)
+        c2d_set_ready_listener(c2d, on_commands_ready, h);
+}
+
+void hub_commands_may_deliver(hub *h, hub_client *hc)
+{
+    if (h->c2d && !hc->module_id[0])
+        post_delivery(h, broker_client_loop(hc->bc), hc->handle);
+}
+
+void hub_commands_disconnected(hub *h, hub_client *hc)
+{
+    if (h->c2d && !hc->module_id[0])
+        c2d_connection_gone(h->c2d, hc->device_id, hc->handle);
+}
+
+void hub_commands_settled(hub *h, hub_client *hc, uint64_t app_tag, const mqtt_ack *ack)
+{
+    if (h->c2d && !hc->module_id[0])
+        c2d_settled(h->c2d, hc->bc, hc->device_id, app_tag, ack);
+}
+
+void hub_commands_identity_changed(hub *h, const hub_identity *old, const hub_identity *now)
+{
+    if (h->c2d && old && !now && !old->module_id[0])
+        c2d_device_deleted(h->c2d, old->device_id);
+}
