@@ -111,20 +111,27 @@ static bool start_service(service *svc, const iothubd_config *cfg, char *err, si
     return true;
 }
 
-static int fail(const char *what)
-{
-    fprintf(stderr, "iothubd: %s\n", what);
-    return 2;
-}
-
-int main(int argc, char **argv)
-{
-    char err[512];
+/* Everything the running server is made of, in the order it is built;
+ * torn down in reverse by iothubd_free (which also cleans up after a
+ * start-up that stopped half-way). */
+typedef struct iothubd {
     iothubd_config cfg;
-    int rc = config_load(&cfg, argc, argv, err, sizeof err);
-    if (rc != 0)
-        return rc > 0 ? 0 : fail(err);
-    log_set_level(cfg.log_level);
+    store *st;
+    hub_registry *reg;
+    hub_twins *twins;
+    hub_telemetry *tel;
+    hub_throttle *throttle;
+    hub_c2d *c2d;
+    open_app *app;
+    net_server *server;
+    hub *iothub;
+    broker *b;
+    service *svc;
+} iothubd;
+
+/* Process-wide settings, before any thread exists. */
+static void prepare_process(void)
+{
     /* SQLite allocates and frees a 64 KiB statement-journal chunk for every
      * store request's savepoint; with glibc's defaults each free shrinks
      * the store thread's arena again (one madvise per request). Free memory
@@ -136,119 +143,155 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     signal(SIGPIPE, SIG_IGN);
     /* SIGINT/SIGTERM are read by loop 0 from a signalfd (net/server.c);
-     * block them before any thread exists (the store's is created below),
+     * block them before any thread exists (the store's is created next),
      * or the kernel may hand one to a thread that would die of it. */
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    if (!cfg.mqtt && !cfg.mqtts)
-        cfg.mqtt = "127.0.0.1:1883";
-    if (!prepare_data_dir(cfg.data_dir, err, sizeof err))
-        return fail(err);
-    store *st = open_store(&cfg, err, sizeof err);
-    if (!st)
-        return fail(err);
-    hub_registry *reg = registry_open(st, err, sizeof err);
-    if (!reg)
-        return fail(err);
-    if (!write_owner_connstr(cfg.data_dir, cfg.hostname, reg, err, sizeof err))
-        return fail(err);
+}
 
-    open_app_config app_cfg = {
-        .open_topics = cfg.open_topics,
-        .allow_anonymous = cfg.allow_anonymous,
-        .password_file = cfg.password_file,
-        .acl_file = cfg.acl_file,
-    };
-    open_app *app = open_app_new(&app_cfg, err, sizeof err);
-    if (!app)
-        return fail(err);
-    net_server *server = net_server_new(cfg.threads, err, sizeof err);
-    if (!server)
-        return fail(err);
-    hub_twins *twins = twins_open(st, reg, err, sizeof err);
-    if (!twins)
-        return fail(err);
-    hub_telemetry *tel = telemetry_new(st);
-    if (!tel)
-        return fail("out of memory");
+/* The durable state: store, registry (+ owner.connstr), twins, telemetry,
+ * command queues, and the throttle that guards them. */
+static bool open_state(iothubd *d, char *err, size_t errlen)
+{
+    const iothubd_config *cfg = &d->cfg;
+    if (!prepare_data_dir(cfg->data_dir, err, errlen) || !(d->st = open_store(cfg, err, errlen)) ||
+        !(d->reg = registry_open(d->st, err, errlen)) ||
+        !write_owner_connstr(cfg->data_dir, cfg->hostname, d->reg, err, errlen) ||
+        !(d->twins = twins_open(d->st, d->reg, err, errlen)))
+        return false;
+    d->cfg.c2d.default_ttl_ms = cfg->c2d_default_ttl_s > UINT32_MAX / 1000
+                                    ? UINT32_MAX : cfg->c2d_default_ttl_s * 1000u;
+    if (!(d->c2d = c2d_open(&d->cfg.c2d, d->st, d->reg, err, errlen)))
+        return false;
     /* One throttle for the devices' and the service's operations alike. */
-    hub_throttle *throttle = hub_throttle_new(&cfg.throttle);
-    if (!throttle)
-        return fail("out of memory");
-    /* The hub is the broker's application; the open broker its delegate. */
-    hub_config hub_cfg = {
-        .hostname = cfg.hostname,
-        .server_limits = &cfg.limits,
-        .open_topics = cfg.open_topics,
-        .open_clients = cfg.open_topics || cfg.allow_anonymous || cfg.password_file,
-        .throttle = throttle,
-    };
-    hub *iothub = hub_new(&hub_cfg, reg, twins, tel, app);
-    if (!iothub)
-        return fail("out of memory");
-    /* Command queues: loaded now; the hub delivers, the service sends. */
-    cfg.c2d.default_ttl_ms =
-        cfg.c2d_default_ttl_s > UINT32_MAX / 1000 ? UINT32_MAX : cfg.c2d_default_ttl_s * 1000u;
-    hub_c2d *c2d = c2d_open(&cfg.c2d, st, reg, err, sizeof err);
-    if (!c2d)
-        return fail(err);
-    hub_set_c2d(iothub, c2d);
-    c2d_start(c2d, net_server_loop(server, 0));
-    broker_app bapp;
-    hub_bind(iothub, &bapp);
-    broker *b = broker_new(server, &cfg.limits, &bapp);
-    if (!b)
-        return fail("out of memory");
-    if (!hub_sessions_attach(b, st, err, sizeof err))
-        return fail(err);
-
-    int port = 0;
-    if (cfg.mqtt && !broker_listen(b, cfg.mqtt, NULL, &port, err, sizeof err))
-        return fail(err);
-    if (cfg.mqtt)
-        log_info("MQTT listening on %s (port %d)", cfg.mqtt, port);
-    if (cfg.mqtts) {
-        net_tls_config tls = {cfg.cert_file, cfg.key_file, cfg.ca_file};
-        if (!broker_listen(b, cfg.mqtts, &tls, &port, err, sizeof err))
-            return fail(err);
-        log_info("MQTT over TLS listening on %s (port %d)", cfg.mqtts, port);
+    d->tel = telemetry_new(d->st);
+    d->throttle = hub_throttle_new(&cfg->throttle);
+    if (!d->tel || !d->throttle) {
+        snprintf(err, errlen, "out of memory");
+        return false;
     }
+    return true;
+}
+
+/* The loops and what runs on them: the hub as the broker's application
+ * (the open broker its delegate), the broker with its restored sessions,
+ * the service API. Nothing listens yet. */
+static bool build_engine(iothubd *d, char *err, size_t errlen)
+{
+    const iothubd_config *cfg = &d->cfg;
+    open_app_config app_cfg = {
+        .open_topics = cfg->open_topics,
+        .allow_anonymous = cfg->allow_anonymous,
+        .password_file = cfg->password_file,
+        .acl_file = cfg->acl_file,
+    };
+    if (!(d->app = open_app_new(&app_cfg, err, errlen)) ||
+        !(d->server = net_server_new(cfg->threads, err, errlen)))
+        return false;
+    hub_config hub_cfg = {
+        .hostname = cfg->hostname,
+        .server_limits = &cfg->limits,
+        .open_topics = cfg->open_topics,
+        .open_clients = cfg->open_topics || cfg->allow_anonymous || cfg->password_file,
+        .throttle = d->throttle,
+    };
     service_config scfg;
     service_config_defaults(&scfg);
-    scfg.hostname = cfg.hostname;
-    service *svc = service_new(server, reg, &scfg);
-    if (!svc)
-        return fail("out of memory");
-    service_set_twins(svc, twins);
-    service_set_c2d(svc, c2d);
-    service_set_methods(svc, hub_methods_of(iothub));
-    service_set_throttle(svc, throttle);
-    service_set_telemetry(svc, tel, st);
-    if (!start_service(svc, &cfg, err, sizeof err))
-        return fail(err);
+    scfg.hostname = cfg->hostname;
+    broker_app bapp;
+    d->iothub = hub_new(&hub_cfg, d->reg, d->twins, d->tel, d->app);
+    if (d->iothub) {
+        hub_bind(d->iothub, &bapp);
+        d->b = broker_new(d->server, &cfg->limits, &bapp);
+    }
+    if (d->b)
+        d->svc = service_new(d->server, d->reg, &scfg);
+    if (!d->svc) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    /* Command queues: the hub delivers, the service sends. */
+    hub_set_c2d(d->iothub, d->c2d);
+    c2d_start(d->c2d, net_server_loop(d->server, 0));
+    service_set_twins(d->svc, d->twins);
+    service_set_c2d(d->svc, d->c2d);
+    service_set_methods(d->svc, hub_methods_of(d->iothub));
+    service_set_throttle(d->svc, d->throttle);
+    service_set_telemetry(d->svc, d->tel, d->st);
+    return hub_sessions_attach(d->b, d->st, err, errlen);
+}
+
+static bool start_listeners(iothubd *d, char *err, size_t errlen)
+{
+    const iothubd_config *cfg = &d->cfg;
+    int port = 0;
+    if (cfg->mqtt) {
+        if (!broker_listen(d->b, cfg->mqtt, NULL, &port, err, errlen))
+            return false;
+        log_info("MQTT listening on %s (port %d)", cfg->mqtt, port);
+    }
+    if (cfg->mqtts) {
+        net_tls_config tls = {cfg->cert_file, cfg->key_file, cfg->ca_file};
+        if (!broker_listen(d->b, cfg->mqtts, &tls, &port, err, errlen))
+            return false;
+        log_info("MQTT over TLS listening on %s (port %d)", cfg->mqtts, port);
+    }
+    return start_service(d->svc, cfg, err, errlen);
+}
+
+/* Tears down whatever was built, in reverse order. The store closes after
+ * the loops have stopped: it commits what they queued, and the completions
+ * it posts to them run here (their clients are gone: they only free). */
+static void iothubd_free(iothubd *d)
+{
+    if (d->st) {
+        store_close(d->st);
+        if (d->server)
+            net_server_drain(d->server);
+    }
+    service_free(d->svc);
+    broker_free(d->b);
+    net_server_free(d->server);
+    hub_free(d->iothub);
+    c2d_free(d->c2d);
+    hub_throttle_free(d->throttle);
+    telemetry_free(d->tel);
+    twins_free(d->twins);
+    registry_free(d->reg);
+    open_app_free(d->app);
+    config_free(&d->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    char err[512];
+    iothubd d = {0};
+    int rc = config_load(&d.cfg, argc, argv, err, sizeof err);
+    if (rc != 0) {
+        config_free(&d.cfg);
+        if (rc > 0)
+            return 0; /* --help */
+        fprintf(stderr, "iothubd: %s\n", err);
+        return 2;
+    }
+    log_set_level(d.cfg.log_level);
+    prepare_process();
+    if (!d.cfg.mqtt && !d.cfg.mqtts)
+        d.cfg.mqtt = "127.0.0.1:1883";
+    if (!open_state(&d, err, sizeof err) || !build_engine(&d, err, sizeof err) ||
+        !start_listeners(&d, err, sizeof err)) {
+        fprintf(stderr, "iothubd: %s\n", err);
+        iothubd_free(&d);
+        return 2;
+    }
     log_info("iothubd ready: %u event loops, open topics %s, anonymous %s",
-             net_server_loop_count(server), cfg.open_topics ? "on" : "off",
-             cfg.allow_anonymous ? "allowed" : "refused");
-    rc = net_server_run(server);
+             net_server_loop_count(d.server), d.cfg.open_topics ? "on" : "off",
+             d.cfg.allow_anonymous ? "allowed" : "refused");
+    rc = net_server_run(d.server);
     log_info("iothubd stopped");
-    /* The loops have stopped: commit what they queued, then run the
-     * completions the store posted to them (on this thread: the loop
-     * threads are gone). Their clients are gone, so they only free. */
-    store_close(st);
-    net_server_drain(server);
-    service_free(svc);
-    broker_free(b);
-    net_server_free(server);
-    hub_free(iothub);
-    c2d_free(c2d);
-    hub_throttle_free(throttle);
-    telemetry_free(tel);
-    twins_free(twins);
-    registry_free(reg);
-    open_app_free(app);
-    config_free(&cfg);
+    iothubd_free(&d);
     return rc == 0 ? 0 : 1;
 }

@@ -26,7 +26,8 @@
  * can never be seen half-updated. A wall clock that moves back across
  * midnight keeps counting in the later day rather than granting a second
  * quota. Only admitted operations count: a message refused for its rate
- * does not use quota.
+ * does not use quota, and one refused after admission (a C2D send to an
+ * unknown device or a full queue) gives its unit back (hub_throttle_refund).
  *
  * Refusals are logged at warn at most once a minute per kind (one more
  * compare-and-swap on a timestamp), so a device flood cannot flood the
@@ -239,6 +240,23 @@ hub_status hub_throttle_admit(hub_throttle *t, hub_throttle_kind kind)
     if (st != HUB_OK)
         log_refusal(t, kind, st, now);
     return st;
+}
+
+void hub_throttle_refund(hub_throttle *t, hub_throttle_kind kind)
+{
+    if (!t || !counts_toward_quota(kind) || t->daily_quota == 0)
+        return;
+    uint64_t day = t->cfg.wall_ms(t->cfg.clock_ctx) / MS_PER_DAY;
+    uint64_t word = atomic_load_explicit(&t->day_count, memory_order_relaxed);
+    for (;;) {
+        /* a new day started since (or the count is not this day's): the
+         * unit was yesterday's, nothing to give back today */
+        if (QUOTA_DAY(word) != day || QUOTA_COUNT(word) == 0)
+            return;
+        if (atomic_compare_exchange_weak_explicit(&t->day_count, &word, word - 1,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return;
+    }
 }
 
 void hub_throttle_describe(const hub_throttle *t, hub_throttle_kind kind, hub_status st,

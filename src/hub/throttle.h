@@ -68,6 +68,17 @@ void hub_throttle_free(hub_throttle *t);
  */
 hub_status hub_throttle_admit(hub_throttle *t, hub_throttle_kind kind);
 
+/*
+ * Gives back the quota unit an admitted message of `kind` took when the
+ * message was not accepted after all (a C2D send to an unknown device or a
+ * full queue, a failed commit): the quota counts accepted messages only.
+ * The rate token stays used (an attempt is an operation). Nothing happens
+ * for kinds outside the quota, without a quota, or once the UTC day the
+ * unit was taken on has ended. Thread-safe and lock-free; t NULL is a
+ * no-op.
+ */
+void hub_throttle_refund(hub_throttle *t, hub_throttle_kind kind);
+
 /* "connects", "telemetry", ... for logs and error texts. */
 const char *hub_throttle_kind_name(hub_throttle_kind kind);
 

@@ -230,6 +230,8 @@ static void sent(net_loop *loop, void *arg, c2d_result r, uint64_t seq, int64_t 
     http_request *req = arg;
     if (r != C2D_OK) {
         log_info("c2d: send to %s refused: %s", req->segments[1], err && *err ? err : "error");
+        /* admitted but not accepted: the daily quota counts accepted messages */
+        hub_throttle_refund(req->svc->throttle, HUB_THROTTLE_C2D);
         reply_result(req, r, err);
         return;
     }

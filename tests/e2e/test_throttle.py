@@ -9,7 +9,7 @@ service-initiated operations, direct methods and C2D sends (429
 ThrottlingException; refused calls reach no device, refused sends are not
 queued); the daily quota (PUBACK 151 / 0502, DISCONNECT 0x97 at QoS 0, not
 recovered by time; used by C2D sends too, 403 IotHubQuotaExceeded, shared
-with telemetry; a send refused for its rate uses no quota); every limit
+with telemetry; a send refused for its rate or not accepted uses no quota); every limit
 recovering once its bucket refills. Lifecycle:
 connectionState, connectionStateUpdatedTime, lastActivityTime and
 cloudToDeviceMessageCount in GET /devices/{id} and GET /twins/{id} across
@@ -485,6 +485,10 @@ def test_c2d_sends_use_the_daily_quota_with_telemetry(broker_factory):
     c = connect_device(hub, dev, key)
     pid = c.publish("$iothub/telemetry", b"t", qos=1)
     assert puback(c, pid).reason_code == 0  # quota 1 of 5
+    # a send that is not accepted (unknown device) uses no quota
+    r = c2d_send(svc, "no-such-device")
+    assert r.status == 404 and r.error_code == "DeviceNotFound", r
+    time.sleep(1.1)  # and the bucket is full again
     # over the rate: refused, and a refused send does not count toward the quota
     rs = [c2d_send(svc, dev) for _ in range(6)]
     statuses = [r.status for r in rs]

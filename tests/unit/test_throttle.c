@@ -183,6 +183,30 @@ static void test_quota_resets_at_utc_midnight_not_backwards(void **state)
     hub_throttle_free(t);
 }
 
+static void test_quota_refund_gives_one_unit_back_the_same_day(void **state)
+{
+    (void)state;
+    fake_clock clock = {.mono_ns = 0, .wall_ms = 20000 * MS_PER_DAY + 5};
+    hub_throttle *t = make(&clock, 0, 2);
+    assert_int_equal(admitted(t, HUB_THROTTLE_C2D, 3), 2);
+    hub_throttle_refund(t, HUB_THROTTLE_C2D); /* the send was not accepted after all */
+    assert_int_equal(admitted(t, HUB_THROTTLE_C2D, 3), 1);
+    hub_throttle_refund(t, HUB_THROTTLE_TWIN_READ); /* not a message: nothing */
+    assert_int_equal(admitted(t, HUB_THROTTLE_TELEMETRY, 1), 0);
+    clock.wall_ms += MS_PER_DAY; /* a new day: yesterday's unit is not today's */
+    assert_int_equal(admitted(t, HUB_THROTTLE_C2D, 1), 1);
+    clock.wall_ms += MS_PER_DAY;
+    hub_throttle_refund(t, HUB_THROTTLE_C2D);
+    assert_int_equal(admitted(t, HUB_THROTTLE_C2D, 3), 2);
+    hub_throttle_refund(NULL, HUB_THROTTLE_C2D);
+    hub_throttle_free(t);
+    /* without a quota: a no-op */
+    t = make(&clock, 0, 0);
+    hub_throttle_refund(t, HUB_THROTTLE_C2D);
+    assert_int_equal(admitted(t, HUB_THROTTLE_C2D, 5), 5);
+    hub_throttle_free(t);
+}
+
 static void test_quota_before_rate_and_throttled_not_counted(void **state)
 {
     (void)state;
@@ -270,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_quota_counts_messages_only),
         cmocka_unit_test(test_quota_resets_at_utc_midnight_not_backwards),
+        cmocka_unit_test(test_quota_refund_gives_one_unit_back_the_same_day),
         cmocka_unit_test(test_quota_before_rate_and_throttled_not_counted),
         cmocka_unit_test(test_concurrent_callers_share_one_bucket),
         cmocka_unit_test(test_concurrent_callers_share_one_quota),
