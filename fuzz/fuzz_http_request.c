@@ -169,11 +169,6 @@ bool registry_policy_get(hub_registry *r, const char *name, hub_policy *out)
     return true;
 }
 
-void iso8601_ms(int64_t ms, char out[32])
-{
-    snprintf(out, 32, "@%lld", (long long)ms);
-}
-
 /* ---- handlers ---------------------------------------------------------------- */
 
 static struct {

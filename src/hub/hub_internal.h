@@ -128,6 +128,14 @@ broker_publish_action hub_device_publish(hub *h, hub_client *hc, mqtt_bytes topi
                                          const mqtt_publish *pkt, broker_answer *answer);
 
 /* ---- requests.c ------------------------------------------------------- */
+/* A publish the hub answers by its Correlation Data (a twin request, a
+ * method reply) must come at QoS 0 with 1..HUB_CORRELATION_MAX bytes of
+ * it. True when it does; otherwise answers the device (a failed PUBACK
+ * with qos_error for QoS > 0, a DISCONNECT for unusable Correlation Data,
+ * logged as a `what`) and sets *action to what the handler returns. */
+bool hub_correlated_publish_ok(hub_client *hc, const mqtt_publish *pkt, const char *what,
+                               const char *qos_error, broker_answer *answer,
+                               broker_publish_action *action);
 broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
                                          const mqtt_publish *pkt, broker_answer *answer);
 broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_publish *pkt,

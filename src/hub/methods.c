@@ -539,22 +539,11 @@ static method_call *claim_call(hub_methods *m, const hub_client *hc, mqtt_bytes 
 broker_publish_action hub_methods_reply(hub *h, hub_client *hc, const mqtt_publish *pkt,
                                         broker_answer *answer)
 {
-    if (pkt->qos) {
-        hub_answer_failure(&hc->answer, MQTT_PUBACK, HUB_BAD_REQUEST, 0,
-                           "responses are published at QoS 0", hc->max_packet, answer);
-        return BROKER_PUBLISH_DONE;
-    }
+    broker_publish_action refused;
+    if (!hub_correlated_publish_ok(hc, pkt, "method reply", "responses are published at QoS 0",
+                                   answer, &refused))
+        return refused;
     mqtt_bytes corr = pkt->props.correlation_data;
-    if (!MQTT_HAS(&pkt->props, MQTT_PROP_CORRELATION_DATA) || corr.len == 0 ||
-        corr.len > HUB_CORRELATION_MAX) {
-        log_info("%s: method reply without usable Correlation Data (%u bytes)", hc->client_id,
-                 corr.len);
-        hub_answer_failure(&hc->answer, MQTT_DISCONNECT, HUB_BAD_REQUEST,
-                           MQTT_RC_IMPLEMENTATION_SPECIFIC,
-                           "Correlation Data is required, at most 16 bytes", hc->max_packet,
-                           answer);
-        return BROKER_PUBLISH_REFUSE;
-    }
     answer->reason = 0;
     net_loop *loop = broker_client_loop(hc->bc);
     method_call *call = claim_call(h->methods, hc, corr, loop);

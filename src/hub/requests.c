@@ -142,25 +142,39 @@ static hub_status admit_request(hub *h, hub_topic kind, char *reason, size_t cap
     return st;
 }
 
-broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
-                                         const mqtt_publish *pkt, broker_answer *answer)
+bool hub_correlated_publish_ok(hub_client *hc, const mqtt_publish *pkt, const char *what,
+                               const char *qos_error, broker_answer *answer,
+                               broker_publish_action *action)
 {
     if (pkt->qos) {
-        hub_answer_failure(&hc->answer, MQTT_PUBACK, HUB_BAD_REQUEST, 0,
-                           "requests are published at QoS 0", hc->max_packet, answer);
-        return BROKER_PUBLISH_DONE;
+        hub_answer_failure(&hc->answer, MQTT_PUBACK, HUB_BAD_REQUEST, 0, qos_error,
+                           hc->max_packet, answer);
+        *action = BROKER_PUBLISH_DONE;
+        return false;
     }
     mqtt_bytes corr = pkt->props.correlation_data;
     if (!MQTT_HAS(&pkt->props, MQTT_PROP_CORRELATION_DATA) || corr.len == 0 ||
         corr.len > HUB_CORRELATION_MAX) {
-        log_info("%s: request without usable Correlation Data (%u bytes)", hc->client_id,
+        log_info("%s: %s without usable Correlation Data (%u bytes)", hc->client_id, what,
                  corr.len);
         hub_answer_failure(&hc->answer, MQTT_DISCONNECT, HUB_BAD_REQUEST,
                            MQTT_RC_IMPLEMENTATION_SPECIFIC,
                            "Correlation Data is required, at most 16 bytes", hc->max_packet,
                            answer);
-        return BROKER_PUBLISH_REFUSE;
+        *action = BROKER_PUBLISH_REFUSE;
+        return false;
     }
+    return true;
+}
+
+broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
+                                         const mqtt_publish *pkt, broker_answer *answer)
+{
+    broker_publish_action refused;
+    if (!hub_correlated_publish_ok(hc, pkt, "request", "requests are published at QoS 0", answer,
+                                   &refused))
+        return refused;
+    mqtt_bytes corr = pkt->props.correlation_data;
     registry_note_activity(h->reg, hc->device_id, hc->module_id, (int64_t)time_wall_ms());
     char reason[128];
     int64_t if_version;

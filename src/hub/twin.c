@@ -188,7 +188,7 @@ static json_t *runtime_fields(hub_registry *reg, const char *device_id, const ch
     if (!registry_get(reg, device_id, module_id, &id))
         memset(&id, 0, sizeof id);
     char when[32];
-    twin_iso8601_ms(id.last_activity_ms, when);
+    time_iso8601_ms(id.last_activity_ms, when);
     return json_pack("{s:s, s:s, s:s, s:I}", "status", id.enabled ? "enabled" : "disabled",
                      "connectionState", id.connected ? "Connected" : "Disconnected",
                      "lastActivityTime", when, "cloudToDeviceMessageCount",

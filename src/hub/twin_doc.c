@@ -23,9 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "util/crypto.h"
+#include "util/time.h"
 #include "util/utf8.h"
 
 #define META_UPDATED "$lastUpdated"
@@ -36,19 +36,6 @@ typedef struct stamp {
     char when[32];
     int64_t version; /* 0: no $lastUpdatedVersion (reported) */
 } stamp;
-
-void twin_iso8601_ms(int64_t ms, char out[32])
-{
-    if (ms <= 0) {
-        snprintf(out, 32, "0001-01-01T00:00:00Z");
-        return;
-    }
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
-}
 
 /* ---- life cycle ----------------------------------------------------------- */
 
@@ -97,7 +84,7 @@ twin_doc *twin_doc_new_empty(int64_t now_ms, const char *etag)
     d->desired_meta = json_object();
     d->reported_meta = json_object();
     stamp s = {.version = 1};
-    twin_iso8601_ms(now_ms, s.when);
+    time_iso8601_ms(now_ms, s.when);
     bool ok = doc_complete(d);
     if (ok) {
         stamp_node(d->desired_meta, &s);
@@ -393,7 +380,7 @@ hub_status twin_doc_apply(twin_doc *d, twin_section section, const json_t *patch
     int64_t *version;
     section_slots(d, section, &data, &meta, &version);
     stamp s = {.version = section == TWIN_DESIRED ? d->desired_version + 1 : 0};
-    twin_iso8601_ms(now_ms, s.when);
+    time_iso8601_ms(now_ms, s.when);
     json_t *new_data, *new_meta;
     if (!build_section(*data, meta ? *meta : NULL, patch, replace, &s, &new_data, &new_meta))
         return refuse(why, whylen, "out of memory");

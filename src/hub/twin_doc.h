@@ -98,8 +98,4 @@ json_t *twin_doc_service_json(const twin_doc *d, const char *device_id, const ch
  * takes its empty value. NULL with a reason for anything else. refs = 1. */
 twin_doc *twin_doc_from_json(const json_t *j, char *why, size_t whylen);
 
-/* "2026-11-29T08:00:00.123Z"; ms <= 0 gives IoT Hub's "never",
- * "0001-01-01T00:00:00Z". */
-void twin_iso8601_ms(int64_t ms, char out[32]);
-
 #endif

@@ -236,7 +236,7 @@ static void sent(net_loop *loop, void *arg, c2d_result r, uint64_t seq, int64_t 
         return;
     }
     char when[32];
-    iso8601_ms(enqueued_ms, when);
+    time_iso8601_ms(enqueued_ms, when);
     json_t *body = json_pack("{s:s, s:I, s:s}", "messageId", message_id, "sequenceNumber",
                              (json_int_t)seq, "enqueuedTime", when);
     http_reply_json(req, 201, body, NULL);
@@ -280,7 +280,7 @@ void c2d_http_purge(http_request *req)
 static json_t *feedback_json(const c2d_feedback *f)
 {
     char when[32];
-    iso8601_ms(f->time_ms, when);
+    time_iso8601_ms(f->time_ms, when);
     return json_pack("{s:s, s:s, s:s, s:s, s:s}", "originalMessageId", f->message_id, "deviceId",
                      f->device_id, "statusCode", c2d_outcome_name(f->outcome), "description",
                      c2d_outcome_description(f->outcome), "enqueuedTimeUtc", when);

@@ -44,43 +44,6 @@ static bool path_ids(http_request *req, const char **device, const char **module
     return true;
 }
 
-/* If-Match as the registry wants it: NULL, "*" or an unquoted etag written
- * to buf. False (after answering 400) for an empty or unterminated value. */
-static bool if_match_value(http_request *req, char *buf, size_t cap, const char **out)
-{
-    const char *v = http_header_get(req, "If-Match");
-    *out = NULL;
-    if (!v)
-        return true;
-    if (strncmp(v, "W/", 2) == 0)
-        v += 2;
-    size_t n = strlen(v);
-    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-        v++;
-        n -= 2;
-    } else if (n > 0 && (v[0] == '"' || v[n - 1] == '"')) {
-        n = 0; /* a lone quote */
-    }
-    if (n == 0 || n >= cap) {
-        http_reply_error(req, n == 0 ? 400 : 412, n == 0 ? "ArgumentInvalid" : "PreconditionFailed",
-                         n == 0 ? "malformed If-Match" : "etag does not match");
-        return false;
-    }
-    memcpy(buf, v, n);
-    buf[n] = '\0';
-    *out = buf;
-    return true;
-}
-
-static void reply_not_found(http_request *req, const char *device, const char *module)
-{
-    if (module)
-        http_reply_error(req, 404, "DeviceNotFound", "module '%s' of device '%s' not found",
-                         module, device);
-    else
-        http_reply_error(req, 404, "DeviceNotFound", "device '%s' not found", device);
-}
-
 /* Answers a registry verdict for a write; ok_status is 200 (put) or 204. */
 static void reply_status(http_request *req, registry_status st, const hub_identity *result,
                          const char *err, int ok_status)
@@ -98,7 +61,7 @@ static void reply_status(http_request *req, registry_status st, const hub_identi
                         result->etag);
         return;
     case REG_NOT_FOUND:
-        reply_not_found(req, device, module);
+        http_reply_not_found(req, device, module);
         return;
     case REG_EXISTS:
         http_reply_error(req, 409, "DeviceAlreadyExists", "'%s%s%s' already exists", device,
@@ -168,7 +131,7 @@ void devices_get(http_request *req)
         return;
     hub_identity id;
     if (!registry_get(req->svc->registry, device, module, &id)) {
-        reply_not_found(req, device, module);
+        http_reply_not_found(req, device, module);
         return;
     }
     http_reply_json(req, 200, identity_to_json(&id), id.etag);
@@ -178,7 +141,7 @@ void devices_put(http_request *req)
 {
     const char *device, *module, *if_match;
     char etag[HUB_ETAG_MAX + 1];
-    if (!path_ids(req, &device, &module) || !if_match_value(req, etag, sizeof etag, &if_match))
+    if (!path_ids(req, &device, &module) || !http_if_match(req, etag, sizeof etag, &if_match))
         return;
     const char *inm = http_header_get(req, "If-None-Match");
     bool none_match_star = inm && strcmp(inm, "*") == 0;
@@ -195,7 +158,7 @@ void devices_delete(http_request *req)
 {
     const char *device, *module, *if_match;
     char etag[HUB_ETAG_MAX + 1];
-    if (!path_ids(req, &device, &module) || !if_match_value(req, etag, sizeof etag, &if_match))
+    if (!path_ids(req, &device, &module) || !http_if_match(req, etag, sizeof etag, &if_match))
         return;
     registry_delete(req->svc->registry, device, module, if_match, req->loop, delete_done, req);
 }
@@ -220,7 +183,7 @@ void modules_list(http_request *req)
         return;
     hub_identity dev;
     if (!registry_get(req->svc->registry, device, NULL, &dev)) {
-        reply_not_found(req, device, NULL);
+        http_reply_not_found(req, device, NULL);
         return;
     }
     size_t n = 0;

@@ -165,22 +165,32 @@ static bool send_event(sse_stream *s, const store_event *ev)
     return ok;
 }
 
+/* The answer to one of the stream's store calls came back. False when it
+ * is of no use any more: the client went away (the stream is freed once
+ * no call is in flight) or the store failed (the stream ends with err). */
+static bool answer_usable(sse_stream *s, store_status st, const char *err)
+{
+    s->inflight--;
+    if (!s->out) {
+        free_if_done(s);
+        return false;
+    }
+    if (st != STORE_OK) {
+        stream_fail(s, err);
+        return false;
+    }
+    return true;
+}
+
 static void read_done(net_loop *loop, void *arg, store_status st, const store_read_result *res,
                       const char *err)
 {
     (void)loop;
     sse_part *p = arg;
     sse_stream *s = p->s;
-    s->inflight--;
     s->reading = false;
-    if (!s->out) {
-        free_if_done(s);
+    if (!answer_usable(s, st, err))
         return;
-    }
-    if (st != STORE_OK) {
-        stream_fail(s, err);
-        return;
-    }
     for (size_t i = 0; i < res->n; i++) {
         if (!send_event(s, &res->events[i])) {
             stream_fail(s, "cannot queue output");
@@ -242,18 +252,10 @@ static void end_found(net_loop *loop, void *arg, store_status st, const store_re
 {
     (void)loop;
     sse_part *p = arg;
-    sse_stream *s = p->s;
-    s->inflight--;
-    if (!s->out) {
-        free_if_done(s);
+    if (!answer_usable(p->s, st, err))
         return;
-    }
-    if (st != STORE_OK) {
-        stream_fail(s, err);
-        return;
-    }
     part_ready(p, res->next_seq);
-    pump(s);
+    pump(p->s);
 }
 
 static void look_up_end(sse_part *p)
@@ -267,22 +269,15 @@ static void checkpoint_found(net_loop *loop, void *arg, store_status st, uint64_
 {
     (void)loop;
     sse_part *p = arg;
-    sse_stream *s = p->s;
-    s->inflight--;
-    if (!s->out) {
-        free_if_done(s);
+    bool none_yet = st == STORE_NOT_FOUND; /* the group has no checkpoint here yet */
+    if (!answer_usable(p->s, none_yet ? STORE_OK : st, err))
         return;
-    }
-    if (st == STORE_NOT_FOUND) {
+    if (none_yet) {
         look_up_end(p);
         return;
     }
-    if (st != STORE_OK) {
-        stream_fail(s, err);
-        return;
-    }
     part_ready(p, seq);
-    pump(s);
+    pump(p->s);
 }
 
 /* ---- the request ----------------------------------------------------------------- */

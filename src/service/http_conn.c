@@ -211,9 +211,14 @@ static int start_field(http_conn *hc)
     return 0;
 }
 
+/* Header callbacks after on_headers_complete are a chunked body's trailer
+ * fields: they are ignored. Storing them would grow (and move) the buffer
+ * the request's header views already point into. */
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     http_conn *hc = p->data;
+    if (hc->headers_done)
+        return 0;
     if ((hc->field_count == 0 || hc->in_value) && start_field(hc))
         return 1;
     if (!grow_append(&hc->head, &hc->head_len, &hc->head_cap, at, n,
@@ -225,6 +230,8 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     http_conn *hc = p->data;
+    if (hc->headers_done)
+        return 0;
     size_t limit = hc->svc->cfg.max_header_bytes;
     hc_header *f = &hc->fields[hc->field_count - 1];
     if (!hc->in_value) {

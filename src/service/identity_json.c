@@ -19,9 +19,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "service/internal.h"
+#include "util/time.h"
 
 static const char *const auth_type_names[] = {
     [HUB_AUTH_SAS] = "sas",
@@ -29,19 +29,6 @@ static const char *const auth_type_names[] = {
     [HUB_AUTH_CA] = "certificateAuthority",
     [HUB_AUTH_NONE] = "none",
 };
-
-void iso8601_ms(int64_t ms, char out[32])
-{
-    if (ms <= 0) {
-        snprintf(out, 32, "0001-01-01T00:00:00Z");
-        return;
-    }
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
-}
 
 /* A JSON string, or null for "". */
 static json_t *text_or_null(const char *s)
@@ -52,7 +39,7 @@ static json_t *text_or_null(const char *s)
 static json_t *time_value(int64_t ms)
 {
     char buf[32];
-    iso8601_ms(ms, buf);
+    time_iso8601_ms(ms, buf);
     return json_string(buf);
 }
 

@@ -135,6 +135,8 @@ void http_reply_json(http_request *req, int status, json_t *body, const char *et
 void http_reply_empty(http_request *req, int status);
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* 404 DeviceNotFound for a device (module NULL) or a module of one. */
+void http_reply_not_found(http_request *req, const char *device, const char *module);
 
 /* ---- router.c ----------------------------------------------------------- */
 
@@ -143,6 +145,11 @@ void router_dispatch(http_request *req);
 
 const char *http_header_get(const http_request *req, const char *name);
 const char *http_query_get(const http_request *req, const char *name);
+/* The If-Match header as an etag condition: *out is NULL when absent,
+ * "*" or the etag unquoted (quotes and a weak "W/" prefix tolerated) in
+ * buf. False after answering 400 for an empty or half-quoted value, or 412
+ * for one longer than cap, which no etag can match. */
+bool http_if_match(http_request *req, char *buf, size_t cap, const char **out);
 
 /* ---- auth.c ------------------------------------------------------------- */
 
@@ -165,9 +172,6 @@ json_t *identity_to_json(const hub_identity *id);
 bool identity_from_json(const uint8_t *body, size_t len, const char *device_id,
                         const char *module_id, hub_identity *out, char *err, size_t errlen);
 
-/* "2026-11-29T08:00:00.123Z"; ms 0 gives IoT Hub's "never",
- * "0001-01-01T00:00:00Z". out needs 32 bytes. */
-void iso8601_ms(int64_t ms, char out[32]);
 
 /* ---- events.c ----------------------------------------------------------- */
 

@@ -181,11 +181,7 @@ static bool target_ids(http_request *req, const char **device, const char **modu
     hub_identity id;
     if (registry_get(req->svc->registry, *device, *module, &id))
         return true;
-    if (*module)
-        http_reply_error(req, 404, "DeviceNotFound", "module '%s' of device '%s' not found",
-                         *module, *device);
-    else
-        http_reply_error(req, 404, "DeviceNotFound", "device '%s' not found", *device);
+    http_reply_not_found(req, *device, *module);
     return false;
 }
 

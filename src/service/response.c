@@ -81,7 +81,7 @@ char *http_error_body(const char *code, const char *text, const char *request_id
 {
     char message[600], exception[200], when[32];
     snprintf(message, sizeof message, "ErrorCode:%s;%s", code, text);
-    iso8601_ms((int64_t)time_wall_ms(), when);
+    time_iso8601_ms((int64_t)time_wall_ms(), when);
     snprintf(exception, sizeof exception, "Tracking ID:%s-TimeStamp:%s", request_id, when);
     json_t *o = json_pack("{s:s, s:s}", "Message", message, "ExceptionMessage", exception);
     if (!o)
@@ -147,4 +147,13 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
     char *body = http_error_body(code, text, req->request_id);
     http_conn_finish(req, status, NULL, body, body ? strlen(body) : 0);
     free(body);
+}
+
+void http_reply_not_found(http_request *req, const char *device, const char *module)
+{
+    if (module)
+        http_reply_error(req, 404, "DeviceNotFound", "module '%s' of device '%s' not found",
+                         module, device);
+    else
+        http_reply_error(req, 404, "DeviceNotFound", "device '%s' not found", device);
 }

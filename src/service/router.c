@@ -73,6 +73,34 @@ const char *http_header_get(const http_request *req, const char *name)
     return NULL;
 }
 
+bool http_if_match(http_request *req, char *buf, size_t cap, const char **out)
+{
+    const char *v = http_header_get(req, "If-Match");
+    *out = NULL;
+    if (!v)
+        return true;
+    if (strncmp(v, "W/", 2) == 0)
+        v += 2;
+    size_t n = strlen(v);
+    bool opens = n > 0 && v[0] == '"', closes = n > 1 && v[n - 1] == '"';
+    if (opens != closes || n == 0 || (opens && n == 2)) {
+        http_reply_error(req, 400, "ArgumentInvalid", "malformed If-Match");
+        return false;
+    }
+    if (opens) {
+        v++;
+        n -= 2;
+    }
+    if (n >= cap) { /* longer than any etag: it cannot match */
+        http_reply_error(req, 412, "PreconditionFailed", "etag does not match");
+        return false;
+    }
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    *out = buf;
+    return true;
+}
+
 const char *http_query_get(const http_request *req, const char *name)
 {
     for (size_t i = 0; i < req->query_count; i++)

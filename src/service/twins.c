@@ -58,45 +58,6 @@ static hub_twins *twins_of(http_request *req)
     return req->svc->twins;
 }
 
-/* The etag an If-Match header asks for, unquoted, into buf: NULL when
- * absent. False after answering 400 for an empty or half-quoted value. */
-static bool twin_if_match(http_request *req, char *buf, size_t cap, const char **out)
-{
-    const char *v = http_header_get(req, "If-Match");
-    *out = NULL;
-    if (!v)
-        return true;
-    if (strncmp(v, "W/", 2) == 0)
-        v += 2;
-    size_t n = strlen(v);
-    bool opens = n > 0 && v[0] == '"', closes = n > 1 && v[n - 1] == '"';
-    if (opens != closes || n == 0 || (opens && n == 2)) {
-        http_reply_error(req, 400, "ArgumentInvalid", "malformed If-Match");
-        return false;
-    }
-    if (opens) {
-        v++;
-        n -= 2;
-    }
-    if (n >= cap) { /* longer than any etag: it cannot match */
-        http_reply_error(req, 412, "PreconditionFailed", "etag does not match");
-        return false;
-    }
-    memcpy(buf, v, n);
-    buf[n] = '\0';
-    *out = buf;
-    return true;
-}
-
-static void reply_not_found(http_request *req, const char *device, const char *module)
-{
-    if (module)
-        http_reply_error(req, 404, "DeviceNotFound", "module '%s' of device '%s' not found",
-                         module, device);
-    else
-        http_reply_error(req, 404, "DeviceNotFound", "device '%s' not found", device);
-}
-
 /* Answers 200 with the twin text (a JSON object) and its etag. */
 static void reply_twin(http_request *req, const char *twin_json, const char *etag)
 {
@@ -117,7 +78,7 @@ static void reply_failure(http_request *req, hub_status st, const char *reason)
     const char *why = reason && *reason ? reason : "twin update failed";
     switch (st) {
     case HUB_NOT_FOUND:
-        reply_not_found(req, device, module);
+        http_reply_not_found(req, device, module);
         return;
     case HUB_PRECONDITION_FAILED:
         http_reply_error(req, 412, "PreconditionFailed", "%s", why);
@@ -168,7 +129,7 @@ static void twins_write(http_request *req, bool replace)
     char etag[HUB_ETAG_MAX + 1];
     hub_twins *t = twins_of(req);
     if (!t || !twin_path_ids(req, &device, &module) ||
-        !twin_if_match(req, etag, sizeof etag, &if_match) ||
+        !http_if_match(req, etag, sizeof etag, &if_match) ||
         !service_admit(req, HUB_THROTTLE_TWIN_UPDATE))
         return;
     twins_service_update(t, device, module, (const char *)req->body, req->body_len, replace,

@@ -70,8 +70,14 @@ typedef struct twin_get_req {
     char *buf; /* holds the strings of t */
 } twin_get_req;
 
-/* Copies a twin row (columns device, module, doc, etag, version, dv, rv). */
-static bool read_twin_row(sqlite3_stmt *s, store_twin *t, char **buf)
+/* The columns read_twin_row expects, in its order. */
+#define SELECT_TWIN_ROWS \
+    "SELECT device_id, module_id, doc, etag, version, desired_version, reported_version" \
+    " FROM twins"
+
+/* Copies a twin row of SELECT_TWIN_ROWS; false (the request's error set)
+ * when out of memory. */
+static bool read_twin_row(sqlite3_stmt *s, store_req *r, store_twin *t, char **buf)
 {
     const char *cols[4];
     size_t total = 0;
@@ -80,8 +86,10 @@ static bool read_twin_row(sqlite3_stmt *s, store_twin *t, char **buf)
         total += (cols[i] ? strlen(cols[i]) : 0) + 1;
     }
     char *b = malloc(total);
-    if (!b)
+    if (!b) {
+        strcpy(r->err, "out of memory");
         return false;
+    }
     char *cur = b;
     t->device_id = store_copy_str(&cur, cols[0]);
     t->module_id = store_copy_str(&cur, cols[1]);
@@ -95,8 +103,7 @@ static bool read_twin_row(sqlite3_stmt *s, store_twin *t, char **buf)
 }
 
 static const char *const SQL_TWIN_GET =
-    "SELECT device_id, module_id, doc, etag, version, desired_version, reported_version"
-    " FROM twins WHERE device_id = ?1 AND module_id = ?2";
+    SELECT_TWIN_ROWS " WHERE device_id = ?1 AND module_id = ?2";
 
 static store_status twin_get_exec(store *st, store_req *r)
 {
@@ -111,11 +118,7 @@ static store_status twin_get_exec(store *st, store_req *r)
         return STORE_NOT_FOUND;
     if (rc != SQLITE_ROW)
         return store_db_error(st, r, "get twin");
-    if (!read_twin_row(s, &q->t, &q->buf)) {
-        strcpy(r->err, "out of memory");
-        return STORE_ERROR;
-    }
-    return STORE_OK;
+    return read_twin_row(s, r, &q->t, &q->buf) ? STORE_OK : STORE_ERROR;
 }
 
 static void twin_get_complete(store_req *r)
@@ -141,9 +144,7 @@ void store_twin_get(store *st, const char *device_id, const char *module_id, net
 
 /* ---- start-up load ------------------------------------------------------ */
 
-static const char *const SQL_TWIN_ALL =
-    "SELECT device_id, module_id, doc, etag, version, desired_version, reported_version"
-    " FROM twins ORDER BY device_id, module_id";
+static const char *const SQL_TWIN_ALL = SELECT_TWIN_ROWS " ORDER BY device_id, module_id";
 
 static store_status twin_load_exec(store *st, store_req *r)
 {
@@ -155,10 +156,8 @@ static store_status twin_load_exec(store *st, store_req *r)
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         store_twin t;
         char *buf;
-        if (!read_twin_row(s, &t, &buf)) {
-            strcpy(r->err, "out of memory");
+        if (!read_twin_row(s, r, &t, &buf))
             return STORE_ERROR;
-        }
         q->load_fn(q->arg, &t);
         free(buf);
     }

@@ -22,4 +22,8 @@ static inline uint64_t time_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* "2026-11-29T08:00:00.123Z" (UTC); ms <= 0 gives IoT Hub's "never",
+ * "0001-01-01T00:00:00Z". (time.c) */
+void time_iso8601_ms(int64_t ms, char out[32]);
+
 #endif

@@ -97,6 +97,17 @@ class ServiceClient:
         return self.request("DELETE", "/devices/" + urllib.parse.quote(device_id, safe=""), **kw)
 
 
+def policy_client(hub, svc, name):
+    """A client authenticated with policy `name`, its key read through `svc`
+    (a client with registry read rights) from /iothubd/policies."""
+    r = svc.request("GET", "/iothubd/policies")
+    assert r.status == 200, r
+    pol = {p["keyName"]: p for p in r.json()}[name]
+    cs = "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s" % (
+        svc.hostname, name, pol["primaryKey"])
+    return ServiceClient(hub, connstr=cs)
+
+
 def raw_http(port, data, timeout=5.0):
     """Sends raw bytes, returns everything the server answers until it
     closes or goes quiet."""

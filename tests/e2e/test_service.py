@@ -9,22 +9,13 @@ import time
 
 import pytest
 
-from service_client import ServiceClient, parse_connstr, raw_http, sas_token, status_of
+from service_client import (ServiceClient, parse_connstr, policy_client, raw_http, sas_token,
+                            status_of)
 
 
 @pytest.fixture
 def svc(hub):
     return ServiceClient(hub)
-
-
-def policy_client(hub, svc, name):
-    """A client authenticated with policy `name` (keys from /iothubd/policies)."""
-    r = svc.request("GET", "/iothubd/policies")
-    assert r.status == 200, r
-    pol = {p["keyName"]: p for p in r.json()}[name]
-    cs = "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s" % (
-        svc.hostname, name, pol["primaryKey"])
-    return ServiceClient(hub, connstr=cs)
 
 
 # ------------------------------------------------------------ identities

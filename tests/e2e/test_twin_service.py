@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from service_client import ServiceClient
+from service_client import ServiceClient, policy_client
 from test_cli import Cli, clean_env  # noqa: F401 (helpers, not tests)
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -21,15 +21,6 @@ ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 @pytest.fixture
 def svc(hub):
     return ServiceClient(hub)
-
-
-def policy_client(hub, svc, name):
-    r = svc.request("GET", "/iothubd/policies")
-    assert r.status == 200, r
-    pol = {p["keyName"]: p for p in r.json()}[name]
-    cs = "HostName=%s;SharedAccessKeyName=%s;SharedAccessKey=%s" % (
-        svc.hostname, name, pol["primaryKey"])
-    return ServiceClient(hub, connstr=cs)
 
 
 def twin_path(device, module=None):

@@ -53,6 +53,29 @@ static inline store *testutil_open(const char *dir, const store_config *base)
     return st;
 }
 
+/* The data directory of the running test, for the suites whose cmocka
+ * fixtures are testutil_dir_setup / testutil_dir_teardown: every test gets
+ * a fresh, empty one, removed with all it holds afterwards. */
+static char testutil_dir[64] __attribute__((unused));
+
+static inline int testutil_dir_setup(void **state)
+{
+    (void)state;
+    testutil_tmpdir(testutil_dir);
+    return 0;
+}
+
+static inline int testutil_dir_teardown(void **state)
+{
+    (void)state;
+    testutil_rmdir(testutil_dir);
+    return 0;
+}
+
+/* A cmocka test that runs in a fresh testutil_dir. */
+#define TESTUTIL_IN_FRESH_DIR(test) \
+    cmocka_unit_test_setup_teardown(test, testutil_dir_setup, testutil_dir_teardown)
+
 /* A store_done_fn that records its status into *(store_status *)arg. */
 static inline void testutil_record(net_loop *loop, void *arg, store_status st, const char *err)
 {

@@ -18,22 +18,6 @@
 #include "store_testutil.h"
 #include "util/log.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    testutil_tmpdir(dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    testutil_rmdir(dir);
-    return 0;
-}
-
 static hub_identity make_identity(const char *device, const char *module)
 {
     hub_identity id;
@@ -66,7 +50,7 @@ static size_t identity_count(store *st)
 static void test_new_store_has_latest_schema(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     store_flush(st); /* the store thread is idle: st->db may be read here */
     assert_int_equal(store_user_version(st->db), STORE_SCHEMA_VERSION);
     assert_int_equal(store_partitions(st), 4);
@@ -77,7 +61,7 @@ static void test_migration_from_v1(void **state)
 {
     (void)state;
     char path[128];
-    snprintf(path, sizeof path, "%s/iothubd.db", dir);
+    snprintf(path, sizeof path, "%s/iothubd.db", testutil_dir);
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     char err[256];
@@ -90,7 +74,7 @@ static void test_migration_from_v1(void **state)
                      SQLITE_OK);
     sqlite3_close(db);
 
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     store_flush(st);
     assert_int_equal(store_user_version(st->db), STORE_SCHEMA_VERSION);
     assert_int_equal(identity_count(st), 1);
@@ -109,12 +93,12 @@ static void test_newer_schema_refused(void **state)
 {
     (void)state;
     char path[128];
-    snprintf(path, sizeof path, "%s/iothubd.db", dir);
+    snprintf(path, sizeof path, "%s/iothubd.db", testutil_dir);
     sqlite3 *db;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    store_config cfg = {.dir = dir};
+    store_config cfg = {.dir = testutil_dir};
     char err[256] = "";
     assert_null(store_open(&cfg, err, sizeof err));
     assert_non_null(strstr(err, "newer"));
@@ -132,7 +116,7 @@ static void test_durability_pragmas(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         store_config cfg = {0};
         assert_true(store_durability_parse(cases[i].name, &cfg.durability));
-        store *st = testutil_open(dir, &cfg);
+        store *st = testutil_open(testutil_dir, &cfg);
         store_flush(st);
         sqlite3_stmt *s;
         assert_int_equal(sqlite3_prepare_v2(st->db, "PRAGMA synchronous", -1, &s, NULL), 0);
@@ -190,7 +174,7 @@ static void test_group_commit_two_loops(void **state)
 {
     (void)state;
     memset(&G, 0, sizeof G);
-    G.st = testutil_open(dir, NULL);
+    G.st = testutil_open(testutil_dir, NULL);
     char err[256];
     G.srv = net_server_new(2, err, sizeof err);
     assert_non_null(G.srv);
@@ -214,7 +198,7 @@ static void test_group_commit_two_loops(void **state)
 static void test_held_requests_one_commit(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     store_flush(st);
     store_stats before, after;
     store_get_stats(st, &before);
@@ -260,7 +244,7 @@ static void read_done(net_loop *loop, void *arg, store_status st, const store_re
 static void test_failed_commit_fails_every_request(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     enum { N = 30 };
     store_status res[N];
     store_test_hold(st, true);
@@ -308,7 +292,7 @@ static void appended(net_loop *loop, void *arg, store_status st, uint64_t seq, i
 static void test_request_error_stays_local(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     store_status a = STORE_ERROR, bad = STORE_OK, b = STORE_ERROR;
     store_test_hold(st, true);
     hub_identity id = make_identity("x", NULL);
@@ -328,7 +312,7 @@ static void test_request_error_stays_local(void **state)
 static void test_close_drains_queue(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     enum { N = 200 };
     store_status res[N];
     store_test_hold(st, true); /* close must still run them */
@@ -342,7 +326,7 @@ static void test_close_drains_queue(void **state)
     store_close(st);
     for (int i = 0; i < N; i++)
         assert_int_equal(res[i], STORE_OK);
-    st = testutil_open(dir, NULL);
+    st = testutil_open(testutil_dir, NULL);
     assert_int_equal(identity_count(st), N);
     store_close(st);
 }
@@ -363,15 +347,15 @@ int main(void)
     alarm(60);
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_new_store_has_latest_schema, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_durability_pragmas, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_group_commit_two_loops, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_held_requests_one_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_commit_fails_every_request, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_request_error_stays_local, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_drains_queue, setup, teardown),
+        TESTUTIL_IN_FRESH_DIR(test_new_store_has_latest_schema),
+        TESTUTIL_IN_FRESH_DIR(test_migration_from_v1),
+        TESTUTIL_IN_FRESH_DIR(test_newer_schema_refused),
+        TESTUTIL_IN_FRESH_DIR(test_durability_pragmas),
+        TESTUTIL_IN_FRESH_DIR(test_group_commit_two_loops),
+        TESTUTIL_IN_FRESH_DIR(test_held_requests_one_commit),
+        TESTUTIL_IN_FRESH_DIR(test_failed_commit_fails_every_request),
+        TESTUTIL_IN_FRESH_DIR(test_request_error_stays_local),
+        TESTUTIL_IN_FRESH_DIR(test_close_drains_queue),
         cmocka_unit_test(test_bad_directory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

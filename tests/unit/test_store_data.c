@@ -12,26 +12,10 @@
 #include "store_testutil.h"
 #include "util/log.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    testutil_tmpdir(dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    testutil_rmdir(dir);
-    return 0;
-}
-
 static store *reopen(store *st)
 {
     store_close(st);
-    return testutil_open(dir, NULL);
+    return testutil_open(testutil_dir, NULL);
 }
 
 /* ---- identities --------------------------------------------------------- */
@@ -82,7 +66,7 @@ static void test_identity_round_trip(void **state)
          .connected = true, .last_activity_ms = 77, .c2d_message_count = 3},
     };
     enum { N = sizeof cases / sizeof cases[0] };
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     store_status res[N];
     for (size_t i = 0; i < N; i++)
         store_put_identity(st, &cases[i], NULL, testutil_record, &res[i]);
@@ -118,7 +102,7 @@ static void test_identity_round_trip(void **state)
 static void test_delete_device_cascades(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     hub_identity d = {.device_id = "d", .etag = "e"}, m1 = d, m2 = d, other = d;
     strcpy(m1.module_id, "m1");
     strcpy(m2.module_id, "m2");
@@ -154,7 +138,7 @@ static void test_delete_device_cascades(void **state)
 static void test_policy_round_trip(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     hub_policy a = {.name = "iothubowner", .rights = 15, .primary_key = "p", .secondary_key = "s"};
     hub_policy b = {.name = "device", .rights = 8, .primary_key = "p2", .secondary_key = "s2"};
     store_put_policy(st, &a, NULL, NULL, NULL);
@@ -205,7 +189,7 @@ static void twin_loaded(void *arg, const store_twin *t)
 static void test_twin_round_trip(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     const char *doc = "{\"deviceId\":\"d\",\"properties\":{\"desired\":{\"a\":1}}}";
     store_twin t = {.device_id = "d", .module_id = "", .json = doc, .etag = "AAA",
                     .version = 3, .desired_version = 2, .reported_version = 1};
@@ -305,7 +289,7 @@ static void c2d_loaded(void *arg, const store_c2d_msg *m)
 static void test_c2d_queue(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     memset(&C, 0, sizeof C);
     for (int i = 0; i < 4; i++) {
         char body[16];
@@ -386,7 +370,7 @@ static void msg_loaded(void *arg, const store_session_msg *m)
 static void test_sessions(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     store_session_put(st, "a", 100, "subsA", 5, NULL, NULL, NULL);
     store_session_put(st, "b", 200, "subsB", 5, NULL, NULL, NULL);
     store_session_put(st, "a", 150, "subsA2", 6, NULL, NULL, NULL); /* replace */
@@ -429,12 +413,12 @@ int main(void)
     alarm(60);
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_identity_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delete_device_cascades, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_policy_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_twin_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_c2d_queue, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
+        TESTUTIL_IN_FRESH_DIR(test_identity_round_trip),
+        TESTUTIL_IN_FRESH_DIR(test_delete_device_cascades),
+        TESTUTIL_IN_FRESH_DIR(test_policy_round_trip),
+        TESTUTIL_IN_FRESH_DIR(test_twin_round_trip),
+        TESTUTIL_IN_FRESH_DIR(test_c2d_queue),
+        TESTUTIL_IN_FRESH_DIR(test_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

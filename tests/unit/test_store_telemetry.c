@@ -13,22 +13,6 @@
 #include "store_testutil.h"
 #include "util/log.h"
 
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    testutil_tmpdir(dir);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    testutil_rmdir(dir);
-    return 0;
-}
-
 /* Results, written by callbacks on the store thread, read after a flush. */
 static struct {
     store_status st;
@@ -104,7 +88,7 @@ static void read_part(store *st, unsigned part, uint64_t from, size_t max)
 static void test_sequence_per_partition(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     /* interleaved appends: each partition counts on its own from 1 */
     static const struct {
         unsigned part;
@@ -135,7 +119,7 @@ static void test_sequence_per_partition(void **state)
     assert_int_equal(R.st, STORE_INVALID);
     /* numbering survives a reopen */
     store_close(st);
-    st = testutil_open(dir, NULL);
+    st = testutil_open(testutil_dir, NULL);
     assert_int_equal(append(st, 0, 0, "again"), 4);
     store_close(st);
 }
@@ -143,7 +127,7 @@ static void test_sequence_per_partition(void **state)
 static void test_paging(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     for (int i = 0; i < 25; i++) {
         char body[16];
         snprintf(body, sizeof body, "e%d", i);
@@ -177,7 +161,7 @@ static void test_retention_by_time(void **state)
 {
     (void)state;
     store_config cfg = {.partitions = 2, .retention_ms = 1000};
-    store *st = testutil_open(dir, &cfg);
+    store *st = testutil_open(testutil_dir, &cfg);
     for (int i = 0; i < 10; i++) {
         append(st, 0, 10000 + i * 100, "x"); /* 10000 .. 10900 */
         append(st, 1, 10000 + i * 100, "y");
@@ -209,7 +193,7 @@ static void test_retention_by_size(void **state)
     (void)state;
     /* each event: props "p-bN" (4) + body "bN" (2) = 6 bytes */
     store_config cfg = {.partitions = 3, .retention_bytes = 60};
-    store *st = testutil_open(dir, &cfg);
+    store *st = testutil_open(testutil_dir, &cfg);
     for (int i = 0; i < 30; i++) {
         char body[16];
         snprintf(body, sizeof body, "b%d", i % 10);
@@ -237,7 +221,7 @@ static void test_periodic_retention(void **state)
 {
     (void)state;
     store_config cfg = {.partitions = 1, .retention_ms = 1000, .retention_interval_ms = 20};
-    store *st = testutil_open(dir, &cfg);
+    store *st = testutil_open(testutil_dir, &cfg);
     append(st, 0, 1, "ancient");
     append(st, 0, 0, "now");
     store_stats stats = {0};
@@ -265,7 +249,7 @@ static void cp_got(net_loop *loop, void *arg, store_status st, uint64_t seq, con
 static void test_checkpoints(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     static const struct {
         const char *group;
         unsigned part;
@@ -274,7 +258,7 @@ static void test_checkpoints(void **state)
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
         store_checkpoint_set(st, sets[i].group, sets[i].part, sets[i].seq, NULL, NULL, NULL);
     store_close(st);
-    st = testutil_open(dir, NULL);
+    st = testutil_open(testutil_dir, NULL);
     static const struct {
         const char *group;
         unsigned part;
@@ -298,7 +282,7 @@ static void test_checkpoints(void **state)
 static void test_partition_of_is_stable(void **state)
 {
     (void)state;
-    store *st = testutil_open(dir, NULL);
+    store *st = testutil_open(testutil_dir, NULL);
     unsigned p = store_partition_of(st, "device-1");
     assert_true(p < store_partitions(st));
     assert_int_equal(store_partition_of(st, "device-1"), p);
@@ -310,13 +294,13 @@ int main(void)
     alarm(60);
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sequence_per_partition, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_paging, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention_by_time, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention_by_size, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_periodic_retention, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoints, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_partition_of_is_stable, setup, teardown),
+        TESTUTIL_IN_FRESH_DIR(test_sequence_per_partition),
+        TESTUTIL_IN_FRESH_DIR(test_paging),
+        TESTUTIL_IN_FRESH_DIR(test_retention_by_time),
+        TESTUTIL_IN_FRESH_DIR(test_retention_by_size),
+        TESTUTIL_IN_FRESH_DIR(test_periodic_retention),
+        TESTUTIL_IN_FRESH_DIR(test_checkpoints),
+        TESTUTIL_IN_FRESH_DIR(test_partition_of_is_stable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

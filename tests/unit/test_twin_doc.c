@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "hub/twin_doc.h"
+#include "util/time.h"
 
 #define T0 1600987195320LL /* 2020-09-24T22:39:55.320Z */
 
@@ -348,13 +349,13 @@ static void test_metadata_stamps(void **state)
 {
     (void)state;
     char t0[32], t1[32], t2[32], t3[32];
-    twin_iso8601_ms(T0, t0);
+    time_iso8601_ms(T0, t0);
     assert_string_equal(t0, "2020-09-24T22:39:55.320Z");
-    twin_iso8601_ms(0, t1);
+    time_iso8601_ms(0, t1);
     assert_string_equal(t1, "0001-01-01T00:00:00Z");
-    twin_iso8601_ms(T0 + 1000, t1);
-    twin_iso8601_ms(T0 + 2000, t2);
-    twin_iso8601_ms(T0 + 3007, t3);
+    time_iso8601_ms(T0 + 1000, t1);
+    time_iso8601_ms(T0 + 2000, t2);
+    time_iso8601_ms(T0 + 3007, t3);
     assert_string_equal(t3, "2020-09-24T22:39:58.327Z");
 
     twin_doc *d = twin_doc_new_empty(T0, NULL);

@@ -119,10 +119,8 @@ static int device_path(cli_ctx *ctx, const char *device, const char *suffix, cha
 {
     if (!*device)
         return cli_usage_error(ctx, "the device id must not be empty");
-    snprintf(path, cap, "/devices/");
-    if (!http_path_append_id(path, cap, device) || strlen(path) + strlen(suffix) >= cap)
+    if (!http_identity_path(path, cap, "/devices/", device, NULL, suffix))
         return cli_usage_error(ctx, "device id too long");
-    strcat(path, suffix);
     return CLI_EXIT_OK;
 }
 

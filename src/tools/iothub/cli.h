@@ -37,12 +37,22 @@ int cli_usage_error(cli_ctx *ctx, const char *fmt, ...) __attribute__((format(pr
 
 /* Prints a JSON value (--json mode) and returns the exit code. */
 int cli_print_json(cli_ctx *ctx, const json_t *value);
+/* Prints "Label  value" lines (a NULL value as "-"); a field whose label
+ * is NULL does not apply and is left out. Returns the exit code. */
+int cli_print_fields(cli_ctx *ctx, const char *const fields[][2], size_t n);
 
 /* The primary or secondary key of a device (module NULL) or module, read
  * from the service, into key (capacity cap). Prints the error and returns
  * non-zero when the identity is missing or has no such key. (devices.c) */
 int cli_fetch_device_key(cli_ctx *ctx, const char *device, const char *module, const char *which,
                          char *key, size_t cap);
+
+/* {root}{DEVICE}[/modules/{--module}]{suffix} for a command whose first
+ * argument is the device id, into path (capacity cap); see
+ * http_identity_path. Prints the usage error and returns non-zero when an
+ * id is empty or the path does not fit. (devices.c) */
+int cli_identity_path(cli_ctx *ctx, const cli_invocation *inv, const char *root,
+                      const char *suffix, char *path, size_t cap);
 
 /* The key of shared access policy `name` ("primary" or "secondary"),
  * from GET /iothubd/policies, into key (capacity cap). Prints the error and

@@ -30,22 +30,8 @@ static const char *last_activity(const json_t *device)
     return when && strncmp(when, "0001-01-01", 10) ? when : NULL;
 }
 
-/* /devices/{id}[/modules/{module}], percent-encoded. */
-static bool identity_path(const char *device, const char *module, char *path, size_t cap)
-{
-    snprintf(path, cap, "/devices/");
-    if (!http_path_append_id(path, cap, device))
-        return false;
-    if (!module)
-        return true;
-    size_t used = strlen(path);
-    return (size_t)snprintf(path + used, cap - used, "/modules/") < cap - used &&
-           http_path_append_id(path, cap, module);
-}
-
-/* Checks the ids from the command line and builds the path; prints the
- * error and returns non-zero when they are unusable. */
-static int identity_from_args(cli_ctx *ctx, const cli_invocation *inv, char *path, size_t cap)
+int cli_identity_path(cli_ctx *ctx, const cli_invocation *inv, const char *root,
+                      const char *suffix, char *path, size_t cap)
 {
     const char *device = inv->positional[0];
     const char *module = cli_value(inv, "--module");
@@ -53,7 +39,7 @@ static int identity_from_args(cli_ctx *ctx, const cli_invocation *inv, char *pat
         return cli_usage_error(ctx, "the device id must not be empty");
     if (module && !*module)
         return cli_usage_error(ctx, "the module id must not be empty");
-    if (!identity_path(device, module, path, cap))
+    if (!http_identity_path(path, cap, root, device, module, suffix))
         return cli_usage_error(ctx, "device or module id too long");
     return CLI_EXIT_OK;
 }
@@ -72,10 +58,11 @@ static int print_identity(cli_ctx *ctx, const json_t *device)
     const json_t *auth = json_object_get(device, "authentication");
     const json_t *keys = object_path(device, "authentication", "symmetricKey");
     const json_t *prints = object_path(device, "authentication", "x509Thumbprint");
+    const char *module = out_json_str(device, "moduleId");
     char count[32];
     const char *rows[][2] = {
         {"Device ID", out_json_str(device, "deviceId")},
-        {"Module ID", out_json_str(device, "moduleId")},
+        {module ? "Module ID" : NULL, module},
         {"Status", out_json_str(device, "status")},
         {"Status reason", out_json_str(device, "statusReason")},
         {"Connection state", out_json_str(device, "connectionState")},
@@ -89,14 +76,7 @@ static int print_identity(cli_ctx *ctx, const json_t *device)
         {"ETag", out_json_str(device, "etag")},
         {"Generation ID", out_json_str(device, "generationId")},
     };
-    out_table t;
-    out_table_init(&t, 2, NULL);
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        if (i != 1 || rows[i][1]) /* the module row only for modules */
-            out_table_add(&t, rows[i]);
-    bool ok = out_table_print(&t, ctx->out);
-    out_table_free(&t);
-    return ok ? CLI_EXIT_OK : cli_fail(ctx, "out of memory");
+    return cli_print_fields(ctx, rows, sizeof rows / sizeof rows[0]);
 }
 
 /* GETs one identity. */
@@ -149,7 +129,7 @@ static int device_create(cli_ctx *ctx, const cli_invocation *inv)
     char path[DEVICE_PATH_MAX];
     int rc = check_create_flags(ctx, inv);
     if (rc == CLI_EXIT_OK)
-        rc = identity_from_args(ctx, inv, path, sizeof path);
+        rc = cli_identity_path(ctx, inv, "/devices/", "", path, sizeof path);
     if (rc != CLI_EXIT_OK)
         return rc;
     const char *module = cli_value(inv, "--module");
@@ -174,7 +154,7 @@ static int device_show(cli_ctx *ctx, const cli_invocation *inv)
 {
     char path[DEVICE_PATH_MAX];
     json_t *device = NULL;
-    int rc = identity_from_args(ctx, inv, path, sizeof path);
+    int rc = cli_identity_path(ctx, inv, "/devices/", "", path, sizeof path);
     if (rc == CLI_EXIT_OK)
         rc = fetch_identity(ctx, path, &device);
     if (rc == CLI_EXIT_OK)
@@ -234,7 +214,7 @@ static void quote_etag(const char *etag, char *buf, size_t cap)
 static int device_delete(cli_ctx *ctx, const cli_invocation *inv)
 {
     char path[DEVICE_PATH_MAX];
-    int rc = identity_from_args(ctx, inv, path, sizeof path);
+    int rc = cli_identity_path(ctx, inv, "/devices/", "", path, sizeof path);
     if (rc != CLI_EXIT_OK)
         return rc;
     const char *etag = cli_value(inv, "--etag");
@@ -266,7 +246,7 @@ static int set_status(cli_ctx *ctx, const cli_invocation *inv, const char *statu
 {
     char path[DEVICE_PATH_MAX];
     json_t *device = NULL;
-    int rc = identity_from_args(ctx, inv, path, sizeof path);
+    int rc = cli_identity_path(ctx, inv, "/devices/", "", path, sizeof path);
     if (rc == CLI_EXIT_OK)
         rc = fetch_identity(ctx, path, &device);
     if (rc != CLI_EXIT_OK)
@@ -327,7 +307,7 @@ static int device_connection_string(cli_ctx *ctx, const cli_invocation *inv)
         return cli_usage_error(ctx, "--key takes primary or secondary");
     char path[DEVICE_PATH_MAX];
     json_t *device = NULL;
-    int rc = identity_from_args(ctx, inv, path, sizeof path);
+    int rc = cli_identity_path(ctx, inv, "/devices/", "", path, sizeof path);
     if (rc == CLI_EXIT_OK)
         rc = fetch_identity(ctx, path, &device);
     const char *key = NULL;
@@ -357,7 +337,8 @@ int cli_fetch_device_key(cli_ctx *ctx, const char *device, const char *module, c
     json_t *identity = NULL;
     const char *found = NULL;
     bool x509 = false;
-    if (!*device || (module && !*module) || !identity_path(device, module, path, sizeof path))
+    if (!*device || (module && !*module) ||
+        !http_identity_path(path, sizeof path, "/devices/", device, module, ""))
         return cli_usage_error(ctx, "bad device or module id");
     int rc = fetch_identity(ctx, path, &identity);
     if (rc == CLI_EXIT_OK)

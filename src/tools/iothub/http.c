@@ -58,6 +58,22 @@ bool http_path_append_id(char *path, size_t cap, const char *id)
     return crypto_url_encode(id, strlen(id), path + used, cap - used) > 0 || !*id;
 }
 
+bool http_identity_path(char *path, size_t cap, const char *root, const char *device,
+                        const char *module, const char *suffix)
+{
+    snprintf(path, cap, "%s", root);
+    if (!http_path_append_id(path, cap, device))
+        return false;
+    if (module) {
+        size_t used = strlen(path);
+        if ((size_t)snprintf(path + used, cap - used, "/modules/") >= cap - used ||
+            !http_path_append_id(path, cap, module))
+            return false;
+    }
+    size_t used = strlen(path);
+    return (size_t)snprintf(path + used, cap - used, "%s", suffix) < cap - used;
+}
+
 /* {url}{path}?api-version=...[&query] into a malloc'd string. */
 static char *build_url(const cli_ctx *ctx, const http_request *req)
 {

@@ -38,6 +38,13 @@ int http_call(cli_ctx *ctx, const http_request *req, json_t **reply);
  * a NUL-terminated string). False when it does not fit. */
 bool http_path_append_id(char *path, size_t cap, const char *id);
 
+/* {root}{device}[/modules/{module}]{suffix} into path (capacity cap), the
+ * ids percent-encoded: root is the collection ("/devices/", "/twins/"),
+ * module NULL for a device, suffix "" or a sub-resource ("/methods").
+ * False when it does not fit. */
+bool http_identity_path(char *path, size_t cap, const char *root, const char *device,
+                        const char *module, const char *suffix);
+
 /* Releases the connection; safe to call when no request was made. */
 void http_close(cli_ctx *ctx);
 

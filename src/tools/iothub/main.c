@@ -56,6 +56,18 @@ int cli_print_json(cli_ctx *ctx, const json_t *value)
     return out_json_print(value, ctx->out) ? CLI_EXIT_OK : cli_fail(ctx, "cannot print JSON");
 }
 
+int cli_print_fields(cli_ctx *ctx, const char *const fields[][2], size_t n)
+{
+    out_table t;
+    out_table_init(&t, 2, NULL);
+    for (size_t i = 0; i < n; i++)
+        if (fields[i][0])
+            out_table_add(&t, fields[i]);
+    bool ok = out_table_print(&t, ctx->out);
+    out_table_free(&t);
+    return ok ? CLI_EXIT_OK : cli_fail(ctx, "out of memory");
+}
+
 /* ---- the run ---------------------------------------------------------------------- */
 
 /* Appends one family's commands to the combined table. */

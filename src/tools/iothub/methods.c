@@ -26,28 +26,6 @@
 #define METHOD_DEFAULT_TIMEOUT_S 30
 #define METHOD_HTTP_MARGIN_S 15
 
-/* /twins/{id}[/modules/{m}]/methods, percent-encoded; prints the usage
- * error and returns non-zero when the ids are unusable. */
-static int method_path(cli_ctx *ctx, const cli_invocation *inv, char *path, size_t cap)
-{
-    const char *device = inv->positional[0];
-    const char *module = cli_value(inv, "--module");
-    if (!*device)
-        return cli_usage_error(ctx, "the device id must not be empty");
-    if (module && !*module)
-        return cli_usage_error(ctx, "the module id must not be empty");
-    snprintf(path, cap, "/twins/");
-    bool ok = http_path_append_id(path, cap, device);
-    if (ok && module) {
-        size_t used = strlen(path);
-        ok = (size_t)snprintf(path + used, cap - used, "/modules/") < cap - used &&
-             http_path_append_id(path, cap, module);
-    }
-    size_t used = strlen(path);
-    ok = ok && (size_t)snprintf(path + used, cap - used, "/methods") < cap - used;
-    return ok ? CLI_EXIT_OK : cli_usage_error(ctx, "device or module id too long");
-}
-
 /* A seconds option within [min, max]; `dflt` when absent. */
 static int seconds_option(cli_ctx *ctx, const cli_invocation *inv, const char *name,
                           uint64_t min, uint64_t max, uint64_t dflt, uint64_t *out)
@@ -99,14 +77,9 @@ static int print_result(cli_ctx *ctx, const json_t *result)
         {"Status", out_json_text(result, "status", status, sizeof status)},
         {"Payload", payload ? payload : "null"},
     };
-    out_table t;
-    out_table_init(&t, 2, NULL);
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        out_table_add(&t, rows[i]);
-    bool ok = out_table_print(&t, ctx->out);
-    out_table_free(&t);
+    int rc = cli_print_fields(ctx, rows, sizeof rows / sizeof rows[0]);
     free(payload);
-    return ok ? CLI_EXIT_OK : cli_fail(ctx, "out of memory");
+    return rc;
 }
 
 static int method_invoke(cli_ctx *ctx, const cli_invocation *inv)
@@ -116,7 +89,7 @@ static int method_invoke(cli_ctx *ctx, const cli_invocation *inv)
     long total_s = 0;
     if (!*inv->positional[1])
         return cli_usage_error(ctx, "the method name must not be empty");
-    int rc = method_path(ctx, inv, path, sizeof path);
+    int rc = cli_identity_path(ctx, inv, "/twins/", "/methods", path, sizeof path);
     if (rc == CLI_EXIT_OK)
         rc = build_body(ctx, inv, &body, &total_s);
     if (rc == CLI_EXIT_OK) {

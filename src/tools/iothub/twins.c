@@ -23,26 +23,6 @@
 
 #define TWIN_PATH_MAX 2048
 
-/* /twins/{id}[/modules/{module}], percent-encoded; prints the usage error
- * and returns non-zero when the ids are unusable. */
-static int twin_path(cli_ctx *ctx, const cli_invocation *inv, char *path, size_t cap)
-{
-    const char *device = inv->positional[0];
-    const char *module = cli_value(inv, "--module");
-    if (!*device)
-        return cli_usage_error(ctx, "the device id must not be empty");
-    if (module && !*module)
-        return cli_usage_error(ctx, "the module id must not be empty");
-    snprintf(path, cap, "/twins/");
-    bool ok = http_path_append_id(path, cap, device);
-    if (ok && module) {
-        size_t used = strlen(path);
-        ok = (size_t)snprintf(path + used, cap - used, "/modules/") < cap - used &&
-             http_path_append_id(path, cap, module);
-    }
-    return ok ? CLI_EXIT_OK : cli_usage_error(ctx, "device or module id too long");
-}
-
 /* A section as one line of compact JSON (malloc'd), without the server's
  * "$metadata" noise; NULL when absent. */
 static char *section_text(const json_t *section)
@@ -71,9 +51,10 @@ static int print_twin(cli_ctx *ctx, const json_t *twin)
     char *tags = section_text(json_object_get(twin, "tags"));
     char *dtext = section_text(desired);
     char *rtext = section_text(reported);
+    const char *module = out_json_str(twin, "moduleId");
     const char *rows[][2] = {
         {"Device ID", out_json_str(twin, "deviceId")},
-        {"Module ID", out_json_str(twin, "moduleId")},
+        {module ? "Module ID" : NULL, module},
         {"ETag", out_json_str(twin, "etag")},
         {"Version", out_json_text(twin, "version", version, sizeof version)},
         {"Status", out_json_str(twin, "status")},
@@ -84,17 +65,11 @@ static int print_twin(cli_ctx *ctx, const json_t *twin)
         {"Reported $version", out_json_text(reported, "$version", rver, sizeof rver)},
         {"Reported", rtext},
     };
-    out_table t;
-    out_table_init(&t, 2, NULL);
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        if (i != 1 || rows[i][1]) /* the module row only for modules */
-            out_table_add(&t, rows[i]);
-    bool ok = out_table_print(&t, ctx->out);
-    out_table_free(&t);
+    int rc = cli_print_fields(ctx, rows, sizeof rows / sizeof rows[0]);
     free(tags);
     free(dtext);
     free(rtext);
-    return ok ? CLI_EXIT_OK : cli_fail(ctx, "out of memory");
+    return rc;
 }
 
 /* Sends one request and prints the twin it returns. */
@@ -156,7 +131,7 @@ static int load_object_file(cli_ctx *ctx, const char *what, const char *file, js
 static int twin_show(cli_ctx *ctx, const cli_invocation *inv)
 {
     char path[TWIN_PATH_MAX];
-    int rc = twin_path(ctx, inv, path, sizeof path);
+    int rc = cli_identity_path(ctx, inv, "/twins/", "", path, sizeof path);
     if (rc != CLI_EXIT_OK)
         return rc;
     http_request req = {.method = "GET", .path = path};
@@ -197,7 +172,7 @@ static int twin_update(cli_ctx *ctx, const cli_invocation *inv)
 {
     char path[TWIN_PATH_MAX], if_match[CLI_FIELD_MAX + 3];
     json_t *body = NULL;
-    int rc = twin_path(ctx, inv, path, sizeof path);
+    int rc = cli_identity_path(ctx, inv, "/twins/", "", path, sizeof path);
     if (rc == CLI_EXIT_OK)
         rc = update_body(ctx, inv, &body);
     if (rc == CLI_EXIT_OK) {
@@ -215,7 +190,7 @@ static int twin_replace(cli_ctx *ctx, const cli_invocation *inv)
     char path[TWIN_PATH_MAX], if_match[CLI_FIELD_MAX + 3];
     json_t *body = NULL;
     const char *file = cli_value(inv, "--file");
-    int rc = twin_path(ctx, inv, path, sizeof path);
+    int rc = cli_identity_path(ctx, inv, "/twins/", "", path, sizeof path);
     if (rc == CLI_EXIT_OK && !file)
         rc = cli_usage_error(ctx, "twin replace needs --file FILE");
     if (rc == CLI_EXIT_OK)
