@@ -77,6 +77,24 @@ def test_device_uses_open_topics_when_on(hub, device):
     sub.close()
 
 
+def test_acl_rules_apply_to_devices_by_identity(broker_factory):
+    """Per-identity rules on the open topic space: an ACL `pattern` with %c
+    gives each device its own subtree (the client id is the identity)."""
+    hub = broker_factory(http=True, acl="pattern readwrite devices/%c/#\n")
+    devs = Devices(hub)
+    dev, key, _ = devs.new_sas_device()
+    other, _, _ = devs.new_sas_device()
+    c = connect_device(hub, dev, key)
+    mine, theirs = "devices/%s/state" % dev, "devices/%s/state" % other
+    assert c.subscribe([(mine, 1), (theirs, 1)]).reason_codes == [1, 0x87]
+    pid = c.publish(mine, b"own", qos=1)
+    assert puback_for(c, pid).reason_code == 0
+    assert c.expect(raw.PUBLISH, stash=True).payload == b"own"
+    pid = c.publish(theirs, b"not mine", qos=1)
+    assert puback_for(c, pid).reason_code == 0x87
+    c.close()
+
+
 def test_open_clients_cannot_touch_iothub_topics(hub):
     c = raw.RawClient(hub.port)
     c.connect(client_id="anon-" + os.urandom(3).hex())
