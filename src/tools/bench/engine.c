@@ -51,6 +51,9 @@ static const char *const error_names[ERR_COUNT] = {
     [ERR_KEEPALIVE_MISS] = "keepalive_miss",
     [ERR_NOT_DELIVERED] = "not_delivered",
     [ERR_WINDOW_FULL] = "window_full",
+    [ERR_HTTP_CONNECTION] = "http_connection",
+    [ERR_HTTP_MALFORMED] = "http_malformed",
+    [ERR_UNMATCHED_RESPONSE] = "unmatched_response",
 };
 
 static const char *const reason_kind_names[REASON_KIND_COUNT] = {
@@ -58,6 +61,7 @@ static const char *const reason_kind_names[REASON_KIND_COUNT] = {
     [REASON_PUBACK] = "puback",
     [REASON_SUBACK] = "suback",
     [REASON_DISCONNECT] = "disconnect",
+    [REASON_HUB_STATUS] = "status",
 };
 
 const char *bench_error_name(bench_error e)
@@ -81,11 +85,13 @@ void bench_stats_init(bench_stats *s)
 {
     memset(s, 0, sizeof *s);
     hist_init(&s->latency);
+    hist_init(&s->latency2);
 }
 
 void bench_stats_merge(bench_stats *dst, const bench_stats *src)
 {
     hist_merge(&dst->latency, &src->latency);
+    hist_merge(&dst->latency2, &src->latency2);
     dst->sent += src->sent;
     dst->acked += src->acked;
     dst->delivered += src->delivered;
@@ -100,6 +106,8 @@ void bench_stats_merge(bench_stats *dst, const bench_stats *src)
     for (unsigned k = 0; k < REASON_KIND_COUNT; k++)
         for (unsigned r = 0; r < 256; r++)
             dst->reasons[k][r] += src->reasons[k][r];
+    for (unsigned h = 0; h < BENCH_HTTP_STATUS_MAX; h++)
+        dst->http_status[h] += src->http_status[h];
 }
 
 void bench_count_error(bench_thread *t, bench_error e)
@@ -116,6 +124,25 @@ void bench_client_id(const bench_run *run, unsigned index, char *out, size_t cap
 {
     const char *prefix = run->creds ? run->opt->device_prefix : "bench-";
     snprintf(out, cap, "%s%06u", prefix, index);
+}
+
+void bench_ring_push(bench_thread *t, bench_client *c)
+{
+    if (c->in_send_ring)
+        return;
+    c->in_send_ring = true;
+    t->send_ring[(t->ring_head + t->ring_count++) % t->client_count] = (unsigned)(c - t->clients);
+}
+
+bench_client *bench_ring_pop(bench_thread *t)
+{
+    if (t->ring_count == 0)
+        return NULL;
+    bench_client *c = &t->clients[t->send_ring[t->ring_head]];
+    t->ring_head = (t->ring_head + 1) % t->client_count;
+    t->ring_count--;
+    c->in_send_ring = false;
+    return c;
 }
 
 void bench_client_mark_dirty(bench_thread *t, bench_client *c)
@@ -496,11 +523,12 @@ static bool init_thread(bench_run *run, bench_thread *t, unsigned index)
     t->client_count = (run->total_clients - index + run->thread_count - 1) / run->thread_count;
     t->clients = calloc(t->client_count ? t->client_count : 1, sizeof *t->clients);
     t->dirty = calloc(t->client_count ? t->client_count : 1, sizeof *t->dirty);
+    t->send_ring = calloc(t->client_count ? t->client_count : 1, sizeof *t->send_ring);
     t->rbuf_cap = READ_BUFFER_SIZE;
     t->rbuf = malloc(t->rbuf_cap);
     t->epfd = epoll_create1(EPOLL_CLOEXEC);
     bench_stats_init(&t->stats);
-    if (!t->clients || !t->dirty || !t->rbuf || t->epfd < 0)
+    if (!t->clients || !t->dirty || !t->send_ring || !t->rbuf || t->epfd < 0)
         return false;
     for (unsigned i = 0; i < t->client_count; i++) {
         t->clients[i].fd = -1;
@@ -579,6 +607,7 @@ void bench_run_free(bench_run *run)
                 close(t->epfd);
             free(t->clients);
             free(t->dirty);
+            free(t->send_ring);
             free(t->rbuf);
         }
     }

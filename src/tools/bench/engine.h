@@ -46,6 +46,9 @@ typedef enum bench_error {
     ERR_KEEPALIVE_MISS,     /* PINGRESP later than the Keep Alive */
     ERR_NOT_DELIVERED,      /* fanout: messages given up on */
     ERR_WINDOW_FULL,        /* rate mode: a due message found no free slot */
+    ERR_HTTP_CONNECTION,    /* service API: connect/send/receive failed */
+    ERR_HTTP_MALFORMED,     /* service API: a response we cannot parse */
+    ERR_UNMATCHED_RESPONSE, /* hub: a response whose Correlation Data we never sent */
     ERR_COUNT,
 } bench_error;
 
@@ -55,14 +58,19 @@ typedef enum bench_reason_kind {
     REASON_PUBACK,
     REASON_SUBACK,
     REASON_DISCONNECT,
+    REASON_HUB_STATUS,      /* `status` of a hub response: its code byte */
     REASON_KIND_COUNT,
 } bench_reason_kind;
 
 const char *bench_error_name(bench_error e);
 const char *bench_reason_kind_name(bench_reason_kind k);
 
+#define BENCH_HTTP_STATUS_MAX 600
+
 typedef struct bench_stats {
-    bench_hist latency;        /* ns: PUBACK, delivery or CONNACK latency */
+    bench_hist latency;        /* ns: PUBACK, delivery or CONNACK latency;
+                                  twin: get; methods, c2d: HTTP request */
+    bench_hist latency2;       /* ns: twin: patch reported; c2d: POST → delivery */
     uint64_t sent;             /* messages sent during RUN */
     uint64_t acked;            /* QoS 1 acknowledgements during RUN */
     uint64_t delivered;        /* messages received during RUN */
@@ -74,6 +82,7 @@ typedef struct bench_stats {
     uint64_t held;             /* connections still up when RUN ended */
     uint64_t errors[ERR_COUNT];
     uint64_t reasons[REASON_KIND_COUNT][256];
+    uint64_t http_status[BENCH_HTTP_STATUS_MAX]; /* service API answers other than 2xx */
 } bench_stats;
 
 void bench_stats_init(bench_stats *s);
@@ -93,7 +102,8 @@ typedef struct bench_client {
     client_state state;
     bool writable;           /* edge-triggered: the socket took all we gave */
     bool dirty;              /* on the thread's flush list */
-    bool subscribed;         /* fanout subscriber: SUBACK received */
+    bool subscribed;         /* fanout, methods, c2d: SUBACK received */
+    bool in_send_ring;       /* rate mode: on the thread's ring of clients with a free slot */
     bench_buf out;
     uint8_t *tail;           /* incomplete input packet */
     uint32_t tail_len;
@@ -125,6 +135,10 @@ typedef struct bench_thread {
     size_t rbuf_cap;
     bench_stats stats;
     uint64_t last_scan_ns;
+    /* rate mode: clients that may send now, FIFO (each at most once) */
+    unsigned *send_ring;
+    unsigned ring_head;
+    unsigned ring_count;
     /* scenario state of this thread */
     double tokens;
     uint64_t last_tick_ns;
@@ -186,6 +200,11 @@ void bench_client_flush_now(bench_thread *t, bench_client *c);
 void bench_client_start(bench_thread *t, bench_client *c);
 /* Closes the socket and frees per-connection buffers; state CLIENT_IDLE. */
 void bench_client_close(bench_thread *t, bench_client *c);
+/* Rate mode: puts c at the tail of the thread's send ring (no-op if it is
+ * already there). O(1). */
+void bench_ring_push(bench_thread *t, bench_client *c);
+/* Takes the client at the head of the send ring; NULL when empty. O(1). */
+bench_client *bench_ring_pop(bench_thread *t);
 /* Counts an error (always, whatever the phase). */
 void bench_count_error(bench_thread *t, bench_error e);
 void bench_count_reason(bench_thread *t, bench_reason_kind k, uint8_t reason);

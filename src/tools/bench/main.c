@@ -1,7 +1,9 @@
 /*
  * tools/bench/main.c — the iothub-bench program: parse the options, raise
  * the open-file limit, provision hub devices when asked, run the scenario
- * (connect everyone, measure for the duration, stop), report.
+ * (connect everyone, measure for the duration, stop), report. The methods
+ * and c2d scenarios also open their service-API connections once every
+ * device is subscribed.
  *
  * Only this file defines main(); the unit tests include the other files.
  */
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include "tools/bench/engine.h"
+#include "tools/bench/httpload.h"
 #include "tools/bench/hub.h"
 #include "tools/bench/report.h"
 #include "tools/bench/responder.h"
@@ -73,10 +76,13 @@ static void wait_for_setup(bench_run *run)
         sleep_s(0.02);
 }
 
-static int run_scenario(const bench_options *o, const bench_credentials *creds, bench_report *r)
+static int run_scenario(const bench_options *o, const bench_connstr *cs,
+                        const bench_credentials *creds, bench_report *r)
 {
     char err[512];
     bench_run run;
+    bench_http_load http;
+    bool with_http = bench_scenario_uses_http(o->scenario);
     uint64_t setup_start = bench_now_ns();
     r->server_baseline = proc_sample_take(o->server_pid);
     if (!bench_run_init(&run, o, creds, err, sizeof err) || !bench_run_start(&run, err, sizeof err)) {
@@ -88,6 +94,13 @@ static int run_scenario(const bench_options *o, const bench_credentials *creds, 
     r->setup_s = seconds_since(setup_start);
     r->ready = atomic_load(&run.ready);
     r->failed = atomic_load(&run.failed);
+    if (with_http && !bench_http_load_start(&http, &run, cs, err, sizeof err)) {
+        fprintf(stderr, "iothub-bench: service API: %s\n", err);
+        bench_run_finish(&run, &r->stats);
+        bench_http_load_finish(&http, NULL);
+        bench_run_free(&run);
+        return 1;
+    }
     r->server_start = proc_sample_take(o->server_pid);
     run.run_start_ns = bench_now_ns();
     atomic_store(&run.phase, PHASE_RUN);
@@ -95,6 +108,8 @@ static int run_scenario(const bench_options *o, const bench_credentials *creds, 
     run.run_end_ns = bench_now_ns();
     r->server_end = proc_sample_take(o->server_pid);
     bench_run_finish(&run, &r->stats);
+    if (with_http)
+        bench_http_load_finish(&http, &r->stats);
     r->duration_s = (double)(run.run_end_ns - run.run_start_ns) / 1e9;
     bench_run_free(&run);
     return 0;
@@ -123,7 +138,7 @@ int main(int argc, char **argv)
     if (bench_options_hub_mode(&o) && !prepare_hub(&o, &cs, &creds))
         return 1;
     bench_report report = {.opt = &o};
-    rc = run_scenario(&o, bench_options_hub_mode(&o) ? &creds : NULL, &report);
+    rc = run_scenario(&o, &cs, bench_options_hub_mode(&o) ? &creds : NULL, &report);
     free(creds.keys);
     if (rc != 0)
         return rc;

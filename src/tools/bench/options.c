@@ -43,6 +43,7 @@ static const flag_spec flags[] = {
     {"--window", FLAG_UINT, OFF(window), 65535, "in-flight messages per client (default 16)"},
     {"--keepalive", FLAG_UINT, OFF(keepalive_s), 65535, "Keep Alive seconds (default 30)"},
     {"--concurrency", FLAG_UINT, OFF(concurrency), 1000000, "connection attempts at once (default 256)"},
+    {"--http-connections", FLAG_UINT, OFF(http_connections), 4096, "methods, c2d: HTTP/1.1 keep-alive connections (default 32)"},
     {"--hub", FLAG_STR, OFF(hub_url), 0, "service API URL http://HOST:PORT: create devices, SAS auth"},
     {"--connstr", FLAG_STR, OFF(connstr), 0, "service connection string with registry write"},
     {"--device-prefix", FLAG_STR, OFF(device_prefix), 0, "device id prefix (default bench-)"},
@@ -54,7 +55,8 @@ static const flag_spec flags[] = {
 
 #define FLAG_COUNT (sizeof flags / sizeof flags[0])
 
-static const char *const scenario_names[] = {"telemetry", "fanout", "connect", "idle", "responder"};
+static const char *const scenario_names[] = {"telemetry", "fanout", "connect", "idle",
+                                             "responder", "twin",  "methods", "c2d"};
 
 const char *bench_scenario_name(bench_scenario s)
 {
@@ -79,14 +81,15 @@ static void set_defaults(bench_options *o)
     o->window = 16;
     o->keepalive_s = 30;
     o->concurrency = 256;
+    o->http_connections = 32;
     o->device_prefix = "bench-";
     o->topic_prefix = "bench";
 }
 
 static void usage(char *err, size_t errlen)
 {
-    size_t n = (size_t)snprintf(err, errlen,
-                                "usage: iothub-bench telemetry|fanout|connect|idle|responder [flags]\n");
+    size_t n = (size_t)snprintf(err, errlen, "usage: iothub-bench telemetry|fanout|connect|idle|"
+                                             "responder|twin|methods|c2d [flags]\n");
     for (size_t i = 0; i < FLAG_COUNT && n < errlen; i++)
         n += (size_t)snprintf(err + n, errlen - n, "  %-18s %s\n", flags[i].name, flags[i].help);
 }
@@ -212,6 +215,10 @@ static bool check_combinations(const bench_options *o, char *err, size_t errlen)
         why = "--hub (SAS authentication) needs --mqtt 5";
     else if (o->hub_url && o->scenario == SCENARIO_FANOUT)
         why = "fanout runs on the open topic space, not with --hub";
+    else if (!o->hub_url && bench_scenario_hub_only(o->scenario))
+        why = "twin, methods and c2d need --hub and --connstr (the hub's device API)";
+    else if (bench_scenario_uses_http(o->scenario) && o->http_connections == 0)
+        why = "--http-connections must be at least 1";
     if (why)
         snprintf(err, errlen, "%s", why);
     return why == NULL;
@@ -225,7 +232,9 @@ int bench_options_parse(bench_options *o, int argc, char **argv, char *err, size
         return argc < 2 ? -1 : 1;
     }
     if (!parse_scenario(argv[1], &o->scenario)) {
-        snprintf(err, errlen, "unknown scenario '%s' (telemetry, fanout, connect, idle, responder)",
+        snprintf(err, errlen,
+                 "unknown scenario '%s' (telemetry, fanout, connect, idle, responder, twin, "
+                 "methods, c2d)",
                  argv[1]);
         return -1;
     }

@@ -20,6 +20,9 @@ typedef enum bench_scenario {
     SCENARIO_CONNECT,
     SCENARIO_IDLE,
     SCENARIO_RESPONDER,
+    SCENARIO_TWIN,
+    SCENARIO_METHODS,
+    SCENARIO_C2D,
 } bench_scenario;
 
 typedef struct bench_options {
@@ -40,6 +43,7 @@ typedef struct bench_options {
     unsigned window;         /* in-flight messages per client (QoS 1; fanout: per subscriber) */
     unsigned keepalive_s;
     unsigned concurrency;    /* connection attempts in progress at once, in total */
+    unsigned http_connections; /* methods, c2d: keep-alive connections to the service API */
     const char *hub_url;     /* http://HOST:PORT of the service API: hub mode */
     const char *connstr;     /* service connection string (needs registry write) */
     const char *device_prefix;
@@ -55,6 +59,18 @@ typedef struct bench_options {
 int bench_options_parse(bench_options *o, int argc, char **argv, char *err, size_t errlen);
 
 const char *bench_scenario_name(bench_scenario s);
+
+/* Scenarios that only exist on the hub's device API (need --hub). */
+static inline bool bench_scenario_hub_only(bench_scenario s)
+{
+    return s == SCENARIO_TWIN || s == SCENARIO_METHODS || s == SCENARIO_C2D;
+}
+
+/* Scenarios that drive the service API over HTTP while devices answer. */
+static inline bool bench_scenario_uses_http(bench_scenario s)
+{
+    return s == SCENARIO_METHODS || s == SCENARIO_C2D;
+}
 
 /* Whether the run authenticates with the hub's MQTT 5 SAS scheme. */
 static inline bool bench_options_hub_mode(const bench_options *o)

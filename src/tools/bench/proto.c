@@ -141,6 +141,45 @@ bool proto_put_puback(bench_buf *b, uint8_t version, uint16_t packet_id)
     return put_packet(b, &pkt, version);
 }
 
+#define HUB_CORRELATION_MAX 16
+
+bool proto_put_hub_request(bench_buf *b, mqtt_bytes topic, mqtt_bytes correlation,
+                           const char *response_code, const uint8_t *payload, size_t payload_len)
+{
+    if (correlation.len == 0 || correlation.len > HUB_CORRELATION_MAX)
+        return false;
+    mqtt_packet pkt = {.type = MQTT_PUBLISH};
+    mqtt_publish *p = &pkt.u.publish;
+    p->topic = topic;
+    p->payload = (mqtt_bytes){payload, (uint32_t)payload_len};
+    p->props.correlation_data = correlation;
+    MQTT_SET(&p->props, MQTT_PROP_CORRELATION_DATA);
+    uint8_t block[64];
+    size_t len = 0;
+    if (response_code) {
+        if (!mqtt_user_props_append(block, sizeof block, &len, MQTT_BYTES_LIT("response-code"),
+                                    bytes_of(response_code)))
+            return false;
+        p->props.user = (mqtt_bytes){block, (uint32_t)len};
+        p->props.user_count = 1;
+    }
+    return put_packet(b, &pkt, MQTT_V5);
+}
+
+bool proto_user_prop(const mqtt_props *props, const char *name, mqtt_bytes *value)
+{
+    size_t name_len = strlen(name);
+    mqtt_iter it;
+    mqtt_bytes n, v;
+    mqtt_user_props_iter(props, &it);
+    while (mqtt_user_props_next(&it, &n, &v))
+        if (n.len == name_len && memcmp(n.p, name, name_len) == 0) {
+            *value = v;
+            return true;
+        }
+    return false;
+}
+
 bool proto_put_pingreq(bench_buf *b, uint8_t version)
 {
     mqtt_packet pkt = {.type = MQTT_PINGREQ};

@@ -66,6 +66,17 @@ bool proto_put_subscribe(bench_buf *b, uint8_t version, uint16_t packet_id, mqtt
 /* Appends a PUBACK (success) — for QoS 1 messages the server sends us. */
 bool proto_put_puback(bench_buf *b, uint8_t version, uint16_t packet_id);
 
+/* Appends a QoS 0 MQTT 5 PUBLISH carrying Correlation Data — the hub's
+ * request/response shape (iothub-mqtt5.md §3): a twin get or reported
+ * patch (response_code NULL), or a direct method reply on
+ * `$iothub/responses` with user property `response-code`. False when the
+ * correlation data exceeds 16 bytes or memory runs out. */
+bool proto_put_hub_request(bench_buf *b, mqtt_bytes topic, mqtt_bytes correlation,
+                           const char *response_code, const uint8_t *payload, size_t payload_len);
+
+/* The value of user property `name` in props, if present. */
+bool proto_user_prop(const mqtt_props *props, const char *name, mqtt_bytes *value);
+
 bool proto_put_pingreq(bench_buf *b, uint8_t version);
 bool proto_put_disconnect(bench_buf *b, uint8_t version);
 

@@ -20,6 +20,11 @@ double bench_report_throughput(const bench_report *r)
         return (double)s->delivered / d;
     case SCENARIO_CONNECT:
         return (double)s->connects_in_run / d;
+    case SCENARIO_TWIN:
+    case SCENARIO_METHODS:
+        return (double)s->acked / d;
+    case SCENARIO_C2D:
+        return (double)s->delivered / d;
     default:
         return 0;
     }
@@ -44,6 +49,36 @@ static void each_error(const bench_stats *s, void (*fn)(const char *, uint64_t, 
                          r);
                 fn(name, s->reasons[k][r], ctx);
             }
+    for (unsigned h = 0; h < BENCH_HTTP_STATUS_MAX; h++)
+        if (s->http_status[h]) {
+            char name[32];
+            snprintf(name, sizeof name, "http:%u", h);
+            fn(name, s->http_status[h], ctx);
+        }
+}
+
+/* What `latency` and `latency2` measure in this scenario (NULL: unused). */
+static const char *latency_name(bench_scenario s, int which)
+{
+    switch (s) {
+    case SCENARIO_TWIN:
+        return which == 1 ? "get twin" : "patch reported";
+    case SCENARIO_METHODS:
+        return which == 1 ? "HTTP call" : NULL;
+    case SCENARIO_C2D:
+        return which == 1 ? "HTTP send" : "send to delivery";
+    default:
+        return which == 1 ? "latency" : NULL;
+    }
+}
+
+static void print_hist(FILE *out, const char *name, const bench_hist *h)
+{
+    if (h->count)
+        fprintf(out, "%s us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%llu samples)\n",
+                name, us(hist_percentile(h, 50)), us(hist_percentile(h, 90)),
+                us(hist_percentile(h, 99)), us(hist_percentile(h, 99.9)), us(h->max),
+                (unsigned long long)h->count);
 }
 
 static void print_error(const char *name, uint64_t count, void *ctx)
@@ -74,10 +109,9 @@ void bench_report_text(const bench_report *r, FILE *out)
     fprintf(out, "throughput: %.0f /s (sent %llu, acked %llu, delivered %llu, connects %llu)\n",
             bench_report_throughput(r), (unsigned long long)s->sent, (unsigned long long)s->acked,
             (unsigned long long)s->delivered, (unsigned long long)s->connects_in_run);
-    if (h->count)
-        fprintf(out, "latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%llu samples)\n",
-                us(hist_percentile(h, 50)), us(hist_percentile(h, 90)), us(hist_percentile(h, 99)),
-                us(hist_percentile(h, 99.9)), us(h->max), (unsigned long long)h->count);
+    print_hist(out, latency_name(o->scenario, 1), h);
+    if (latency_name(o->scenario, 2))
+        print_hist(out, latency_name(o->scenario, 2), &s->latency2);
     if (o->scenario == SCENARIO_IDLE)
         fprintf(out, "held %llu connections at the end; pings %llu, pongs %llu, lost %llu\n",
                 (unsigned long long)s->held, (unsigned long long)s->pings,
@@ -138,6 +172,13 @@ bool bench_report_json(const bench_report *r, const char *path, char *err, size_
     }
     if (r->server_end.ok)
         json_object_set_new(root, "server", server_json(r));
+    json_object_set_new(root, "latency2_us", latency_json(&s->latency2));
+    json_object_set_new(root, "latency_name",
+                        json_string(latency_name(r->opt->scenario, 1)));
+    if (latency_name(r->opt->scenario, 2))
+        json_object_set_new(root, "latency2_name",
+                            json_string(latency_name(r->opt->scenario, 2)));
+    json_object_set_new(root, "http_connections", json_integer(r->opt->http_connections));
     int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (rc != 0) {

@@ -4,9 +4,12 @@
  * The JSON is what scripts/run-bench aggregates, so its keys are stable:
  * scenario, label, config{...}, duration_s, clients_ready, clients_failed,
  * throughput_per_s (acknowledged messages for telemetry QoS 1, sent for
- * QoS 0, delivered for fanout, CONNACKs for connect), sent, acked,
+ * QoS 0, delivered for fanout, CONNACKs for connect, successful round
+ * trips for twin, 200 answers for methods, commands delivered for c2d), sent, acked,
  * delivered, connects, held, pings, pongs, latency_us{p50,p90,p99,p999,
- * max,mean,count}, errors{name: count} (reason-coded errors are named
+ * max,mean,count}, latency2_us{...} (twin: patch reported; c2d: send →
+ * delivery), latency_name, latency2_name, http_connections,
+ * errors{name: count} (reason-coded errors are named
  * "connack:0x87" etc.), server{rss_kb_baseline, rss_kb_start, rss_kb_end,
  * cpu_s} when a server pid was given.
  */

@@ -3,11 +3,15 @@
  *
  * Rate mode gives each thread its share of the total rate as tokens
  * (refilled every iteration, the thread waking at least every millisecond)
- * and hands them round-robin to its clients that have a free slot; a token
- * finding no free slot anywhere is counted as window_full rather than
- * queued, so an overloaded server shows up as errors and a lower rate, not
- * as an ever-growing backlog inside the load generator. Latency is
- * measured from the moment the message is queued for sending.
+ * and hands each token to the client at the head of the thread's send ring:
+ * a FIFO of the ready clients that have a free window slot (a client goes
+ * back to the tail after sending if it still has one, and re-enters when a
+ * PUBACK frees one), so dealing a token is O(1) however many windows are
+ * full. A token finding the ring empty (every window full) is counted as
+ * window_full rather than queued, so an overloaded server shows up as
+ * errors and a lower rate, not as an ever-growing backlog inside the load
+ * generator. Latency is measured from the moment the message is queued for
+ * sending.
  *
  * Fan-out flow control is global: the publisher compares what it sent
  * times the subscriber count with the deliveries all threads have
@@ -18,6 +22,8 @@
 #include "tools/bench/scenarios.h"
 
 #include <stdio.h>
+
+#include "tools/bench/scenarios_hub.h"
 #include <string.h>
 
 #define QOS0_BURST_OUT_LIMIT (64u * 1024u)
@@ -33,6 +39,11 @@ static enum bench_phase phase_of(const bench_thread *t)
 unsigned scenario_client_count(const bench_options *o)
 {
     return o->scenario == SCENARIO_FANOUT ? o->subscribers + 1 : o->clients;
+}
+
+enum bench_phase scenario_phase(const bench_thread *t)
+{
+    return phase_of(t);
 }
 
 unsigned scenario_ready_target(const bench_options *o)
@@ -91,7 +102,23 @@ static void telemetry_fill(bench_thread *t, bench_client *c, uint64_t now)
             break;
 }
 
-/* Rate mode: this thread's share of the tokens, dealt round-robin. */
+static bool may_send(const bench_thread *t, const bench_client *c)
+{
+    return c->state == CLIENT_READY && (t->run->opt->qos == 0 || c->free_count > 0);
+}
+
+/* The next client of the send ring that may send; clients that closed or
+ * filled their window since they were queued leave the ring here. */
+static bench_client *next_sender(bench_thread *t)
+{
+    bench_client *c;
+    while ((c = bench_ring_pop(t)) != NULL && !may_send(t, c))
+        ;
+    return c;
+}
+
+/* Rate mode: this thread's share of the tokens, each to the head of the
+ * send ring. */
 static void telemetry_rate_tick(bench_thread *t, uint64_t now)
 {
     const bench_options *o = t->run->opt;
@@ -102,16 +129,17 @@ static void telemetry_rate_tick(bench_thread *t, uint64_t now)
     if (t->tokens > cap)
         t->tokens = cap;
     while (t->tokens >= 1.0) {
-        bool sent = false;
-        for (unsigned tries = 0; tries < t->client_count && !sent; tries++) {
-            bench_client *c = &t->clients[t->rr];
-            t->rr = (t->rr + 1) % t->client_count;
-            if (c->state == CLIENT_READY)
-                sent = telemetry_send(t, c, now);
+        bench_client *c = next_sender(t);
+        if (!c) {
+            uint64_t missed = (uint64_t)t->tokens;
+            t->stats.errors[ERR_WINDOW_FULL] += missed;
+            t->tokens -= (double)missed;
+            break;
         }
         t->tokens -= 1.0;
-        if (!sent)
-            bench_count_error(t, ERR_WINDOW_FULL);
+        telemetry_send(t, c, now);
+        if (may_send(t, c))
+            bench_ring_push(t, c);
     }
 }
 
@@ -154,7 +182,9 @@ static void telemetry_on_puback(bench_thread *t, bench_client *c, const mqtt_ack
         t->stats.acked++;
         hist_record(&t->stats.latency, now - sent);
     }
-    if (phase_of(t) == PHASE_RUN && t->run->opt->rate <= 0)
+    if (t->run->opt->rate > 0)
+        bench_ring_push(t, c);
+    else if (phase_of(t) == PHASE_RUN)
         telemetry_send(t, c, now);
 }
 
@@ -177,7 +207,7 @@ static void fanout_on_ready(bench_thread *t, bench_client *c)
     bench_client_mark_dirty(t, c);
 }
 
-static void fanout_on_suback(bench_thread *t, bench_client *c, const mqtt_suback *s)
+void scenario_subscriber_on_suback(bench_thread *t, bench_client *c, const mqtt_suback *s)
 {
     uint8_t reason = s->count > 0 ? s->reasons[0] : 0x80;
     if (reason >= 0x80) {
@@ -330,9 +360,16 @@ void scenario_on_ready(bench_thread *t, bench_client *c)
         c->next_ping_ns = c->ready_ns + keepalive_ns(t);
         atomic_fetch_add(&t->run->ready, 1);
         return;
+    case SCENARIO_TWIN:
+    case SCENARIO_METHODS:
+    case SCENARIO_C2D:
+        hub_scenario_on_ready(t, c);
+        return;
     default:
         atomic_fetch_add(&t->run->ready, 1);
-        if (phase_of(t) == PHASE_RUN && t->run->opt->rate <= 0)
+        if (t->run->opt->rate > 0)
+            bench_ring_push(t, c);
+        else if (phase_of(t) == PHASE_RUN)
             telemetry_fill(t, c, bench_now_ns());
         return;
     }
@@ -354,6 +391,8 @@ void scenario_on_publish(bench_thread *t, bench_client *c, const mqtt_publish *p
 {
     if (t->run->opt->scenario == SCENARIO_FANOUT && !is_publisher(c))
         fanout_on_publish(t, p);
+    else if (bench_scenario_hub_only(t->run->opt->scenario))
+        hub_scenario_on_publish(t, c, p);
 }
 
 void scenario_on_puback(bench_thread *t, bench_client *c, const mqtt_ack *a)
@@ -364,8 +403,9 @@ void scenario_on_puback(bench_thread *t, bench_client *c, const mqtt_ack *a)
 
 void scenario_on_suback(bench_thread *t, bench_client *c, const mqtt_suback *s)
 {
-    if (t->run->opt->scenario == SCENARIO_FANOUT)
-        fanout_on_suback(t, c, s);
+    bench_scenario sc = t->run->opt->scenario;
+    if (sc == SCENARIO_FANOUT || sc == SCENARIO_METHODS || sc == SCENARIO_C2D)
+        scenario_subscriber_on_suback(t, c, s);
 }
 
 void scenario_on_pingresp(bench_thread *t, bench_client *c)
@@ -399,6 +439,8 @@ void scenario_tick(bench_thread *t, uint64_t now)
         telemetry_tick(t, now);
     else if (t->run->opt->scenario == SCENARIO_FANOUT)
         fanout_tick(t, now);
+    else if (t->run->opt->scenario == SCENARIO_TWIN)
+        hub_scenario_tick(t, now);
 }
 
 int scenario_poll_timeout_ms(const bench_thread *t)

@@ -13,6 +13,7 @@
  *   idle       clients connect and only keep alive (PINGREQ every Keep
  *              Alive); a PINGRESP later than half the Keep Alive (at least
  *              1 s) is a miss; lost connections are counted.
+ *   twin, methods, c2d  the hub's device API (scenarios_hub.h).
  *
  * The engine calls these hooks from the owning thread only.
  */
@@ -25,6 +26,12 @@
 unsigned scenario_client_count(const bench_options *o);
 /* How many clients must be ready before RUN begins (0: start at once). */
 unsigned scenario_ready_target(const bench_options *o);
+
+/* The run's phase as this thread sees it. */
+enum bench_phase scenario_phase(const bench_thread *t);
+/* SUBACK for a client that subscribed on ready: counts it ready (or
+ * failed on a refusal). */
+void scenario_subscriber_on_suback(bench_thread *t, bench_client *c, const mqtt_suback *s);
 
 void scenario_on_ready(bench_thread *t, bench_client *c);
 void scenario_on_closed(bench_thread *t, bench_client *c, bool was_ready);
