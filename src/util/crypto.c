@@ -173,7 +173,7 @@ size_t crypto_url_encode(const char *in, size_t n, char *out, size_t cap)
     return w;
 }
 
-static int hex_value(char ch)
+int crypto_hex_value(int ch)
 {
     if (ch >= '0' && ch <= '9')
         return ch - '0';
@@ -193,7 +193,7 @@ bool crypto_url_decode(const char *in, size_t n, bool form, char *out, size_t ca
         if (ch == '%') {
             if (i + 2 >= n)
                 return false; /* truncated escape */
-            int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+            int hi = crypto_hex_value(in[i + 1]), lo = crypto_hex_value(in[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return false;
             ch = (char)(hi << 4 | lo);

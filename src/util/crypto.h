@@ -43,6 +43,9 @@ bool crypto_new_key(char out[45]);
 /* Equal without data-dependent timing. */
 bool crypto_equal(const void *a, const void *b, size_t n);
 
+/* The value of one hex digit (either case), or -1. */
+int crypto_hex_value(int ch);
+
 /* Percent-encodes everything except RFC 3986 unreserved characters
  * (A-Z a-z 0-9 - . _ ~). Returns the length written (NUL-terminated), or 0
  * if out is too small (needs up to 3n + 1). */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tools/bench/scenarios.h"
+#include "util/crypto.h"
 
 static const mqtt_bytes TOPIC_RESPONSES = MQTT_BYTES_LIT("$iothub/responses");
 static const char METHODS_PREFIX[] = "$iothub/methods/";
@@ -35,24 +36,13 @@ bool twin_correlation_decode(mqtt_bytes data, uint16_t *slot, uint8_t *kind)
     return true;
 }
 
-static int hex_digit(uint8_t ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 bool hub_status_code(mqtt_bytes status, uint8_t *code)
 {
     if (status.len != 4)
         return false;
     int digits[4];
     for (unsigned i = 0; i < 4; i++)
-        if ((digits[i] = hex_digit(status.p[i])) < 0)
+        if ((digits[i] = crypto_hex_value(status.p[i])) < 0)
             return false;
     *code = (uint8_t)(digits[2] << 4 | digits[3]);
     return true;
