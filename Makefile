@@ -8,6 +8,8 @@
 #   make asan       the same programs with ASan+UBSan in build/asan/
 #   make fuzz       run every libFuzzer target (FUZZ_SECONDS each)
 #   make bench      load generator against iothubd and Mosquitto -> bench/RESULTS.md
+#   make test-crash SIGKILL rounds under mixed load, checked (CRASH_ROUNDS)
+#   make soak       mixed load with connection churn (DURATION seconds)
 
 LAYERS    ?= util mqtt net broker store hub service
 CC        ?= cc
@@ -29,7 +31,7 @@ TOOL_SRC  := $(sort $(wildcard src/tools/iothub/*.c))
 BENCH_SRC := $(sort $(wildcard src/tools/bench/*.c))
 PROGRAMS  := $(BUILD)/iothubd $(if $(TOOL_SRC),$(BUILD)/iothub) $(if $(BENCH_SRC),$(BUILD)/iothub-bench)
 
-.PHONY: all test unit e2e asan fuzz run clean deps unit-bins bench
+.PHONY: all test unit e2e asan fuzz run clean deps unit-bins bench test-crash soak
 all: $(PROGRAMS) $(UNIT_BIN)
 
 # Just the unit tests named by TESTS, against the layers named by LAYERS:
@@ -83,6 +85,16 @@ fuzz:
 # QUICK=1: the short version (under two minutes).
 bench: deps all
 	@scripts/run-bench $(if $(QUICK),--quick)
+
+# Crash consistency: CRASH_ROUNDS kills under mixed load (make test runs a few).
+CRASH_ROUNDS ?= 25
+test-crash: deps all
+	@scripts/run-crash $(CRASH_ROUNDS)
+
+# Soak: DURATION seconds of mixed load with churn; fails on growth or errors.
+DURATION ?= 120
+soak: deps all
+	@scripts/run-soak $(DURATION)
 
 run: deps all
 	@scripts/run-dev

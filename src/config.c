@@ -55,6 +55,7 @@ static const opt options[] = {
     {"max-session-expiry", OPT_U32, L(max_session_expiry), "cap on Session Expiry, seconds"},
     {"max-subscriptions", OPT_U32, L(max_subscriptions), "subscriptions per client"},
     {"max-queued-messages", OPT_U32, L(max_queued_messages), "QoS 1/2 messages queued per session"},
+    {"max-queued-bytes", OPT_U32, L(max_queued_bytes), "their bytes per session (default 64 MiB; 0 = no cap)"},
     {"connect-timeout-ms", OPT_U32, L(connect_timeout_ms), "time allowed for CONNECT"},
     {"throttle-connects-per-s", OPT_U32, T(HUB_THROTTLE_CONNECT), "device connects per second, hub-wide (default 100000; 0 = unlimited)"},
     {"throttle-telemetry-per-s", OPT_U32, T(HUB_THROTTLE_TELEMETRY), "telemetry messages per second (default 100000; 0 = unlimited)"},
@@ -66,6 +67,8 @@ static const opt options[] = {
     {"c2d-default-ttl-s", OPT_U32, F(c2d_default_ttl_s), "command time to live without iothub-expiry, seconds (default 3600; 60-172800)"},
     {"c2d-lock-ms", OPT_U32, F(c2d.lock_ms), "lock of a delivered, unsettled command, ms (default 60000; for tests)"},
     {"c2d-min-ttl-ms", OPT_U32, F(c2d.min_ttl_ms), "shortest iothub-expiry accepted, ms (default 60000; for tests)"},
+    {"http-request-timeout-ms", OPT_U32, F(http_request_timeout_ms), "service API: time for a whole request to arrive, ms (default 30000)"},
+    {"http-idle-timeout-ms", OPT_U32, F(http_idle_timeout_ms), "service API: idle keep-alive connection closed after, ms (default 120000)"},
     {"daily-message-quota", OPT_U32, F(throttle.daily_message_quota), "telemetry + C2D messages per UTC day (default 0 = unlimited)"},
 };
 

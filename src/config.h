@@ -44,6 +44,8 @@ typedef struct iothubd_config {
     hub_throttle_config throttle; /* rates and the daily quota; 0 = unlimited */
     c2d_config c2d;            /* command queues (main sets default_ttl_ms) */
     uint32_t c2d_default_ttl_s;
+    uint32_t http_request_timeout_ms; /* service API: whole request must arrive (0 = default) */
+    uint32_t http_idle_timeout_ms;    /* service API: idle keep-alive connection (0 = default) */
     struct config_string *strings; /* values read from the file */
 } iothubd_config;
 

@@ -142,6 +142,10 @@ static void prepare_process(void)
     mallopt(M_MMAP_THRESHOLD, 512 * 1024);
     mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     signal(SIGPIPE, SIG_IGN);
+    /* Past a file-size limit (RLIMIT_FSIZE) a write must fail with EFBIG,
+     * which the store reports as an error to the one request, rather than
+     * kill the whole server. */
+    signal(SIGXFSZ, SIG_IGN);
     /* SIGINT/SIGTERM are read by loop 0 from a signalfd (net/server.c);
      * block them before any thread exists (the store's is created next),
      * or the kernel may hand one to a thread that would die of it. */
@@ -201,6 +205,8 @@ static bool build_engine(iothubd *d, char *err, size_t errlen)
     service_config scfg;
     service_config_defaults(&scfg);
     scfg.hostname = cfg->hostname;
+    scfg.request_timeout_ms = cfg->http_request_timeout_ms; /* 0 keeps the default */
+    scfg.idle_timeout_ms = cfg->http_idle_timeout_ms;
     broker_app bapp;
     d->iothub = hub_new(&hub_cfg, d->reg, d->twins, d->tel, d->app);
     if (d->iothub) {

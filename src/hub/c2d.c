@@ -385,7 +385,8 @@ static void send_committed(net_loop *loop, void *arg, store_status st, uint64_t 
 {
     send_op *op = arg;
     hub_c2d *c = op->c;
-    c2d_result r = st == STORE_OK ? C2D_OK : st == STORE_FULL ? C2D_QUEUE_FULL : C2D_ERROR;
+    c2d_result r = st == STORE_OK ? C2D_OK : st == STORE_FULL ? C2D_QUEUE_FULL
+                 : st == STORE_NO_SPACE ? C2D_BUSY : C2D_ERROR;
     pthread_mutex_lock(&c->lock);
     device_queue *dq = c2d_queue_of(c, op->device_id, true);
     if (dq && dq->q.reserved)
@@ -405,7 +406,7 @@ static void send_committed(net_loop *loop, void *arg, store_status st, uint64_t 
         }
     }
     pthread_mutex_unlock(&c->lock);
-    if (r == C2D_ERROR)
+    if (r == C2D_ERROR || r == C2D_BUSY)
         log_warn("c2d: %s: enqueue failed: %s", op->device_id, err && *err ? err : "store error");
     op->done(loop, op->arg, r, seq, enqueued_ms, op->message_id,
              r == C2D_QUEUE_FULL ? "queue full" : err);

@@ -79,6 +79,7 @@ typedef enum c2d_result {
     C2D_TOO_LARGE,        /* 413 MessageTooLarge */
     C2D_INVALID,          /* 400 ArgumentInvalid (TTL out of range, field too long) */
     C2D_ERROR,            /* 500 (store failure, out of memory) */
+    C2D_BUSY,             /* 503 ServerBusy (the store's disk is full) */
 } c2d_result;
 
 typedef struct hub_c2d hub_c2d;

@@ -293,7 +293,7 @@ static void op_stored(net_loop *loop, void *arg, store_status st, const char *er
     if (!ok) {
         log_warn("registry: store write failed: %s", err);
         snprintf(op->err, sizeof op->err, "store: %s", err && *err ? err : store_status_name(st));
-        op->status = REG_STORE_ERROR;
+        op->status = st == STORE_NO_SPACE ? REG_STORE_BUSY : REG_STORE_ERROR;
     } else if (r->change_fn) {
         for (size_t i = 0; i < op->n; i++) {
             reg_change *c = &op->changes[i];

@@ -71,6 +71,7 @@ typedef enum registry_status {
     REG_PRECONDITION_FAILED, /* If-Match mismatch (412) */
     REG_INVALID,             /* ArgumentInvalid (400), reason in err */
     REG_STORE_ERROR,         /* ServerError (500) */
+    REG_STORE_BUSY,          /* ServerBusy (503): the store's disk is full, retry later */
 } registry_status;
 
 enum hub_right {

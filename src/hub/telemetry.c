@@ -30,6 +30,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -54,6 +55,9 @@ struct hub_telemetry {
     store *st;
     pthread_mutex_t lock;
     telemetry_sub *subs;
+    /* live (not unsubscribed) subscribers; written under lock, read
+     * without it so that appends skip the lock when nobody listens */
+    atomic_uint live;
 };
 
 /* One append in flight. */
@@ -382,6 +386,11 @@ static void notify_task(net_loop *loop, void *arg)
  * it, at most one task in flight each. Never blocks on a reader. */
 static void notify_subscribers(hub_telemetry *t, unsigned partition)
 {
+    /* No reader: nothing to tell, and no lock per message. A subscriber
+     * added concurrently is no worse off than one added just after the
+     * lock was released: it reads the log's bounds after subscribing. */
+    if (!atomic_load_explicit(&t->live, memory_order_acquire))
+        return;
     uint64_t bit = TELEMETRY_PARTITION_BIT(partition);
     pthread_mutex_lock(&t->lock);
     for (telemetry_sub *s = t->subs; s; s = s->next) {
@@ -410,6 +419,7 @@ telemetry_sub *telemetry_subscribe(hub_telemetry *t, unsigned partition, net_loo
     pthread_mutex_lock(&t->lock);
     s->next = t->subs;
     t->subs = s;
+    atomic_fetch_add_explicit(&t->live, 1, memory_order_release);
     pthread_mutex_unlock(&t->lock);
     return s;
 }
@@ -419,6 +429,7 @@ void telemetry_unsubscribe(hub_telemetry *t, telemetry_sub *sub)
     if (!sub)
         return;
     pthread_mutex_lock(&t->lock);
+    atomic_fetch_sub_explicit(&t->live, 1, memory_order_release);
     bool in_flight = sub->posted;
     if (in_flight) {
         sub->dead = true; /* notify_task unlinks and frees it */
@@ -447,7 +458,8 @@ static void appended(net_loop *loop, void *arg, store_status st, uint64_t seq,
     } else {
         log_warn("telemetry: append to partition %u failed: %s: %s", a->partition,
                  store_status_name(st), err);
-        result = HUB_SERVER_ERROR;
+        /* a full disk is temporary: "busy, retry" rather than a server fault */
+        result = st == STORE_NO_SPACE ? HUB_SERVER_BUSY : HUB_SERVER_ERROR;
     }
     a->done(loop, a->arg, result);
     free(a);

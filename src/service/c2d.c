@@ -14,7 +14,8 @@
  *   C2D_OK 201 {"messageId","sequenceNumber","enqueuedTime"};
  *   C2D_DEVICE_NOT_FOUND 404 DeviceNotFound; C2D_QUEUE_FULL 403
  *   DeviceMaximumQueueDepthExceeded; C2D_TOO_LARGE 413 MessageTooLarge;
- *   C2D_INVALID 400 ArgumentInvalid; C2D_ERROR 500 ServerError.
+ *   C2D_INVALID 400 ArgumentInvalid; C2D_ERROR 500 ServerError; C2D_BUSY
+ *   503 ServerBusy (the store's disk is full).
  *
  * Headers of a send: iothub-messageid, iothub-correlationid, iothub-userid,
  * iothub-expiry (an ISO 8601 UTC time, or decimal seconds from now),
@@ -215,6 +216,9 @@ static void reply_result(http_request *req, c2d_result r, const char *err)
         break;
     case C2D_INVALID:
         http_reply_error(req, 400, "ArgumentInvalid", "%s", why);
+        break;
+    case C2D_BUSY:
+        http_reply_error(req, 503, "ServerBusy", "%s", why);
         break;
     case C2D_ERROR:
     default:

@@ -73,6 +73,9 @@ static void reply_status(http_request *req, registry_status st, const hub_identi
     case REG_INVALID:
         http_reply_error(req, 400, "ArgumentInvalid", "%s", err && *err ? err : "invalid identity");
         return;
+    case REG_STORE_BUSY:
+        http_reply_error(req, 503, "ServerBusy", "%s", err && *err ? err : "store busy");
+        return;
     case REG_STORE_ERROR:
     default:
         http_reply_error(req, 500, "ServerError", "%s", err && *err ? err : "store error");

@@ -89,6 +89,9 @@ static void reply_failure(http_request *req, hub_status st, const char *reason)
     case HUB_THROTTLED:
         http_reply_error(req, 429, "ThrottlingException", "%s", why);
         return;
+    case HUB_SERVER_BUSY: /* the store's disk is full: retry later */
+        http_reply_error(req, 503, "ServerBusy", "%s", why);
+        return;
     default:
         http_reply_error(req, 500, "ServerError", "%s", why);
         return;

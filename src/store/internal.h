@@ -27,6 +27,14 @@ struct store_req {
      * request wrote is rolled back (its savepoint), the batch goes on. */
     store_status (*exec)(store *st, store_req *r);
     void (*complete)(store_req *r);
+    /* Optional fast path: a run of adjacent requests of a batch with the
+     * same exec_run is executed by one call, in one savepoint, instead of
+     * one exec and one savepoint each. It sets every request's status and
+     * returns true, or returns false with first->err set; whatever it wrote
+     * is then rolled back and the run is executed again request by request
+     * through `exec`, so an error still fails only the request it belongs
+     * to. For high-volume requests (telemetry appends). */
+    bool (*exec_run)(store *st, store_req *first, size_t n);
     store_status status;
     bool sync_done; /* for store_run_sync: set under st->lock */
     char err[256];
@@ -90,7 +98,7 @@ void *store_copy_mem(char **cursor, const void *p, size_t n);
 int64_t store_now_ms(void);
 
 /* schema.c */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 /* Migrates `db` up to `target` (STORE_SCHEMA_VERSION for the latest); each
  * step runs in its own transaction together with its user_version bump. */
 bool store_migrate(sqlite3 *db, int target, char *err, size_t errlen);
@@ -98,7 +106,7 @@ int store_user_version(sqlite3 *db);
 
 /* telemetry.c */
 bool store_telemetry_init_partitions(sqlite3 *db, unsigned n, char *err, size_t errlen);
-/* Runs retention inside the current transaction. */
+/* retention.c: runs retention inside the current transaction. */
 store_status store_retention_apply(store *st, store_req *r, int64_t now_ms, uint64_t *deleted);
 
 #endif

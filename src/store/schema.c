@@ -16,6 +16,11 @@
  *   v2  twins, c2d (per-device command queues)
  *   v3  sessions, session_msgs, telemetry (+ per-partition counters),
  *       checkpoints
+ *   v4  telemetry without its enqueued-time index; telemetry_parts.last_ms,
+ *       each partition's newest enqueued time (store/telemetry.c keeps
+ *       enqueued times non-decreasing per partition, so retention walks
+ *       each partition in sequence order instead of a time index that cost
+ *       every append a third b-tree insert)
  */
 #include "store/internal.h"
 
@@ -59,6 +64,13 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     " bytes INTEGER NOT NULL);"
     "CREATE TABLE checkpoints(grp TEXT NOT NULL, part INTEGER NOT NULL,"
     " seq INTEGER NOT NULL, PRIMARY KEY(grp, part)) WITHOUT ROWID;",
+
+    /* 4: no time index on the telemetry log; newest enqueued time per
+     * partition (one scan of the log, once) */
+    "DROP INDEX telemetry_by_time;"
+    "ALTER TABLE telemetry_parts ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE telemetry_parts SET last_ms = coalesce("
+    " (SELECT max(enqueued_ms) FROM telemetry t WHERE t.part = telemetry_parts.part), 0);",
 };
 
 int store_user_version(sqlite3 *db)

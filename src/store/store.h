@@ -7,9 +7,10 @@
  * loops), runs them in ONE transaction, commits, and only then posts each
  * completion back to the loop named in the call (net_loop_post), so a
  * completion with STORE_OK means "committed with the configured
- * durability". A failing commit reports STORE_ERROR to every request of the
- * batch, never a false success. Requests from one thread are executed in
- * the order they were made.
+ * durability". A failing commit reports STORE_ERROR (STORE_NO_SPACE when
+ * the disk is full) to every request of the batch, never a false success;
+ * the next batch starts from a clean, rolled-back state. Requests from
+ * one thread are executed in the order they were made.
  *
  * `loop` may be NULL: the callback then runs on the store thread itself,
  * right after the commit. That is for start-up code, tools and tests; such a
@@ -57,6 +58,7 @@ typedef enum store_status {
     STORE_FULL,      /* a C2D queue already holds max_depth messages */
     STORE_INVALID,   /* bad argument (e.g. partition out of range) */
     STORE_ERROR,     /* I/O or database error; message in err */
+    STORE_NO_SPACE,  /* the disk is full (SQLITE_FULL): retry later, nothing was written */
 } store_status;
 
 const char *store_status_name(store_status st);
@@ -226,7 +228,9 @@ typedef struct store_event {
 } store_event;
 
 /* Appends to `partition` (< store_partitions); enqueued_ms = now unless
- * given non-zero. Reports the assigned sequence number. */
+ * given non-zero, but never earlier than the partition's previous event
+ * (a wall clock stepping back does not reorder the log). Reports the
+ * assigned sequence number and the enqueued time used. */
 typedef void (*store_appended_fn)(net_loop *loop, void *arg, store_status st, uint64_t seq,
                                   int64_t enqueued_ms, const char *err);
 void store_telemetry_append(store *st, unsigned partition, int64_t enqueued_ms,
