@@ -21,9 +21,9 @@ FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_DIR)/%)
 # Per-target sources and libraries beyond the codec.
 FUZZ_SRC_sas_token     := src/util/crypto.c src/util/sas.c
 FUZZ_LIBS_sas_token    := -lcrypto
-FUZZ_SRC_twin_patch    := src/hub/twin_doc.c src/util/crypto.c src/util/time.c
+FUZZ_SRC_twin_patch    := src/hub/twin_doc.c src/hub/twin_text.c src/util/crypto.c src/util/time.c
 FUZZ_LIBS_twin_patch   := -ljansson -lcrypto
-FUZZ_SRC_http_request  := $(addprefix src/service/,http_conn.c router.c auth.c response.c) \
+FUZZ_SRC_http_request  := $(addprefix src/service/,http_conn.c http_strict.c router.c auth.c response.c) \
                           src/util/crypto.c src/util/sas.c src/util/log.c src/util/time.c
 FUZZ_LIBS_http_request := -lhttp_parser -ljansson -lcrypto
 FUZZ_SRC_hub_props     := src/hub/properties.c src/util/log.c

@@ -224,7 +224,7 @@ static void response(hub_status st, bool has_version, mqtt_bytes value, const ch
 {
     hub_client *hc = calloc(1, sizeof *hc);
     check(hc != NULL);
-    snprintf(hc->client_id, sizeof hc->client_id, "fuzz-device");
+    hc->client_id = "fuzz-device";
     mqtt_bytes corr = {value.p, value.len > HUB_CORRELATION_MAX ? HUB_CORRELATION_MAX : value.len};
     uint64_t version = 0;
     if (has_version && !hub_parse_u64(value, &version))

@@ -19,16 +19,22 @@
  * When nothing is pending both point at the same document.
  *
  * One mutex guards the map, every entry and every document's reference
- * count; it is held for a copy and a patch of a twin (<= ~50 KB) or for
- * rendering one, never across a call into the registry or a callback.
+ * count (and those of the texts documents share, see twin_doc.h); it is
+ * held for a patch of a twin and for splicing a view from the kept texts,
+ * never across a call into the registry or a callback. Both are cheap:
+ * a draft shares every tree the patch does not touch, and a view is a
+ * copy of the texts, so a Get twin is answered from memory without
+ * parsing or serialising anything, and the stored form of a write costs a
+ * render of the changed section plus a copy.
  * The store write is queued under the lock so the store sees the writes to
  * a twin in the order memory did. The completion (on the caller's loop)
  * settles the entry, tells the desired listener, and reports.
  *
  * The stored form is the service view without the runtime fields, plus
- * the identity's generationId. A twin row left behind by a write that
- * raced with its identity's deletion is recognised at start-up by that
- * generation id (a re-created identity has a new one) and ignored. An
+ * the identity's generationId (its JSON member kept in the entry). A twin
+ * row left behind by a write that raced with its identity's deletion is
+ * recognised at start-up by that generation id (a re-created identity has
+ * a new one) and ignored. An
  * identity whose twin was never written has no row: its empty twin takes
  * the generation id as etag and the identity's status time as
  * $lastUpdated, so it looks the same after a restart.
@@ -55,6 +61,7 @@ typedef struct twin_entry {
     char device_id[HUB_ID_MAX + 1];
     char module_id[HUB_ID_MAX + 1];
     char generation_id[HUB_ETAG_MAX + 1];
+    char *stored_extra; /* {"generationId":...}: the stored form's extra member */
     twin_doc *doc;
     twin_doc *durable;
     uint64_t write_seq;
@@ -69,6 +76,7 @@ struct hub_twins {
     pthread_mutex_t lock; /* guards map, entries, documents' refs, next_write */
     hmap map;
     uint64_t next_write;
+    twin_etags etags;
     twins_desired_fn desired_fn; /* set before the loops run */
     void *desired_arg;
 };
@@ -92,12 +100,25 @@ typedef struct twin_op {
 
 /* ---- entries -------------------------------------------------------------- */
 
+/* Copies the id s into out (cap bytes), cut to fit; returns its length. */
+static size_t copy_id(char *out, size_t cap, const char *s)
+{
+    size_t n = s ? strnlen(s, cap - 1) : 0;
+    memcpy(out, s ? s : "", n);
+    out[n] = '\0';
+    return n;
+}
+
+/* The map key "deviceId" or "deviceId/moduleId" (memcpy, not snprintf:
+ * this runs for every twin request). */
 static size_t make_key(char out[TWIN_MAP_KEY_MAX], const char *device_id, const char *module_id)
 {
-    int n = module_id && *module_id
-                ? snprintf(out, TWIN_MAP_KEY_MAX, "%s/%s", device_id, module_id)
-                : snprintf(out, TWIN_MAP_KEY_MAX, "%s", device_id);
-    return n < 0 ? 0 : (size_t)n < TWIN_MAP_KEY_MAX ? (size_t)n : TWIN_MAP_KEY_MAX - 1;
+    size_t n = copy_id(out, HUB_ID_MAX + 1, device_id);
+    if (module_id && *module_id) {
+        out[n++] = '/';
+        n += copy_id(out + n, HUB_ID_MAX + 1, module_id);
+    }
+    return n;
 }
 
 /* The live entry of an identity, or NULL. Lock held. */
@@ -123,6 +144,7 @@ static void free_entry_locked(hub_twins *t, twin_entry *e)
     hmap_del(&t->map, e->key, e->keylen);
     twin_doc_unref(e->doc);
     twin_doc_unref(e->durable);
+    free(e->stored_extra);
     free(e);
 }
 
@@ -138,8 +160,13 @@ static twin_doc *empty_twin_for(const hub_identity *id)
 static bool add_entry_locked(hub_twins *t, const hub_identity *id)
 {
     twin_doc *doc = empty_twin_for(id);
-    if (!doc)
+    json_t *extra = doc ? json_pack("{s:s}", "generationId", id->generation_id) : NULL;
+    char *extra_text = extra ? json_dumps(extra, JSON_COMPACT) : NULL;
+    json_decref(extra);
+    if (!extra_text) {
+        twin_doc_unref(doc);
         return false;
+    }
     char key[TWIN_MAP_KEY_MAX];
     size_t keylen = make_key(key, id->device_id, id->module_id);
     twin_entry *e = hmap_get(&t->map, key, keylen);
@@ -147,6 +174,7 @@ static bool add_entry_locked(hub_twins *t, const hub_identity *id)
         e = calloc(1, sizeof *e);
         if (!e) {
             twin_doc_unref(doc);
+            free(extra_text);
             return false;
         }
         memcpy(e->key, key, keylen + 1); /* the map keeps a pointer to it */
@@ -154,12 +182,15 @@ static bool add_entry_locked(hub_twins *t, const hub_identity *id)
         if (hmap_put(&t->map, e->key, e->keylen, e) == e) {
             free(e);
             twin_doc_unref(doc);
+            free(extra_text);
             return false;
         }
     }
     snprintf(e->device_id, sizeof e->device_id, "%s", id->device_id);
     snprintf(e->module_id, sizeof e->module_id, "%s", id->module_id);
     snprintf(e->generation_id, sizeof e->generation_id, "%s", id->generation_id);
+    free(e->stored_extra);
+    e->stored_extra = extra_text;
     e->deleted = false;
     /* a revived tombstone: older writes in flight must not show or settle */
     e->write_seq = e->durable_seq = ++t->next_write;
@@ -195,15 +226,23 @@ static json_t *runtime_fields(hub_registry *reg, const char *device_id, const ch
                      (json_int_t)id.c2d_message_count);
 }
 
-/* The service view of doc as a malloc'd string. Lock held (doc's JSON is
- * only read under it); runtime is the result of runtime_fields. */
-static char *render_service_locked(const twin_doc *doc, const char *device_id,
-                                   const char *module_id, const json_t *runtime)
+/* The registry's runtime fields of the service view as JSON object text
+ * (malloc'd; NULL when out of memory). */
+static char *runtime_text(hub_registry *reg, const char *device_id, const char *module_id)
 {
-    json_t *j = twin_doc_service_json(doc, device_id, module_id, runtime);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
+    json_t *runtime = runtime_fields(reg, device_id, module_id);
+    char *text = runtime ? json_dumps(runtime, JSON_COMPACT) : NULL;
+    json_decref(runtime);
     return text;
+}
+
+/* The service view of doc as a malloc'd string. Lock held (doc's
+ * reference count is only touched under it); runtime is the result of
+ * runtime_text. */
+static char *render_service_locked(const twin_doc *doc, const char *device_id,
+                                   const char *module_id, const char *runtime)
+{
+    return twin_doc_service_text(doc, device_id, module_id, runtime, NULL);
 }
 
 static void op_free(twin_op *op)
@@ -229,13 +268,15 @@ static void op_report(net_loop *loop, void *arg)
     } else if (op->doc_done && !ok) {
         op->doc_done(loop, op->arg, op->status, NULL, NULL, reason);
     } else if (op->doc_done) {
-        json_t *runtime = runtime_fields(op->t->reg, op->device_id, op->module_id);
+        char *runtime = runtime_text(op->t->reg, op->device_id, op->module_id);
         char etag[HUB_ETAG_MAX + 1];
         pthread_mutex_lock(&op->t->lock);
-        char *text = render_service_locked(op->now, op->device_id, op->module_id, runtime);
+        char *text = runtime ? render_service_locked(op->now, op->device_id, op->module_id,
+                                                     runtime)
+                             : NULL;
         memcpy(etag, op->now->etag, sizeof etag);
         pthread_mutex_unlock(&op->t->lock);
-        json_decref(runtime);
+        free(runtime);
         if (text)
             op->doc_done(loop, op->arg, HUB_OK, text, etag, NULL);
         else
@@ -270,8 +311,8 @@ static twin_op *op_new(hub_twins *t, const char *device_id, const char *module_i
     op->t = t;
     op->loop = loop;
     op->arg = arg;
-    snprintf(op->device_id, sizeof op->device_id, "%s", device_id);
-    snprintf(op->module_id, sizeof op->module_id, "%s", module_id ? module_id : "");
+    copy_id(op->device_id, sizeof op->device_id, device_id);
+    copy_id(op->module_id, sizeof op->module_id, module_id);
     return op;
 }
 
@@ -307,7 +348,7 @@ static void op_stored(net_loop *loop, void *arg, store_status st, const char *er
     if (!ok) {
         log_warn("twins: storing the twin of %s%s%s failed: %s", op->device_id,
                  op->module_id[0] ? "/" : "", op->module_id, err && *err ? err : "?");
-        op->status = HUB_SERVER_ERROR;
+        op->status = st == STORE_NO_SPACE ? HUB_SERVER_BUSY : HUB_SERVER_ERROR;
         snprintf(op->reason, sizeof op->reason, "store: %s",
                  err && *err ? err : store_status_name(st));
     } else if (op->desired_patch && t->desired_fn) {
@@ -321,11 +362,7 @@ static void op_stored(net_loop *loop, void *arg, store_status st, const char *er
  * Lock held; takes over the caller's reference to draft. */
 static bool publish_locked(hub_twins *t, twin_op *op, twin_entry *e, twin_doc *draft)
 {
-    json_t *extra = json_pack("{s:s}", "generationId", e->generation_id);
-    json_t *j = extra ? twin_doc_service_json(draft, e->device_id, e->module_id, extra) : NULL;
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(extra);
-    json_decref(j);
+    char *text = twin_doc_service_text(draft, e->device_id, e->module_id, e->stored_extra, NULL);
     if (!text) {
         twin_doc_unref(draft);
         return false;
@@ -371,8 +408,8 @@ static bool etag_matches(const char *if_match, const char *etag)
 }
 
 /* Checks preconditions and builds the changed draft. Lock held. */
-static hub_status build_draft_locked(twin_entry *e, const twin_change *c, twin_doc **out,
-                                     char *why, size_t whylen)
+static hub_status build_draft_locked(hub_twins *t, twin_entry *e, const twin_change *c,
+                                     twin_doc **out, char *why, size_t whylen)
 {
     if (!etag_matches(c->if_match, e->doc->etag)) {
         snprintf(why, whylen, "etag does not match");
@@ -396,10 +433,8 @@ static hub_status build_draft_locked(twin_entry *e, const twin_change *c, twin_d
         st = twin_doc_apply(draft, TWIN_DESIRED, c->desired, c->replace, now, why, whylen);
     if (st == HUB_OK && c->reported)
         st = twin_doc_apply(draft, TWIN_REPORTED, c->reported, false, now, why, whylen);
-    if (st == HUB_OK && !twin_doc_bump(draft)) {
-        snprintf(why, whylen, "random generator failed");
-        st = HUB_SERVER_ERROR;
-    }
+    if (st == HUB_OK)
+        twin_doc_bump(draft, &t->etags);
     if (st != HUB_OK) {
         twin_doc_unref(draft);
         return st;
@@ -417,7 +452,7 @@ static void run_write(hub_twins *t, twin_op *op, const twin_change *c)
     twin_doc *draft = NULL;
     hub_status st = HUB_NOT_FOUND;
     if (e)
-        st = build_draft_locked(e, c, &draft, op->reason, sizeof op->reason);
+        st = build_draft_locked(t, e, c, &draft, op->reason, sizeof op->reason);
     else
         snprintf(op->reason, sizeof op->reason, "no such device or module");
     if (st == HUB_OK && !publish_locked(t, op, e, draft)) {
@@ -542,10 +577,8 @@ char *twins_device_view(hub_twins *t, const char *device_id, const char *module_
 {
     pthread_mutex_lock(&t->lock);
     twin_entry *e = live_entry(t, device_id, module_id);
-    json_t *j = e ? twin_doc_device_json(e->doc) : NULL;
+    char *text = e ? twin_doc_device_text(e->doc, NULL) : NULL;
     pthread_mutex_unlock(&t->lock);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
     *st = text ? HUB_OK : e ? HUB_SERVER_ERROR : HUB_NOT_FOUND;
     return text;
 }
@@ -553,7 +586,7 @@ char *twins_device_view(hub_twins *t, const char *device_id, const char *module_
 char *twins_service_view(hub_twins *t, const char *device_id, const char *module_id,
                          char etag_out[HUB_ETAG_MAX + 1], hub_status *st)
 {
-    json_t *runtime = runtime_fields(t->reg, device_id, module_id);
+    char *runtime = runtime_text(t->reg, device_id, module_id);
     pthread_mutex_lock(&t->lock);
     twin_entry *e = live_entry(t, device_id, module_id);
     char *text = e && runtime ? render_service_locked(e->doc, device_id, module_id, runtime)
@@ -561,7 +594,7 @@ char *twins_service_view(hub_twins *t, const char *device_id, const char *module
     if (e && etag_out)
         memcpy(etag_out, e->doc->etag, HUB_ETAG_MAX + 1);
     pthread_mutex_unlock(&t->lock);
-    json_decref(runtime);
+    free(runtime);
     *st = text ? HUB_OK : e ? HUB_SERVER_ERROR : HUB_NOT_FOUND;
     return text;
 }
@@ -661,6 +694,11 @@ hub_twins *twins_open(struct store *st, hub_registry *reg, char *err, size_t err
     }
     t->st = st;
     t->reg = reg;
+    if (!twin_etags_init(&t->etags)) {
+        snprintf(err, errlen, "random generator failed");
+        free(t);
+        return NULL;
+    }
     pthread_mutex_init(&t->lock, NULL);
     hmap_init(&t->map);
     pthread_mutex_lock(&t->lock);
@@ -690,6 +728,7 @@ void twins_free(hub_twins *t)
         twin_entry *e = v;
         twin_doc_unref(e->doc);
         twin_doc_unref(e->durable);
+        free(e->stored_extra);
         free(e);
     }
     hmap_free(&t->map);

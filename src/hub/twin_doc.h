@@ -1,7 +1,8 @@
 /*
  * hub/twin_doc.h — the twin document model, private to src/hub/ (twin.c
- * and the unit tests): JSON merge patches, the §7 limits, and the
- * $version / $metadata bookkeeping (../shared/spec/iothub-mqtt5.md §7).
+ * and the unit tests): JSON merge patches, the §7 limits, the $version /
+ * $metadata bookkeeping (../shared/spec/iothub-mqtt5.md §7) and the JSON
+ * text of the views.
  *
  * A document keeps each section as a plain JSON object (tags, desired,
  * reported: exactly what a device or service wrote, no '$' keys) and the
@@ -11,9 +12,20 @@
  * size of desired is the size of its object) and the device view a plain
  * copy; the service view and the stored form are assembled on output.
  *
+ * Next to every tree the document keeps its compact JSON text, rendered
+ * once when the tree changes. The views (the device's Get twin, the stored
+ * form written on every change, the service's GET) are spliced from these
+ * texts, so a read or a write never serialises the sections it did not
+ * change. Trees and texts are immutable once built and shared by reference
+ * between the versions of a document: a copy is shallow, a patch copies
+ * only the objects on its own paths (see twin_doc.c).
+ *
  * Functions here are pure apart from the clock value they are given and
- * the random etag; none takes a lock. A document being built is private to
- * its builder; twin.c publishes it and never changes it afterwards.
+ * the etag source; none takes a lock. A document being built is private to
+ * its builder; twin.c publishes it and never changes it afterwards. The
+ * reference counts of documents and texts are plain integers, so every
+ * twin_doc_ref / _unref / _copy of a shared document must run under the
+ * owner's lock (jansson's own counts are atomic).
  */
 #ifndef IOTHUBD_HUB_TWIN_DOC_H
 #define IOTHUBD_HUB_TWIN_DOC_H
@@ -25,6 +37,7 @@
 
 #include "hub/registry.h"
 #include "hub/status.h"
+#include "hub/twin_text.h"
 
 #define TWIN_KEY_MAX_BYTES 1024
 #define TWIN_DEPTH_MAX 10
@@ -36,6 +49,7 @@
 
 typedef enum twin_section { TWIN_TAGS, TWIN_DESIRED, TWIN_REPORTED } twin_section;
 
+
 typedef struct twin_doc {
     unsigned refs;           /* owners (twin.c, under its lock) */
     json_t *tags;            /* objects, never NULL */
@@ -43,6 +57,11 @@ typedef struct twin_doc {
     json_t *reported;
     json_t *desired_meta;    /* metadata trees, never NULL */
     json_t *reported_meta;
+    twin_text *tags_text;    /* the compact JSON of each tree above, never NULL */
+    twin_text *desired_text;
+    twin_text *reported_text;
+    twin_text *desired_meta_text;
+    twin_text *reported_meta_text;
     int64_t version;         /* twin version: +1 per accepted write */
     int64_t desired_version; /* properties.desired.$version */
     int64_t reported_version;
@@ -52,7 +71,9 @@ typedef struct twin_doc {
 /* A new twin: empty sections, every version 1, metadata stamped now_ms,
  * the given etag (NULL: a random one). NULL when out of memory. refs = 1. */
 twin_doc *twin_doc_new_empty(int64_t now_ms, const char *etag);
-/* A deep copy with refs = 1 (a draft to change). NULL when out of memory. */
+/* A draft to change, refs = 1: a shallow copy sharing src's trees and
+ * texts (twin_doc_apply replaces what it changes, never edits it). NULL
+ * when out of memory. */
 twin_doc *twin_doc_copy(const twin_doc *src);
 twin_doc *twin_doc_ref(twin_doc *d);
 void twin_doc_unref(twin_doc *d);
@@ -72,24 +93,45 @@ size_t twin_doc_size(const json_t *value);
  * Applies a JSON merge patch (replace = false: objects merge recursively,
  * null removes, anything else replaces) or a replacement (replace = true:
  * the section becomes `patch`, nulls dropped) to one section of the draft
- * d, stamping the metadata of every level it touched with now_ms. Bumps
- * that section's $version (desired, reported). Checks every limit first
- * and the section's size after: on HUB_BAD_REQUEST (reason in why) d is
- * unchanged. patch must be a JSON object. Does not touch version or etag
- * (see twin_doc_bump: once per write, however many sections it changed).
+ * d, stamping the metadata of every level it touched with now_ms, and
+ * renders the section's texts again. Bumps that section's $version
+ * (desired, reported). Checks every limit first and the section's size
+ * after: on HUB_BAD_REQUEST (reason in why) d is unchanged. patch must be
+ * a JSON object; the draft may keep references to its values (they must
+ * not change afterwards). Does not touch version or etag (see
+ * twin_doc_bump: once per write, however many sections it changed).
  */
 hub_status twin_doc_apply(twin_doc *d, twin_section section, const json_t *patch, bool replace,
                           int64_t now_ms, char *why, size_t whylen);
-/* One accepted write: version + 1 and a fresh random etag. False when the
- * random generator failed (d unchanged). */
-bool twin_doc_bump(twin_doc *d);
 
-/* Output. Every function returns a new JSON value (NULL when out of
- * memory). The device view: {"desired":{...,"$version":N},"reported":
- * {...,"$version":M}}. The service view: deviceId, moduleId (when not
- * ""), etag, version, then the members of `extra` (may be NULL: twin.c
- * passes the registry's runtime fields, or generationId for the stored
- * form), then tags and properties with $metadata and $version. */
+/* Where new etags come from: a random key drawn once, then a counter
+ * through a bijective 64-bit mixer, so every etag of a run differs from
+ * every other and none costs a call into the random generator. Owned by
+ * one table (twin.c, under its lock). */
+typedef struct twin_etags {
+    uint64_t key;
+    uint64_t counter;
+    uint8_t tail; /* the 9th byte, random per run */
+} twin_etags;
+/* Draws the key; false when the random generator failed. */
+bool twin_etags_init(twin_etags *g);
+/* The next etag: 9 bytes in base64 (12 characters). */
+void twin_etags_next(twin_etags *g, char out[HUB_ETAG_MAX + 1]);
+
+/* One accepted write: version + 1 and the next etag of g. */
+void twin_doc_bump(twin_doc *d, twin_etags *g);
+
+/* Output as malloc'd NUL-terminated text (*len, when not NULL, gets its
+ * length), NULL when out of memory. The device view: {"desired":{...,
+ * "$version":N},"reported":{...,"$version":M}}. The service view:
+ * deviceId, moduleId (when not ""), etag, version, then the members of
+ * the JSON object text `extra` (may be NULL: twin.c passes the registry's
+ * runtime fields, or generationId for the stored form), then tags and
+ * properties with $metadata and $version. */
+char *twin_doc_device_text(const twin_doc *d, size_t *len);
+char *twin_doc_service_text(const twin_doc *d, const char *device_id, const char *module_id,
+                            const char *extra, size_t *len);
+/* The same views parsed back into JSON values (tests and checks). */
 json_t *twin_doc_device_json(const twin_doc *d);
 json_t *twin_doc_service_json(const twin_doc *d, const char *device_id, const char *module_id,
                               const json_t *extra);

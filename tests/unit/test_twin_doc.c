@@ -3,8 +3,11 @@
  * JSON merge patches (null removal, nested objects, replacement of
  * non-objects), replace, every §7 limit (each refused with BAD_REQUEST and
  * the document left exactly as it was, boundaries accepted), the §7 size
- * rule, $version and etag bookkeeping, $metadata stamps at every level,
- * the device view without $metadata, and the stored form read back.
+ * rule, $version and etag bookkeeping (etags unique across a run and
+ * across runs), $metadata stamps at every level, the device view without
+ * $metadata, the stored form read back, structural sharing (a draft
+ * shares its source's trees and never changes them) and the kept texts
+ * (byte for byte what jansson's compact dump writes).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -300,19 +303,113 @@ static void test_versions_and_etag(void **state)
     assert_int_equal(twin_doc_apply(d, TWIN_TAGS, p, false, T0, why, sizeof why), HUB_OK);
     assert_int_equal(d->desired_version, 2);
     assert_int_equal(d->reported_version, 3);
-    assert_true(twin_doc_bump(d));
+    twin_etags g;
+    assert_true(twin_etags_init(&g));
+    twin_doc_bump(d, &g);
     assert_int_equal(d->version, 2);
+    assert_int_equal(strlen(d->etag), 12);
     assert_string_not_equal(d->etag, first_etag);
     json_decref(p);
 
     twin_doc *named = twin_doc_new_empty(T0, "gen-etag");
     assert_string_equal(named->etag, "gen-etag");
+    twin_doc_unref(named);
+    twin_doc_unref(d);
+}
+
+static void apply_text(twin_doc *d, twin_section s, const char *text, int64_t now);
+
+/* Every etag of a run differs from every other (a counter through a
+ * bijection), and two runs (two random keys) do not repeat each other. */
+static void test_etags_unique(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    static char seen[2 * N][HUB_ETAG_MAX + 1];
+    twin_etags a, b;
+    assert_true(twin_etags_init(&a));
+    assert_true(twin_etags_init(&b));
+    for (int i = 0; i < N; i++) {
+        twin_etags_next(&a, seen[i]);
+        twin_etags_next(&b, seen[N + i]);
+        assert_int_equal(strlen(seen[i]), 12);
+    }
+    qsort(seen, 2 * N, sizeof seen[0], (int (*)(const void *, const void *))strcmp);
+    for (int i = 1; i < 2 * N; i++)
+        assert_string_not_equal(seen[i - 1], seen[i]);
+}
+
+/* The kept texts are exactly the compact JSON of their trees. */
+static void assert_texts_match(const twin_doc *d)
+{
+    const json_t *trees[] = {d->tags, d->desired, d->reported, d->desired_meta,
+                             d->reported_meta};
+    const twin_text *texts[] = {d->tags_text, d->desired_text, d->reported_text,
+                                d->desired_meta_text, d->reported_meta_text};
+    for (size_t i = 0; i < sizeof trees / sizeof trees[0]; i++) {
+        char *want = json_dumps(trees[i], JSON_COMPACT);
+        assert_string_equal(twin_text_str(texts[i]), want);
+        free(want);
+    }
+}
+
+/* The renderer writes exactly what jansson's compact dump writes. */
+static void test_text_matches_jansson(void **state)
+{
+    (void)state;
+    static const char *const cases[] = {
+        "{}", "[]", "{\"a\":[]}", "\"\"", "0", "-4503599627370495", "9223372036854775807",
+        "-9223372036854775808", "true", "false", "null", "0.1", "3.0", "-2.5e-7", "1e20",
+        "1.5e300", "-0.0", "123456789.125",
+        "{\"q\":\"\\\" \\\\ \\/ \\b\\f\\n\\r\\t \\u0001\\u001f \\u0000 x\"}",
+        "{\"\\u00e9t\\u00e9\":\"\\u2028 \\ud83d\\ude00\",\"z\":{\"y\":[1,{\"x\":null}]}}",
+        "{\"b\":1,\"a\":2,\"c\":{\"e\":[true,false,0.5],\"d\":\"\"}}",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *v = parse(cases[i]);
+        char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        twin_text *t = twin_text_render(v);
+        assert_non_null(t);
+        assert_int_equal(t->len, strlen(want));
+        if (memcmp(t->s, want, t->len) != 0)
+            fail_msg("case %zu: got %s, want %s", i, t->s, want);
+        twin_text_unref(t);
+        free(want);
+        json_decref(v);
+    }
+}
+
+/* A draft shares its source's trees; changing the draft never changes the
+ * source (its trees, its texts, nested objects the patch merged into). */
+static void test_copy_shares_and_isolates(void **state)
+{
+    (void)state;
+    twin_doc *d = twin_doc_new_empty(T0, "e0");
+    apply_text(d, TWIN_REPORTED, "{\"a\":{\"b\":1,\"c\":[1,null]},\"z\":\"keep\"}", T0);
+    apply_text(d, TWIN_DESIRED, "{\"d\":{\"e\":{\"f\":true}}}", T0);
+    assert_texts_match(d);
+    json_t *orig = twin_doc_service_json(d, "dev", NULL, NULL);
+    char *before = json_dumps(orig, JSON_COMPACT);
+    json_decref(orig);
+
     twin_doc *copy = twin_doc_copy(d);
     assert_int_equal(copy->refs, 1);
-    assert_true(json_equal(copy->desired, d->desired));
-    assert_ptr_not_equal(copy->desired, d->desired);
+    assert_ptr_equal(copy->desired, d->desired); /* shared until changed */
+    apply_text(copy, TWIN_REPORTED, "{\"a\":{\"b\":2,\"n\":{\"x\":null,\"y\":1}},\"z\":null}",
+               T0 + 1000);
+    apply_text(copy, TWIN_DESIRED, "{\"d\":{\"e\":{\"g\":1}}}", T0 + 1000);
+    assert_texts_match(copy);
+    assert_texts_match(d);
+    json_t *got = twin_doc_service_json(d, "dev", NULL, NULL);
+    char *after = json_dumps(got, JSON_COMPACT);
+    assert_string_equal(after, before);
+    assert_json_text(copy->reported, "{\"a\":{\"b\":2,\"c\":[1,null],\"n\":{\"y\":1}}}");
+    assert_json_text(copy->desired, "{\"d\":{\"e\":{\"f\":true,\"g\":1}}}");
+    assert_json_text(d->desired, "{\"d\":{\"e\":{\"f\":true}}}");
+    json_decref(got);
+    free(before);
+    free(after);
     twin_doc_unref(copy);
-    twin_doc_unref(named);
     twin_doc_unref(d);
 }
 
@@ -460,6 +557,9 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_size_counts_the_result),
         cmocka_unit_test(test_versions_and_etag),
+        cmocka_unit_test(test_etags_unique),
+        cmocka_unit_test(test_copy_shares_and_isolates),
+        cmocka_unit_test(test_text_matches_jansson),
         cmocka_unit_test(test_metadata_stamps),
         cmocka_unit_test(test_views),
     };
