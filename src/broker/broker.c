@@ -31,6 +31,7 @@ void broker_limits_default(broker_limits *l)
         .max_session_expiry = UINT32_MAX,
         .max_subscriptions = 10000,
         .max_queued_messages = 1000,
+        .max_queued_bytes = 64u << 20,
         .connect_timeout_ms = 30000,
     };
 }
@@ -204,7 +205,7 @@ bool broker_client_send(broker_client *c, broker_msg *msg, uint8_t qos, uint64_t
     if (c->state != CLIENT_CONNECTED || !c->session)
         return false;
     session *s = c->session;
-    if (qos > 0 && s->queue.len >= c->limits->max_queued_messages)
+    if (qos > 0 && !session_queue_has_room(s, c->limits, msg))
         return false;
     session_deliver(s, msg, qos, false, 0, app_tag);
     return true;

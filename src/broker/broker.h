@@ -53,6 +53,7 @@ typedef struct broker_limits {
     uint32_t max_session_expiry;   /* seconds; UINT32_MAX = no cap */
     uint32_t max_subscriptions;    /* per client; beyond: SUBACK 0x97 */
     uint32_t max_queued_messages;  /* per session, QoS>0 awaiting delivery */
+    uint32_t max_queued_bytes;     /* per session, their topics + payloads; 0 = no cap */
     uint32_t connect_timeout_ms;   /* CONNECT must arrive within this */
 } broker_limits;
 
@@ -60,12 +61,12 @@ void broker_limits_default(broker_limits *l);
 
 /* A client as the application sees it. */
 typedef struct broker_client_info {
-    uint8_t protocol_version;     /* MQTT_V311 or MQTT_V5 */
     mqtt_bytes client_id;         /* as sent (may be empty before assignment) */
     mqtt_bytes username;          /* empty if none */
-    bool has_username;
     mqtt_bytes auth_method;       /* empty if none */
     net_conn *conn;
+    uint8_t protocol_version;     /* MQTT_V311 or MQTT_V5 */
+    bool has_username;            /* (small fields last: no padding holes) */
 } broker_client_info;
 
 typedef uint64_t broker_client_handle; /* 0 = none */

@@ -435,8 +435,11 @@ void client_free_connect_state(broker_client *c)
             free((void *)c->alias_in[i].p);
         free(c->alias_in);
     }
-    for (uint16_t i = 0; i < c->alias_out_used; i++)
-        free(c->alias_out_keys[i]);
-    free(c->alias_out_keys);
-    hmap_free(&c->alias_out);
+    if (c->alias_out) {
+        for (uint16_t i = 0; i < c->alias_out->used; i++)
+            free(c->alias_out->keys[i]);
+        hmap_free(&c->alias_out->map);
+        free(c->alias_out);
+        c->alias_out = NULL;
+    }
 }

@@ -12,7 +12,13 @@
  * (dropped if the client is offline or its output is backed up — QoS 0
  * promises nothing more). QoS 1 and 2 join the session's queue; the pump
  * moves them into flight while the window allows: the client's Receive
- * Maximum, capped by OUT_WINDOW_MAX so that finding a packet id stays cheap.
+ * Maximum, capped by OUT_WINDOW_MAX so that finding a packet id stays cheap,
+ * and only while the connection's output is below its high-water mark. The
+ * queue is bounded by max_queued_messages and max_queued_bytes (topic +
+ * payload; each list keeps its byte total): a message that would pass
+ * either is dropped for this session, like Mosquitto's max_queued_*. So a
+ * client that never reads pins at most the queue bound plus what the
+ * kernel's socket buffers and the output high-water mark took in flight.
  * In-flight messages are kept in send order; acknowledgements usually
  * arrive in that order, so finding one is O(1) in practice.
  */
@@ -29,8 +35,17 @@ typedef enum send_result { SEND_OK, SEND_TOO_LARGE, SEND_FAILED } send_result;
 
 /* ---- out lists -------------------------------------------------------- */
 
+/* What a listed message counts toward max_queued_bytes: its topic and
+ * payload (the message is shared among subscribers; this is a per-session
+ * bound on what the session pins, not an exact memory figure). */
+static size_t out_msg_bytes(const out_msg *o)
+{
+    return (size_t)o->msg->topic.len + o->msg->payload.len;
+}
+
 static void out_append(out_list *l, out_msg *o)
 {
+    l->bytes += out_msg_bytes(o);
     o->next = NULL;
     if (l->tail)
         l->tail->next = o;
@@ -48,6 +63,7 @@ static out_msg *out_pop(out_list *l)
         if (!l->head)
             l->tail = NULL;
         l->len--;
+        l->bytes -= out_msg_bytes(o);
     }
     return o;
 }
@@ -66,6 +82,7 @@ static out_msg *out_take(out_list *l, uint16_t packet_id)
         if (l->tail == o)
             l->tail = prev;
         l->len--;
+        l->bytes -= out_msg_bytes(o);
         return o;
     }
     return NULL;
@@ -128,29 +145,32 @@ static uint16_t pick_alias(broker_client *c, mqtt_bytes topic, bool *is_new)
     *is_new = false;
     if (c->client_alias_max == 0)
         return 0;
-    void *v = hmap_get(&c->alias_out, topic.p, topic.len);
+    void *v = c->alias_out ? hmap_get(&c->alias_out->map, topic.p, topic.len) : NULL;
     if (v)
         return (uint16_t)(uintptr_t)v;
-    if (c->alias_out_used >= c->client_alias_max)
+    uint16_t used = c->alias_out ? c->alias_out->used : 0;
+    if (used >= c->client_alias_max)
         return 0;
     *is_new = true;
-    return (uint16_t)(c->alias_out_used + 1);
+    return (uint16_t)(used + 1);
 }
 
 static void record_alias(broker_client *c, mqtt_bytes topic, uint16_t alias)
 {
-    if (!c->alias_out_keys) {
-        c->alias_out_keys = calloc(c->client_alias_max, sizeof *c->alias_out_keys);
-        if (!c->alias_out_keys)
+    if (!c->alias_out) {
+        c->alias_out = calloc(1, sizeof *c->alias_out +
+                                     (size_t)c->client_alias_max * sizeof c->alias_out->keys[0]);
+        if (!c->alias_out)
             return;
+        hmap_init(&c->alias_out->map);
     }
     char *key = malloc(topic.len ? topic.len : 1);
     if (!key)
         return;
     if (topic.len)
         memcpy(key, topic.p, topic.len);
-    c->alias_out_keys[c->alias_out_used++] = key;
-    hmap_put(&c->alias_out, key, topic.len, (void *)(uintptr_t)alias);
+    c->alias_out->keys[c->alias_out->used++] = key;
+    hmap_put(&c->alias_out->map, key, topic.len, (void *)(uintptr_t)alias);
 }
 
 static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t qos,
@@ -273,7 +293,7 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
             send_publish(s->client, msg, 0, retain, sub_id, 0, false);
         return;
     }
-    if (s->queue.len >= s->bl->b->limits.max_queued_messages) {
+    if (!session_queue_has_room(s, &s->bl->b->limits, msg)) {
         log_debug("%s: queue full, message on %.*s dropped", s->client_id,
                   (int)msg->topic.len, (const char *)msg->topic.p);
         return;
@@ -289,6 +309,13 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
     out_append(&s->queue, o);
     persist_message(s, o);
     session_resume_delivery(s);
+}
+
+bool session_queue_has_room(const session *s, const broker_limits *l, const broker_msg *msg)
+{
+    size_t add = (size_t)msg->topic.len + msg->payload.len;
+    return s->queue.len < l->max_queued_messages &&
+           (l->max_queued_bytes == 0 || s->queue.bytes + add <= l->max_queued_bytes);
 }
 
 /* A message read back from the store at start-up: in flight if it had been

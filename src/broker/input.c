@@ -36,7 +36,6 @@ static void *on_open(net_conn *conn, void *listener_arg)
     c->info.protocol_version = MQTT_V5; /* until CONNECT says otherwise */
     c->request_problem_info = true;
     c->last_rx_ms = net_loop_now_ms(bl->loop);
-    hmap_init(&c->alias_out);
     if (hmap_put(&bl->clients, &c->handle, sizeof c->handle, c) == c) {
         free(c);
         return NULL;

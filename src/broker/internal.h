@@ -82,6 +82,7 @@ typedef struct out_list {
     out_msg *head;
     out_msg *tail;
     uint32_t len;
+    size_t bytes;     /* topic + payload bytes of the listed messages */
 } out_list;
 
 /* A subscription as the session remembers it (to list, replace, count and
@@ -96,7 +97,6 @@ typedef struct session_sub {
 struct session {
     atomic_uint refs;
     broker_loop *bl;          /* owner; never changes */
-    char *client_id;
     size_t client_id_len;
     broker_client *client;    /* attached connection, or NULL */
     bool dead;                /* ended: deliveries to it are dropped */
@@ -105,6 +105,7 @@ struct session {
     session_sub *subs;
     uint32_t nsubs;
     uint32_t subs_cap;
+    hmap *sub_index;          /* over subs, once it is long (subscribe.c) */
     out_list inflight;        /* sent, unacknowledged, in send order */
     out_list queue;           /* waiting for a window or a connection */
     uint16_t next_packet_id;
@@ -116,6 +117,8 @@ struct session {
     broker_msg *pending_will; /* delayed Will, published by will_timer */
     uint8_t pending_will_qos;
     net_timer will_timer;
+    char client_id[];         /* NUL-terminated, in the same block (one
+                                 allocation per session, not two) */
 };
 
 typedef enum client_state {
@@ -126,6 +129,15 @@ typedef enum client_state {
     CLIENT_CLOSED,
 } client_state;
 
+/* Outbound topic aliases of one client, allocated when the first one is
+ * recorded: most clients never get one, and an empty map plus its key
+ * array would cost every connection 34 bytes. */
+typedef struct alias_out_map {
+    hmap map;         /* topic → alias number; the keys live in keys[] */
+    uint16_t used;    /* aliases 1..used are taken */
+    char *keys[];     /* [client_alias_max] */
+} alias_out_map;
+
 /* CONNACK properties from broker_auth_accept, kept until the CONNACK is
  * sent (the connection may move to another loop in between). */
 typedef struct connack_pending {
@@ -133,58 +145,64 @@ typedef struct connack_pending {
     uint8_t *mem; /* the strings props points at */
 } connack_pending;
 
+/* Ordered for an idle connection's size: within each group 8-byte fields
+ * first, then 4-, 2- and 1-byte ones, so the struct has no padding holes
+ * (one is held per connection). */
 struct broker_client {
     broker_loop *bl;
     net_conn *conn;
     broker_client_handle handle;
-    client_state state;
-    bool reauthenticating;
     const broker_limits *limits; /* the server's, or the app's for this client */
     broker_client_info info;
     void *app_data;
 
-    /* From CONNECT, owned copies. */
+    /* From CONNECT, owned copies (the small fields are further down). */
     char *client_id;
     size_t client_id_len;
-    bool assigned_id;
     char *username;
     char *auth_method;
-    bool clean_start;
-    uint16_t keep_alive;          /* effective, seconds */
-    bool server_keep_alive_sent;
-    uint32_t session_expiry;      /* requested, capped */
-    uint16_t client_receive_max;  /* outbound window */
-    uint32_t client_max_packet;   /* 0 = no limit */
-    uint16_t client_alias_max;    /* outbound topic aliases allowed */
-    bool request_problem_info;
     broker_msg *will;
-    uint8_t will_qos;
-    uint32_t will_delay;
 
     /* Answers the app gave before CONNACK could be sent (owned copy),
      * allocated only when there are some and freed once CONNACK is out:
      * an idle connection should not carry a 248-byte property set. */
     struct connack_pending *connack;
 
-    /* Liveness. */
+    /* Liveness. One timer, two uses that never overlap: the CONNECT
+     * timeout until the client is connected (finish_connect stops it before
+     * the keep-alive is first armed; a migrating client has it stopped
+     * too), then the keep-alive. */
     uint64_t last_rx_ms;
-    net_timer keepalive_timer;
-    net_timer connect_timer;
+    union {
+        net_timer connect_timer;
+        net_timer keepalive_timer;
+    };
 
     /* Inbound topic aliases: index 1..limits.topic_alias_maximum. */
     mqtt_bytes *alias_in;
-    /* Outbound topic aliases: topic → alias number. Keys live in alias_out_keys. */
-    hmap alias_out;
-    char **alias_out_keys;
-    uint16_t alias_out_used;
+    /* Outbound topic aliases; NULL until the first one. */
+    alias_out_map *alias_out;
 
+    session *session;
+
+    client_state state;
+    uint32_t session_expiry;      /* requested, capped */
+    uint32_t client_max_packet;   /* 0 = no limit */
+    uint32_t will_delay;
     /* Inbound QoS>0 publishes the app has not completed yet (count toward
      * our Receive Maximum), with their QoS (to answer PUBACK or PUBREC). */
     uint32_t pending_in;
-
-    session *session;
-    bool will_suppressed;         /* normal DISCONNECT received */
+    uint16_t keep_alive;          /* effective, seconds */
+    uint16_t client_receive_max;  /* outbound window */
+    uint16_t client_alias_max;    /* outbound topic aliases allowed */
+    uint8_t will_qos;
     uint8_t close_reason;         /* for the app's disconnected() */
+    bool reauthenticating;
+    bool assigned_id;
+    bool clean_start;
+    bool server_keep_alive_sent;
+    bool request_problem_info;
+    bool will_suppressed;         /* normal DISCONNECT received */
     bool app_notified;            /* authenticate() was called */
 };
 
@@ -245,6 +263,11 @@ bool session_qos2_in_del(session *s, uint16_t id);
 
 /* ---- deliver.c -------------------------------------------------------- */
 void route_message(broker_loop *bl, broker_msg *msg, size_t *matched);
+/* Whether a QoS>0 message may join the session's queue under `l`: fewer
+ * than max_queued_messages queued, and max_queued_bytes (if set) not
+ * passed by adding it. A client that does not read (or is offline) can
+ * make us hold at most that much for it. */
+bool session_queue_has_room(const session *s, const broker_limits *l, const broker_msg *msg);
 void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain,
                      uint32_t sub_id, uint64_t app_tag);
 void session_resume_delivery(session *s);

@@ -24,14 +24,9 @@ session *session_find(broker_loop *bl, const char *id, size_t len)
 
 session *session_create(broker_loop *bl, const char *id, size_t len)
 {
-    session *s = calloc(1, sizeof *s);
+    session *s = calloc(1, sizeof *s + len + 1);
     if (!s)
         return NULL;
-    s->client_id = malloc(len + 1);
-    if (!s->client_id) {
-        free(s);
-        return NULL;
-    }
     memcpy(s->client_id, id, len);
     s->client_id[len] = '\0';
     s->client_id_len = len;
@@ -39,7 +34,6 @@ session *session_create(broker_loop *bl, const char *id, size_t len)
     atomic_init(&s->refs, 1); /* the table's reference */
     s->next_packet_id = 1;
     if (hmap_put(&bl->sessions, s->client_id, len, s) == s) {
-        free(s->client_id);
         free(s);
         return NULL;
     }
@@ -51,7 +45,6 @@ void session_ref(session *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_ord
 void session_unref(session *s)
 {
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
-        free(s->client_id);
         free(s);
     }
 }

@@ -16,19 +16,80 @@
 
 #include "util/log.h"
 
-static char *dup_str(mqtt_bytes b)
+/*
+ * The session's subscription list. A plain array, scanned linearly while
+ * it is short; past SUB_INDEX_MIN entries a hash index (group "\0" filter
+ * -> position + 1) is built beside it, because a client may hold up to
+ * --max-subscriptions (10,000 by default) and every SUBSCRIBE entry looks
+ * its filter up: linearly, one 1 MiB SUBSCRIBE against a full list cost a
+ * loop 18 s of CPU (tests/e2e/test_hostile_mqtt.py). Each entry's group and
+ * filter share one allocation, "group\0filter\0", which is also the index
+ * key (hmap keys must live as long as their entry).
+ */
+#define SUB_INDEX_MIN 16
+
+static size_t sub_key_len(const session_sub *sub)
 {
-    char *s = malloc((size_t)b.len + 1);
-    if (s) {
-        if (b.len)
-            memcpy(s, b.p, b.len);
-        s[b.len] = '\0';
-    }
-    return s;
+    return (size_t)(sub->filter - sub->group) + strlen(sub->filter);
 }
 
-static session_sub *find_sub(session *s, mqtt_bytes group, mqtt_bytes filter)
+/* "group\0filter\0" in one block; sub->filter points into it. */
+static bool sub_set_names(session_sub *sub, mqtt_bytes group, mqtt_bytes filter)
 {
+    char *k = malloc((size_t)group.len + filter.len + 2);
+    if (!k)
+        return false;
+    if (group.len)
+        memcpy(k, group.p, group.len);
+    k[group.len] = '\0';
+    if (filter.len)
+        memcpy(k + group.len + 1, filter.p, filter.len);
+    k[group.len + 1 + filter.len] = '\0';
+    sub->group = k;
+    sub->filter = k + group.len + 1;
+    return true;
+}
+
+/* Builds the index once the list is long enough; false on allocation
+ * failure (the list is still usable linearly, so callers may ignore it). */
+static bool index_build(session *s)
+{
+    if (s->sub_index || s->nsubs < SUB_INDEX_MIN)
+        return true;
+    hmap *m = malloc(sizeof *m);
+    if (!m)
+        return false;
+    hmap_init(m);
+    for (uint32_t i = 0; i < s->nsubs; i++) {
+        void *pos = (void *)(uintptr_t)(i + 1);
+        if (hmap_put(m, s->subs[i].group, sub_key_len(&s->subs[i]), pos) == pos) {
+            hmap_free(m);
+            free(m);
+            return false;
+        }
+    }
+    s->sub_index = m;
+    return true;
+}
+
+static session_sub *find_sub(const session *s, mqtt_bytes group, mqtt_bytes filter)
+{
+    if (s->sub_index) {
+        char small[256];
+        size_t len = (size_t)group.len + 1 + filter.len;
+        char *key = len <= sizeof small ? small : malloc(len);
+        if (key) {
+            if (group.len)
+                memcpy(key, group.p, group.len);
+            key[group.len] = '\0';
+            if (filter.len)
+                memcpy(key + group.len + 1, filter.p, filter.len);
+            uintptr_t pos = (uintptr_t)hmap_get(s->sub_index, key, len);
+            if (key != small)
+                free(key);
+            return pos ? &s->subs[pos - 1] : NULL;
+        }
+    }
     for (uint32_t i = 0; i < s->nsubs; i++)
         if (mqtt_bytes_eq_str(group, s->subs[i].group) && mqtt_bytes_eq_str(filter, s->subs[i].filter))
             return &s->subs[i];
@@ -49,33 +110,40 @@ static bool remember_sub(session *s, mqtt_bytes group, mqtt_bytes filter, uint8_
             s->subs_cap = ncap;
         }
         sub = &s->subs[s->nsubs];
-        sub->group = dup_str(group);
-        sub->filter = dup_str(filter);
-        if (!sub->group || !sub->filter) {
+        if (!sub_set_names(sub, group, filter))
+            return false;
+        void *pos = (void *)(uintptr_t)(s->nsubs + 1);
+        if (s->sub_index && hmap_put(s->sub_index, sub->group, sub_key_len(sub), pos) == pos) {
             free(sub->group);
-            free(sub->filter);
             return false;
         }
         s->nsubs++;
+        index_build(s); /* on failure lookups stay linear, and correct */
     }
     sub->options = options;
     sub->sub_id = sub_id;
     return true;
 }
 
+/* Removes an entry; the last one moves into its place. */
 static void forget_sub(session *s, session_sub *sub)
 {
+    uint32_t i = (uint32_t)(sub - s->subs), last = s->nsubs - 1;
+    if (s->sub_index) {
+        hmap_del(s->sub_index, sub->group, sub_key_len(sub));
+        if (i != last) /* same key, new position: replaces the value */
+            hmap_put(s->sub_index, s->subs[last].group, sub_key_len(&s->subs[last]),
+                     (void *)(uintptr_t)(i + 1));
+    }
     free(sub->group);
-    free(sub->filter);
-    *sub = s->subs[--s->nsubs];
+    *sub = s->subs[last];
+    s->nsubs--;
 }
 
 bool session_has_sub(const session *s, const char *filter)
 {
-    for (uint32_t i = 0; i < s->nsubs; i++)
-        if (s->subs[i].group[0] == '\0' && strcmp(s->subs[i].filter, filter) == 0)
-            return true;
-    return false;
+    mqtt_bytes f = {(const uint8_t *)filter, (uint32_t)strlen(filter)};
+    return find_sub(s, (mqtt_bytes){0}, f) != NULL;
 }
 
 void session_remove_all_subs(session *s)
@@ -86,11 +154,15 @@ void session_remove_all_subs(session *s)
         topic_tree_unsubscribe(t, s, (mqtt_bytes){(const uint8_t *)sub->group, (uint32_t)strlen(sub->group)},
                                (mqtt_bytes){(const uint8_t *)sub->filter, (uint32_t)strlen(sub->filter)});
         free(sub->group);
-        free(sub->filter);
     }
     free(s->subs);
     s->subs = NULL;
     s->nsubs = s->subs_cap = 0;
+    if (s->sub_index) {
+        hmap_free(s->sub_index);
+        free(s->sub_index);
+        s->sub_index = NULL;
+    }
 }
 
 /* A subscription read back from the store at start-up: into the shared

@@ -16,6 +16,15 @@
  * resumed when the answer is queued, at which point net_conn re-offers the
  * buffered bytes. Responses therefore always leave in request order.
  *
+ * Strict framing: Debian's libhttp-parser is built lenient (any byte is
+ * taken where a CRLF's LF belongs, also around chunk data), and it accepts
+ * whitespace between a field name and its colon. Either would let a
+ * front end and us disagree on where a request ends (request smuggling).
+ * So every byte the parser consumed is re-scanned by http_strict.c, and
+ * field names with whitespace are refused: both -> 400 and close. Content-
+ * Length together with Transfer-Encoding, or two Content-Lengths, are
+ * refused by the parser itself (-> 400 and close, RFC 9112 §6.3).
+ *
  * Limits: request line + headers <= max_header_bytes (fed to the parser in
  * slices no larger than what is left of that budget, so an endless header
  * is caught at the limit and not at the parser's own 80 KiB), at most
@@ -82,6 +91,7 @@ struct http_conn {
     bool expect_continue;
     bool http10;
     size_t head_bytes;   /* raw bytes of request line + headers so far */
+    http_strict strict;  /* framing re-checked strictly (http_strict.c) */
     /* error found while parsing (answered after execute returns) */
     int fail_status;
     const char *fail_code;
@@ -262,6 +272,19 @@ static bool build_views(http_conn *hc)
     return true;
 }
 
+/* RFC 9112 §5.1: no whitespace between a field name and the colon (the
+ * lenient parser keeps it as part of the name, or worse, still recognises
+ * "Content-Length " as Content-Length). */
+static bool field_names_valid(const http_conn *hc)
+{
+    for (size_t i = 0; i < hc->field_count; i++) {
+        const char *name = hc->views[i].name;
+        if (!*name || strpbrk(name, " \t"))
+            return false;
+    }
+    return true;
+}
+
 static const char *find_header(http_conn *hc, const char *name)
 {
     for (size_t i = 0; i < hc->field_count; i++)
@@ -276,6 +299,8 @@ static int on_headers_complete(http_parser *p)
     hc->headers_done = true;
     if (!build_views(hc))
         return set_fail(hc, 500, "ServerError", "out of memory");
+    if (!field_names_valid(hc))
+        return set_fail(hc, 400, "ArgumentInvalid", "whitespace in a header field name");
     hc->http10 = p->http_major == 1 && p->http_minor == 0;
     bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
     if (has_length && p->content_length > hc->svc->cfg.max_body_bytes)
@@ -432,6 +457,8 @@ static size_t feed(http_conn *hc, const uint8_t *data, size_t len)
     size_t n = http_parser_execute(&hc->parser, &parser_settings, (const char *)data, chunk);
     if (in_head)
         hc->head_bytes += n;
+    if (!http_strict_scan(&hc->strict, data, n, (hc->parser.flags & F_CHUNKED) != 0))
+        set_fail(hc, 400, "ArgumentInvalid", "malformed framing: CR without LF, or a bad chunk");
     return n;
 }
 
@@ -442,8 +469,10 @@ static size_t hc_input(net_conn *c, void *user, const uint8_t *data, size_t len)
     if (hc->phase == HC_STREAM)
         return len; /* nothing more is served on a stream's connection */
     while (used < len && !hc->close_after && hc->phase != HC_HANDLER) {
-        if (hc->phase == HC_IDLE)
+        if (hc->phase == HC_IDLE) {
             hc->head_bytes = 0, hc->headers_done = false;
+            http_strict_reset(&hc->strict);
+        }
         size_t n = feed(hc, data + used, len - used);
         used += n;
         enum http_errno err = HTTP_PARSER_ERRNO(&hc->parser);

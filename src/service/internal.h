@@ -81,6 +81,28 @@ typedef struct http_request {
     unsigned rights; /* its rights (enum hub_right bits) */
 } http_request;
 
+/* ---- http_strict.c ------------------------------------------------------ */
+
+/* Strict framing scanner run over the bytes libhttp-parser consumed (which,
+ * built without HTTP_PARSER_STRICT, accepts any byte where a CRLF's LF
+ * belongs): every CR must be followed by LF and a chunked body's sizes,
+ * data and CRLFs must add up. See http_strict.c. */
+typedef struct http_strict {
+    uint8_t state;
+    uint8_t digits;   /* hex digits of the current chunk size */
+    bool cr;          /* the last byte was a CR */
+    bool line_empty;  /* nothing but the line end so far on this line */
+    bool started;     /* the request line has begun */
+    bool chunked;     /* the body is chunked (known once the head is) */
+    uint64_t left;    /* chunk data bytes still to come */
+} http_strict;
+
+/* Starts a new message. */
+void http_strict_reset(http_strict *s);
+/* Scans the next `len` consumed bytes of the message; `chunked` is whether
+ * the parser found Transfer-Encoding: chunked. False on a framing error. */
+bool http_strict_scan(http_strict *s, const uint8_t *p, size_t len, bool chunked);
+
 /* ---- http_conn.c -------------------------------------------------------- */
 
 extern const net_conn_handler http_conn_handler; /* listener_arg: service * */
