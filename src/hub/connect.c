@@ -91,45 +91,45 @@ static void refuse(broker_client *c, const char *client_id, const auth_failure *
 }
 
 /* "dev" or "dev/mod" with valid ids. */
-static bool split_client_id(mqtt_bytes id, hub_client *hc)
+static bool split_client_id(mqtt_bytes id, hub_client_ids *ids)
 {
-    if (!hub_copy_str(id, hc->client_id, sizeof hc->client_id))
+    if (!hub_copy_str(id, ids->client_id, sizeof ids->client_id))
         return false;
-    char *slash = strchr(hc->client_id, '/');
-    size_t dlen = slash ? (size_t)(slash - hc->client_id) : strlen(hc->client_id);
+    char *slash = strchr(ids->client_id, '/');
+    size_t dlen = slash ? (size_t)(slash - ids->client_id) : strlen(ids->client_id);
     if (dlen == 0 || dlen > HUB_ID_MAX)
         return false;
-    memcpy(hc->device_id, hc->client_id, dlen);
-    hc->device_id[dlen] = '\0';
+    memcpy(ids->device_id, ids->client_id, dlen);
+    ids->device_id[dlen] = '\0';
     if (slash) {
         if (strlen(slash + 1) > HUB_ID_MAX)
             return false;
-        strcpy(hc->module_id, slash + 1);
-        if (!registry_valid_id(hc->module_id))
+        strcpy(ids->module_id, slash + 1);
+        if (!registry_valid_id(ids->module_id))
             return false;
     }
-    return registry_valid_id(hc->device_id);
+    return registry_valid_id(ids->device_id);
 }
 
 /* The host the client addressed: the `host` property, else the TLS SNI;
  * it must name this hub (case-insensitive). */
-static bool take_host(hub *h, hub_client *hc, const auth_props *p, net_conn *conn,
+static bool take_host(hub *h, hub_client_ids *ids, const auth_props *p, net_conn *conn,
                       auth_failure *f)
 {
     const char *sni = net_conn_sni(conn);
     if (p->has_host) {
-        if (!hub_copy_str(p->host, hc->host, sizeof hc->host)) {
+        if (!hub_copy_str(p->host, ids->host, sizeof ids->host)) {
             *f = (auth_failure){MQTT_RC_IMPLEMENTATION_SPECIFIC, HUB_BAD_REQUEST, "host is too long"};
             return false;
         }
     } else if (sni && strlen(sni) <= HUB_HOST_MAX) {
-        strcpy(hc->host, sni);
+        strcpy(ids->host, sni);
     } else {
         *f = (auth_failure){MQTT_RC_IMPLEMENTATION_SPECIFIC, HUB_BAD_REQUEST,
                             "the host property is required"};
         return false;
     }
-    if (strcasecmp(hc->host, h->hostname) != 0) {
+    if (strcasecmp(ids->host, h->hostname) != 0) {
         *f = (auth_failure){MQTT_RC_NOT_AUTHORIZED, HUB_NOT_AUTHORIZED,
                             "host does not name this hub"};
         return false;
@@ -268,7 +268,7 @@ static bool will_allowed(const hub *h, const mqtt_connect *pkt)
 }
 
 /* Everything but the credential. */
-static bool check_connect_form(hub *h, hub_client *hc, const mqtt_connect *pkt,
+static bool check_connect_form(hub *h, hub_client_ids *ids, const mqtt_connect *pkt,
                                const auth_props *p, net_conn *conn, auth_failure *f)
 {
     if (!p->has_api_version || !mqtt_bytes_eq_str(p->api_version, HUB_API_VERSION)) {
@@ -281,7 +281,7 @@ static bool check_connect_form(hub *h, hub_client *hc, const mqtt_connect *pkt,
                             "a property is given twice"};
         return false;
     }
-    if (!split_client_id(pkt->client_id, hc)) {
+    if (!split_client_id(pkt->client_id, ids)) {
         *f = (auth_failure){MQTT_RC_CLIENT_ID_NOT_VALID, HUB_BAD_REQUEST,
                             "client id must be {deviceId} or {deviceId}/{moduleId}"};
         return false;
@@ -291,10 +291,11 @@ static bool check_connect_form(hub *h, hub_client *hc, const mqtt_connect *pkt,
                             "Will messages are not supported"};
         return false;
     }
-    return take_host(h, hc, p, conn, f);
+    return take_host(h, ids, p, conn, f);
 }
 
-static bool check_connect_credential(hub *h, hub_client *hc, const mqtt_connect *pkt,
+static bool check_connect_credential(hub *h, hub_client *hc, hub_client_ids *ids,
+                                     const mqtt_connect *pkt,
                                      const auth_props *p, net_conn *conn, auth_failure *f)
 {
     bool has_data = MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_DATA);
@@ -316,7 +317,7 @@ static bool check_connect_credential(hub *h, hub_client *hc, const mqtt_connect 
     }
     if (!hub_check_sas_signature(h, hc, &s, pkt->props.authentication_data, f))
         return false;
-    strcpy(hc->policy, s.policy);
+    strcpy(ids->policy, s.policy);
     hc->sas_expiry_ms = s.expiry_ms;
     return true;
 }
@@ -324,7 +325,7 @@ static bool check_connect_credential(hub *h, hub_client *hc, const mqtt_connect 
 /* The hub's connection rate (spec §1: CONNACK 0x9F, status 0501). Asked
  * after authentication, so clients with bad credentials cannot use up the
  * budget of real devices; what a refusal saves then is only the session. */
-static bool admit_connect(hub *h, broker_client *c, hub_client *hc)
+static bool admit_connect(hub *h, broker_client *c, const hub_client *hc)
 {
     hub_status st = hub_throttle_admit(h->cfg.throttle, HUB_THROTTLE_CONNECT);
     if (st == HUB_OK)
@@ -336,33 +337,45 @@ static bool admit_connect(hub *h, broker_client *c, hub_client *hc)
     return false;
 }
 
+/* Judges the CONNECT with the strings in fixed arrays on the stack, and
+ * only allocates the client (at its exact size) once it is accepted, so a
+ * refused CONNECT costs no heap and an accepted one no unused bytes. */
 void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
 {
     const broker_client_info *info = broker_client_get_info(c);
-    hub_client *hc = calloc(1, sizeof *hc);
+    hub_client_ids ids;
+    memset(&ids, 0, sizeof ids);
+    hub_client tmp = {
+        .h = h,
+        .bc = c,
+        .handle = broker_client_get_handle(c),
+        .client_id = ids.client_id,
+        .device_id = ids.device_id,
+        .module_id = ids.module_id,
+        .host = ids.host,
+        .policy = ids.policy,
+        .x509 = mqtt_bytes_eq_str(info->auth_method, HUB_METHOD_X509),
+        .problem_info = !MQTT_HAS(&pkt->props, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
+                        pkt->props.request_problem_information,
+    };
+    if (MQTT_HAS(&pkt->props, MQTT_PROP_MAXIMUM_PACKET_SIZE))
+        tmp.max_packet = pkt->props.maximum_packet_size;
+    auth_props p;
+    auth_failure f;
+    read_auth_props(&pkt->props, &p);
+    if (!check_connect_form(h, &ids, pkt, &p, info->conn, &f) ||
+        !check_connect_credential(h, &tmp, &ids, pkt, &p, info->conn, &f)) {
+        refuse(c, ids.client_id, &f);
+        return;
+    }
+    if (!admit_connect(h, c, &tmp))
+        return;
+    hub_client *hc = hub_client_new(&tmp);
     if (!hc) {
         broker_auth_reject(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
     }
-    broker_client_set_app_data(c, hc); /* freed by disconnected(), whatever happens */
-    hc->h = h;
-    hc->bc = c;
-    hc->handle = broker_client_get_handle(c);
-    hc->x509 = mqtt_bytes_eq_str(info->auth_method, HUB_METHOD_X509);
-    hc->problem_info = !MQTT_HAS(&pkt->props, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
-                       pkt->props.request_problem_information;
-    if (MQTT_HAS(&pkt->props, MQTT_PROP_MAXIMUM_PACKET_SIZE))
-        hc->max_packet = pkt->props.maximum_packet_size;
-    auth_props p;
-    auth_failure f;
-    read_auth_props(&pkt->props, &p);
-    if (!check_connect_form(h, hc, pkt, &p, info->conn, &f) ||
-        !check_connect_credential(h, hc, pkt, &p, info->conn, &f)) {
-        refuse(c, hc->client_id, &f);
-        return;
-    }
-    if (!admit_connect(h, c, hc))
-        return;
+    broker_client_set_app_data(c, hc); /* freed by disconnected() */
     log_info("%s: device authenticated (%s)", hc->client_id, hc->x509 ? "X509" : "SAS");
     broker_auth_accept(c, NULL);
 }

@@ -13,7 +13,12 @@
  * applications never see each other's clients or app data. The open
  * broker's clients may not touch `$iothub/` (subscribe, publish or Will):
  * device subscriptions there live in the broker's shared trie, and only
- * the hub may put messages in front of devices.
+ * the hub may put messages in front of devices. Nor may they use a client
+ * id that is, or lies under, a registered device's ("dev", "dev/anything",
+ * enabled or not): client ids are one namespace in the broker, so such a
+ * client would take the device's (or a module's) connection and session
+ * over, and an ACL `pattern ... devices/%c/#` would give it the device's
+ * subtree or one inside it, without proving anything (0x87, status 0101).
  *
  * Reaching a device from another loop (a registry change that revokes it,
  * a desired-property change) goes through the presence index: the entry
@@ -39,6 +44,51 @@ hub_client *hub_client_of(const broker_client *c)
     return hub_is_device_client(c) ? broker_client_app_data(c) : NULL;
 }
 
+/* Copies one string into the tail at *pos; returns where it went. */
+static const char *put_string(char *tail, size_t *pos, const char *s)
+{
+    size_t len = strlen(s) + 1;
+    char *at = memcpy(tail + *pos, s, len);
+    *pos += len;
+    return at;
+}
+
+hub_client *hub_client_new(const hub_client *tmp)
+{
+    /* The host is nearly always the hub's name byte for byte: share it. */
+    bool own_host = strcmp(tmp->host, tmp->h->hostname) != 0;
+    size_t tail = strlen(tmp->client_id) + strlen(tmp->device_id) + strlen(tmp->module_id) +
+                  strlen(tmp->policy) + 4 + (own_host ? strlen(tmp->host) + 1 : 0);
+    hub_client *hc = malloc(sizeof *hc + tail);
+    if (!hc)
+        return NULL;
+    *hc = *tmp;
+    hc->answer = NULL;
+    hc->expiry_timer = (net_timer){0};
+    size_t pos = 0;
+    hc->client_id = put_string(hc->strings, &pos, tmp->client_id);
+    hc->device_id = put_string(hc->strings, &pos, tmp->device_id);
+    hc->module_id = put_string(hc->strings, &pos, tmp->module_id);
+    hc->policy = put_string(hc->strings, &pos, tmp->policy);
+    hc->host = own_host ? put_string(hc->strings, &pos, tmp->host) : tmp->h->hostname;
+    return hc;
+}
+
+void hub_client_free(hub_client *hc)
+{
+    if (!hc)
+        return;
+    free(hc->answer);
+    free(hc);
+}
+
+hub_answer_buf *hub_client_answer(hub_client *hc)
+{
+    if (!hc->answer)
+        hc->answer = malloc(sizeof *hc->answer);
+    return hc->answer;
+}
+
 static bool is_device_connect(const mqtt_connect *pkt)
 {
     const mqtt_props *p = &pkt->props;
@@ -49,14 +99,33 @@ static bool is_device_connect(const mqtt_connect *pkt)
 
 /* ---- open-broker clients ------------------------------------------------ */
 
-static void refuse_open_client(broker_client *c, const char *why)
+static void refuse_open_client_with(broker_client *c, uint8_t code, hub_status status,
+                                    const char *why)
 {
     hub_answer_buf buf;
     broker_answer answer;
-    hub_answer_failure(&buf, MQTT_DISCONNECT, HUB_BAD_REQUEST, MQTT_RC_BAD_AUTHENTICATION_METHOD,
-                       why, 0, &answer);
+    hub_answer_failure(&buf, MQTT_DISCONNECT, status, code, why, 0, &answer);
     log_info("%s: CONNECT refused: %s", net_conn_peer_str(broker_client_get_info(c)->conn), why);
-    broker_auth_reject(c, MQTT_RC_BAD_AUTHENTICATION_METHOD, &answer.props);
+    broker_auth_reject(c, code, &answer.props);
+}
+
+static void refuse_open_client(broker_client *c, const char *why)
+{
+    refuse_open_client_with(c, MQTT_RC_BAD_AUTHENTICATION_METHOD, HUB_BAD_REQUEST, why);
+}
+
+/* Whether an open-broker client id is a registered device's id, or starts
+ * with one and a '/' (a module's, or a name inside its ACL subtree). Empty
+ * (the broker assigns one): no. */
+static bool names_identity(hub *h, mqtt_bytes client_id)
+{
+    char id[HUB_ID_MAX + 1];
+    hub_identity ident;
+    const uint8_t *slash = client_id.len ? memchr(client_id.p, '/', client_id.len) : NULL;
+    uint32_t dlen = slash ? (uint32_t)(slash - client_id.p) : client_id.len;
+    if (dlen == 0 || !hub_copy_str((mqtt_bytes){client_id.p, dlen}, id, sizeof id))
+        return false; /* longer than any device id */
+    return registry_get(h->reg, id, "", &ident);
 }
 
 static void authenticate_open_client(hub *h, broker_client *c, const mqtt_connect *pkt)
@@ -70,6 +139,12 @@ static void authenticate_open_client(hub *h, broker_client *c, const mqtt_connec
     }
     if (!h->open || !h->cfg.open_clients) {
         refuse_open_client(c, "an Authentication Method (SAS or X509) is required");
+        return;
+    }
+    if (names_identity(h, pkt->client_id)) {
+        refuse_open_client_with(c, MQTT_RC_NOT_AUTHORIZED, HUB_NOT_AUTHORIZED,
+                                "the client id is a device identity's: authenticate as it "
+                                "(SAS or X509)");
         return;
     }
     if (pkt->will_flag && hub_topic_reserved(pkt->will_topic)) {
@@ -149,7 +224,7 @@ static void disconnected(void *ctx, broker_client *c, uint8_t reason)
     hub_commands_disconnected(h, hc);
     log_debug("%s: device disconnected (0x%02x)", hc->client_id, reason);
     broker_client_set_app_data(c, NULL);
-    free(hc);
+    hub_client_free(hc);
 }
 
 static uint8_t authorize_subscribe(void *ctx, broker_client *c, mqtt_bytes group,

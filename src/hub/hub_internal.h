@@ -55,29 +55,54 @@ typedef struct hub_answer_buf {
     char status[5];
 } hub_answer_buf;
 
+/* One device connection. Sized for an idle connection: the strings are
+ * kept at their length in the allocation's tail (hub_client_new), the
+ * answer buffer exists only once the device was refused something
+ * (hub_client_answer), and the host points at the hub's own name when the
+ * device signed exactly that (the usual case). Strings are read-only once
+ * the client is accepted. */
 typedef struct hub_client {
     hub *h;
     broker_client *bc;
     broker_client_handle handle;
-    bool x509;                          /* else SAS */
-    char device_id[HUB_ID_MAX + 1];
-    char module_id[HUB_ID_MAX + 1];     /* "" for a device */
-    char client_id[2 * HUB_ID_MAX + 2];
-    char host[HUB_HOST_MAX + 1];        /* as signed (the `host` property or SNI) */
-    char policy[HUB_POLICY_MAX + 1];    /* sas-policy, "" when none */
+    const char *client_id;              /* "dev" or "dev/mod" */
+    const char *device_id;
+    const char *module_id;              /* "" for a device */
+    const char *host;                   /* as signed (the `host` property or SNI) */
+    const char *policy;                 /* sas-policy, "" when none */
+    hub_answer_buf *answer;             /* NULL until first needed */
     uint64_t sas_expiry_ms;             /* wall clock; 0 = none (X509) */
     uint32_t max_packet;                /* client's Maximum Packet Size; 0 = none */
+    bool x509;                          /* else SAS */
     bool problem_info;                  /* Request Problem Information */
     bool present;                       /* in the presence index */
     net_timer expiry_timer;
-    hub_answer_buf answer;
+    char strings[];                     /* what the pointers above point into */
 } hub_client;
+
+/* Fixed-size storage for the strings while a CONNECT is judged, before the
+ * client's exact size is known. */
+typedef struct hub_client_ids {
+    char client_id[2 * HUB_ID_MAX + 2];
+    char device_id[HUB_ID_MAX + 1];
+    char module_id[HUB_ID_MAX + 1];
+    char host[HUB_HOST_MAX + 1];
+    char policy[HUB_POLICY_MAX + 1];
+} hub_client_ids;
 
 /* ---- hub.c ------------------------------------------------------------ */
 /* Whether this client is the hub's (SAS or X509) rather than the open broker's. */
 bool hub_is_device_client(const broker_client *c);
 /* The hub's data of a device client, or NULL for an open-broker client. */
 hub_client *hub_client_of(const broker_client *c);
+/* A heap copy of `tmp` (whose strings point anywhere) with its strings in
+ * one exact-length tail; NULL when memory runs out. */
+hub_client *hub_client_new(const hub_client *tmp);
+void hub_client_free(hub_client *hc);
+/* The client's answer buffer, allocated on first use and kept until the
+ * client goes (a device refused once is likely refused again); NULL when
+ * memory runs out, which hub_answer_failure accepts. */
+hub_answer_buf *hub_client_answer(hub_client *hc);
 
 /* ---- connect.c -------------------------------------------------------- */
 void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt);
@@ -100,7 +125,8 @@ bool hub_bytes_eq_nocase(mqtt_bytes a, const char *s);
  * (or `reason_code` when non-zero), user properties `status` and `reason`,
  * Reason String = reason. Trimmed to `max_packet` for a packet of `type`
  * (PUBACK or DISCONNECT) by dropping user properties from the end, then
- * the Reason String. Storage in `buf`. */
+ * the Reason String. Storage in `buf`; with buf NULL (out of memory)
+ * the answer is the bare reason code. */
 void hub_answer_failure(hub_answer_buf *buf, uint8_t type, hub_status st, uint8_t reason_code,
                         const char *reason, uint32_t max_packet, broker_answer *out);
 /* Sends `payload` on $iothub/responses at QoS 0 echoing `correlation`,

@@ -23,11 +23,13 @@
 #include "hub/hub_internal.h"
 #include "util/hmap.h"
 
+/* One allocation per entry: the key lives in the tail (hmap keys must
+ * outlive their entries, and a separate strdup would cost a second block
+ * and its malloc header per connected device). */
 typedef struct presence_entry {
-    char *key;
-    size_t keylen;
     net_loop *loop;
     broker_client_handle handle;
+    char key[];
 } presence_entry;
 
 struct hub_presence {
@@ -51,9 +53,7 @@ void hub_presence_free(hub_presence *p)
         return;
     void *v;
     for (size_t pos = 0; hmap_next(&p->map, &pos, &v);) {
-        presence_entry *e = v;
-        free(e->key);
-        free(e);
+        free(v);
     }
     hmap_free(&p->map);
     pthread_mutex_destroy(&p->lock);
@@ -70,14 +70,15 @@ bool hub_presence_put(hub_presence *p, const char *key, net_loop *loop, broker_c
         e->loop = loop;
         e->handle = h;
     } else {
-        e = calloc(1, sizeof *e);
-        char *copy = e ? strdup(key) : NULL;
-        if (!copy || hmap_put(&p->map, copy, len, e) == e) {
-            free(copy);
+        e = malloc(sizeof *e + len + 1);
+        if (e) {
+            e->loop = loop;
+            e->handle = h;
+            memcpy(e->key, key, len + 1);
+        }
+        if (!e || hmap_put(&p->map, e->key, len, e) == e) {
             free(e);
             ok = false;
-        } else {
-            *e = (presence_entry){copy, len, loop, h};
         }
     }
     pthread_mutex_unlock(&p->lock);
@@ -95,7 +96,6 @@ bool hub_presence_remove(hub_presence *p, const char *key, broker_client_handle 
     pthread_mutex_unlock(&p->lock);
     if (!gone)
         return false;
-    free(gone->key);
     free(gone);
     return true;
 }

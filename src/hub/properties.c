@@ -110,6 +110,8 @@ void hub_answer_failure(hub_answer_buf *buf, uint8_t type, hub_status st, uint8_
 {
     memset(out, 0, sizeof *out);
     out->reason = reason_code ? reason_code : hub_status_reason_code(st);
+    if (!buf)
+        return;
     hub_status_text(st, buf->status);
     size_t rlen = reason ? strlen(reason) : 0;
     rlen = utf8_fit(reason, rlen, sizeof buf->reason - 1);

@@ -109,7 +109,7 @@ static broker_publish_action refuse_undefined(hub_client *hc, mqtt_bytes topic, 
              (int)utf8_fit((const char *)topic.p, topic.len, 120),
              (const char *)topic.p);
     log_info("%s: %s (QoS %u)", hc->client_id, reason, qos);
-    hub_answer_failure(&hc->answer, qos ? MQTT_PUBACK : MQTT_DISCONNECT, HUB_NOT_FOUND,
+    hub_answer_failure(hub_client_answer(hc), qos ? MQTT_PUBACK : MQTT_DISCONNECT, HUB_NOT_FOUND,
                        qos ? 0 : MQTT_RC_TOPIC_NAME_INVALID, reason, hc->max_packet, answer);
     return qos ? BROKER_PUBLISH_DONE : BROKER_PUBLISH_REFUSE;
 }

@@ -263,7 +263,9 @@ static void on_tcp_result(bench_thread *t, bench_client *c)
     proto_sas sas;
     const proto_sas *sasp = NULL;
     if (run->creds) {
-        sas = (proto_sas){run->creds->host, run->creds->keys[c->index % run->opt->clients],
+        /* creds->keys holds this process's clients, from first_client on */
+        unsigned k = (c->index - run->opt->first_client) % run->opt->clients;
+        sas = (proto_sas){run->creds->host, run->creds->keys[k],
                           (uint64_t)time(NULL) * 1000u + 3600u * 1000u};
         sasp = &sas;
     }
@@ -532,7 +534,7 @@ static bool init_thread(bench_run *run, bench_thread *t, unsigned index)
         return false;
     for (unsigned i = 0; i < t->client_count; i++) {
         t->clients[i].fd = -1;
-        t->clients[i].index = index + i * run->thread_count;
+        t->clients[i].index = run->opt->first_client + index + i * run->thread_count;
     }
     return true;
 }

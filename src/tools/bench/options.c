@@ -51,6 +51,7 @@ static const flag_spec flags[] = {
     {"--json", FLAG_STR, OFF(json_path), 0, "also write the report as JSON to FILE"},
     {"--label", FLAG_STR, OFF(label), 0, "a name for the target, echoed in the report"},
     {"--server-pid", FLAG_PID, OFF(server_pid), 0, "sample this server process's RSS and CPU"},
+    {"--processes", FLAG_UINT, OFF(processes), 64, "processes sharing the clients (default: as the open-file limit needs)"},
 };
 
 #define FLAG_COUNT (sizeof flags / sizeof flags[0])
@@ -217,6 +218,10 @@ static bool check_combinations(const bench_options *o, char *err, size_t errlen)
         why = "fanout runs on the open topic space, not with --hub";
     else if (!o->hub_url && bench_scenario_hub_only(o->scenario))
         why = "twin, methods and c2d need --hub and --connstr (the hub's device API)";
+    else if (o->processes > 1 && !bench_scenario_splits(o->scenario))
+        why = "--processes above 1 works for telemetry, connect, idle and twin only";
+    else if (o->processes > 1 && o->processes > o->clients)
+        why = "--processes cannot exceed --clients";
     else if (bench_scenario_uses_http(o->scenario) && o->http_connections == 0)
         why = "--http-connections must be at least 1";
     if (why)

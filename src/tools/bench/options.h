@@ -51,6 +51,9 @@ typedef struct bench_options {
     const char *json_path;
     const char *label;       /* free text echoed in the report (e.g. "iothubd") */
     int server_pid;          /* sample this process's RSS and CPU time; 0 = none */
+    unsigned processes;      /* load-generator processes; 0 = as the open-file limit needs */
+    unsigned first_client;   /* not a flag: the global number of this process's first
+                                client when the clients are split over processes */
 } bench_options;
 
 /* Fills defaults, then parses argv (argv[1] is the scenario). Returns 0 when
@@ -70,6 +73,15 @@ static inline bool bench_scenario_hub_only(bench_scenario s)
 static inline bool bench_scenario_uses_http(bench_scenario s)
 {
     return s == SCENARIO_METHODS || s == SCENARIO_C2D;
+}
+
+/* Scenarios whose clients are independent of each other, so they can be
+ * split over several processes (fanout shares one publisher's counters,
+ * methods and c2d one set of service-API connections). */
+static inline bool bench_scenario_splits(bench_scenario s)
+{
+    return s == SCENARIO_TELEMETRY || s == SCENARIO_CONNECT || s == SCENARIO_IDLE ||
+           s == SCENARIO_TWIN;
 }
 
 /* Whether the run authenticates with the hub's MQTT 5 SAS scheme. */
