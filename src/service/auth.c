@@ -7,10 +7,16 @@
  * header present, token well-formed (util/sas.h), policy named (skn) and
  * known, signature valid under the primary or the secondary key, not
  * expired (wall clock, whole seconds: a token is valid while now < se),
- * resource is this hub: sr equals the configured host name
- * case-insensitively, optionally followed by a path ("{host}/devices/x"),
- * with at most one trailing slash. A token that passes but whose policy
- * lacks a right the route needs gets 403 IotHubUnauthorized.
+ * resource covers the request: sr is the configured host name, optionally
+ * followed by a path that must be a prefix, segment by segment, of the
+ * request's (percent-decoded) path. "{host}" and "{host}/" cover every
+ * route; "{host}/devices/x" covers /devices/x and /devices/x/... only, so
+ * a token scoped to one device cannot be used on another, nor on hub-wide
+ * routes (IoT Hub: sr is "the URI prefix, by segment, of the endpoints
+ * that can be accessed with this token"). Comparison is case-insensitive,
+ * as IoT Hub signs the lower-cased URI; the price is that a token scoped
+ * to "devices/abc" also covers a device "ABC". A token that passes but
+ * whose policy lacks a right the route needs gets 403 IotHubUnauthorized.
  *
  * The policy is copied out of the registry per request (a short lock
  * there); keys never leave this file.
@@ -23,14 +29,28 @@
 #include "util/sas.h"
 #include "util/time.h"
 
-/* sr names this hub: "{host}", "{host}/", or "{host}/{path}". */
-static bool resource_is_hub(const char *resource, const char *host)
+/* Whether sr ("{host}", "{host}/" or "{host}/{path}") covers the request:
+ * every segment of {path} equals the request's segment at the same place.
+ * Assumes the router has split and decoded the request path already. */
+static bool resource_covers(const char *resource, const char *host, const http_request *req)
 {
     size_t hlen = strlen(host);
     if (strncasecmp(resource, host, hlen) != 0)
         return false;
     const char *rest = resource + hlen;
-    return *rest == '\0' || *rest == '/';
+    if (*rest == '\0')
+        return true;
+    if (*rest++ != '/')
+        return false;
+    for (size_t i = 0; *rest; i++) {
+        const char *slash = strchr(rest, '/');
+        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+        if (i >= req->segment_count || strlen(req->segments[i]) != n ||
+            strncasecmp(rest, req->segments[i], n) != 0)
+            return false; /* also an empty segment ("//"): request segments never are */
+        rest += n + (slash ? 1 : 0);
+    }
+    return true;
 }
 
 const char *service_rights_text(unsigned rights, char *buf, size_t cap)
@@ -68,8 +88,8 @@ static const char *check_token(http_request *req, hub_policy *pol)
         return "invalid signature";
     if (tok.expiry <= time_wall_ms() / 1000)
         return "token expired";
-    if (!resource_is_hub(tok.resource, req->svc->hostname))
-        return "token resource is not this hub";
+    if (!resource_covers(tok.resource, req->svc->hostname, req))
+        return "token resource does not cover this request";
     return NULL;
 }
 

@@ -405,6 +405,16 @@ def test_service_api_over_https(tmp_path):
     b.cmd += ["--https", "127.0.0.1:%d" % https_port, "--cert", crt, "--key", key]
     b.start()
     try:
+        # start() waits for the MQTT and HTTP ports only; the listeners open
+        # in turn, so wait for the HTTPS one too
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", https_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "HTTPS listener never opened"
+                time.sleep(0.02)
         cs = parse_connstr(b.owner_connstr)
         ctx = ssl.create_default_context(cafile=crt)
         ctx.check_hostname = False  # the test certificate has a CN, no SAN

@@ -210,7 +210,11 @@ def test_rights(hub, svc):
     assert reader.request("PUT", twin_path("tw-9"), {}).status == 403
     r = service.request("PATCH", twin_path("tw-9"), {"tags": {"a": 1}})
     assert r.status == 200, r
+    # the spec: reading a twin takes RegistryRead (ServiceConnect's PATCH
+    # still answers with the patched twin, as IoT Hub's does)
     assert service.request("GET", twin_path("tw-9")).status == 403
+    device = policy_client(hub, svc, "device")
+    assert device.request("GET", twin_path("tw-9")).status == 403
     for method in ("GET", "PATCH", "PUT"):
         r = svc.request(method, twin_path("tw-9"), {} if method != "GET" else None, auth=False)
         assert r.status == 401 and r.error_code == "IotHubUnauthorizedAccess", r

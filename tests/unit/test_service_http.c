@@ -736,7 +736,13 @@ static void test_auth_scopes_keys_and_403(void **state)
     char *writer = token_for(HOST, READ_KEY, "registryReadWrite", 3600);
     assert_int_equal(call_with(secondary, "GET", "/devices", &r), 200);
     done(&r);
-    assert_int_equal(call_with(scoped, "GET", "/devices", &r), 200);
+    /* sr with a path covers that path and below, segment by segment only */
+    assert_int_equal(call_with(scoped, "GET", "/devices", &r), 401);
+    expect_error(&r, 401, "IotHubUnauthorizedAccess");
+    done(&r);
+    assert_int_equal(call_with(scoped, "GET", "/devices/xy", &r), 401);
+    done(&r);
+    assert_int_equal(call_with(scoped, "GET", "/statistics/devices", &r), 401);
     done(&r);
     assert_int_equal(call_with(upper, "GET", "/devices", &r), 200);
     done(&r);
@@ -748,6 +754,11 @@ static void test_auth_scopes_keys_and_403(void **state)
     assert_int_equal(call_with(reader, "DELETE", "/devices/x", &r), 403);
     done(&r);
     assert_int_equal(call_with(writer, "PUT", "/devices/x", &r), 201);
+    done(&r);
+    assert_int_equal(call_with(scoped, "GET", "/devices/x", &r), 200);
+    done(&r);
+    /* case-insensitive like IoT Hub: past authorization, but there is no "X" */
+    assert_int_equal(call_with(scoped, "GET", "/devices/X/modules", &r), 404);
     done(&r);
     assert_int_equal(call_with(writer, "GET", "/iothubd/policies", &r), 403);
     done(&r);
