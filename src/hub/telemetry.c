@@ -37,6 +37,7 @@
 
 #include "mqtt/codec.h"
 #include "store/store.h"
+#include "util/json_escape.h"
 #include "util/log.h"
 
 struct telemetry_sub {
@@ -189,31 +190,17 @@ static void put(text_buf *b, const char *s, size_t n)
     b->len += n;
 }
 
-/* A JSON string as jansson's compact dump writes it: `"` and `\` escaped,
- * control characters as \b \f \n \r \t or \u00XX, everything else (UTF-8
- * included) as is. */
+/* A JSON string as jansson's compact dump writes it (util/json_escape.h). */
 static void put_string(text_buf *b, const char *s)
 {
     put(b, "\"", 1);
     const char *run = s;
     for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
+        char esc[6];
+        size_t n = json_escape_byte((unsigned char)*s, esc);
+        if (n == 0)
             continue;
         put(b, run, (size_t)(s - run));
-        char esc[8];
-        size_t n = 2;
-        esc[0] = '\\';
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default: n = (size_t)snprintf(esc, sizeof esc, "\\u%04X", c); break;
-        }
         put(b, esc, n);
         run = s + 1;
     }

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/json_escape.h"
+
 /* ---- the buffer --------------------------------------------------------------- */
 
 void twin_buf_init(twin_buf *b, size_t want)
@@ -78,32 +80,16 @@ void twin_buf_int(twin_buf *b, int64_t v)
 
 void twin_buf_quoted(twin_buf *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789ABCDEF";
     twin_buf_put(b, "\"", 1);
     size_t run = 0; /* start of the bytes not yet copied */
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        char esc[6];
+        size_t len = json_escape_byte((unsigned char)s[i], esc);
+        if (len == 0)
             continue;
         twin_buf_put(b, s + run, i - run);
-        run = i + 1;
-        char esc[6] = {'\\', (char)c};
-        size_t len = 2;
-        switch (c) {
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '"':
-        case '\\': break;
-        default:
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            len = 6;
-        }
         twin_buf_put(b, esc, len);
+        run = i + 1;
     }
     twin_buf_put(b, s + run, n - run);
     twin_buf_put(b, "\"", 1);
