@@ -22,12 +22,13 @@ import hmac
 import http.client
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import urllib.parse
 
 import pytest
+
+from conftest import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IOTHUBD_BIN = os.path.abspath(os.environ.get("IOTHUBD_BIN", os.path.join(REPO, "build", "iothubd")))
@@ -61,14 +62,6 @@ def run_cli(args, env, expect=0):
         assert len(lines) == 1 and lines[0].startswith("iothub: "), err
     assert "Sanitizer" not in err and "runtime error" not in err, err
     return out, err
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def classic_sig(resource, key_b64, se):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import mqtt5raw as raw
-from conftest import Broker
+from conftest import Broker, free_port
 from hub_device import (HOST, Devices, closed_hub, connect_device, expect_connack_failure,  # noqa: F401
                         expect_disconnect, now_ms, reauth_props, sas_connect_props,
                         user_props)
@@ -313,21 +313,13 @@ def tls_hub():
     b = Broker(d.name, http=True)
     b.tls_port = b.port
     b.cmd += ["--mqtts", "127.0.0.1:%d" % b.tls_port, "--cert", crt, "--key", key, "--ca", crt]
-    b.cmd[b.cmd.index("--mqtt") + 1] = "127.0.0.1:%d" % _free_port()
+    b.cmd[b.cmd.index("--mqtt") + 1] = "127.0.0.1:%d" % free_port()
     b.start()
     yield b
     problems = b.stop()
     d.cleanup()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def tls_client(port, certfile=None, keyfile=None, server_hostname="localhost"):
@@ -401,7 +393,7 @@ def test_service_api_over_https(tmp_path):
         pytest.skip("openssl command not available")
     crt, key, _ = make_cert(str(tmp_path), "server", "localhost")
     b = Broker(str(tmp_path), http=True)
-    https_port = _free_port()
+    https_port = free_port()
     b.cmd += ["--https", "127.0.0.1:%d" % https_port, "--cert", crt, "--key", key]
     b.start()
     try:
