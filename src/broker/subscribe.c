@@ -33,18 +33,25 @@ static size_t sub_key_len(const session_sub *sub)
     return (size_t)(sub->filter - sub->group) + strlen(sub->filter);
 }
 
+/* Writes the key "group\0filter" (no final NUL) into k, which has room
+ * for group.len + 1 + filter.len bytes; returns that length. */
+static size_t sub_key_write(char *k, mqtt_bytes group, mqtt_bytes filter)
+{
+    if (group.len)
+        memcpy(k, group.p, group.len);
+    k[group.len] = '\0';
+    if (filter.len)
+        memcpy(k + group.len + 1, filter.p, filter.len);
+    return (size_t)group.len + 1 + filter.len;
+}
+
 /* "group\0filter\0" in one block; sub->filter points into it. */
 static bool sub_set_names(session_sub *sub, mqtt_bytes group, mqtt_bytes filter)
 {
     char *k = malloc((size_t)group.len + filter.len + 2);
     if (!k)
         return false;
-    if (group.len)
-        memcpy(k, group.p, group.len);
-    k[group.len] = '\0';
-    if (filter.len)
-        memcpy(k + group.len + 1, filter.p, filter.len);
-    k[group.len + 1 + filter.len] = '\0';
+    k[sub_key_write(k, group, filter)] = '\0';
     sub->group = k;
     sub->filter = k + group.len + 1;
     return true;
@@ -79,11 +86,7 @@ static session_sub *find_sub(const session *s, mqtt_bytes group, mqtt_bytes filt
         size_t len = (size_t)group.len + 1 + filter.len;
         char *key = len <= sizeof small ? small : malloc(len);
         if (key) {
-            if (group.len)
-                memcpy(key, group.p, group.len);
-            key[group.len] = '\0';
-            if (filter.len)
-                memcpy(key + group.len + 1, filter.p, filter.len);
+            sub_key_write(key, group, filter);
             uintptr_t pos = (uintptr_t)hmap_get(s->sub_index, key, len);
             if (key != small)
                 free(key);

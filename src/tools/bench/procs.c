@@ -55,11 +55,12 @@ bench_options bench_procs_worker_options(const bench_options *o, unsigned n, uns
     return w;
 }
 
-bool bench_write_all(int fd, const void *buf, size_t len)
+/* Moves exactly len bytes through fd in the given direction, retrying
+ * short transfers and EINTR; false on an error or end of file. */
+static bool transfer_all(int fd, char *p, size_t len, bool writing)
 {
-    const char *p = buf;
     while (len) {
-        ssize_t n = write(fd, p, len);
+        ssize_t n = writing ? write(fd, p, len) : read(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -70,17 +71,12 @@ bool bench_write_all(int fd, const void *buf, size_t len)
     return true;
 }
 
+bool bench_write_all(int fd, const void *buf, size_t len)
+{
+    return transfer_all(fd, (char *)buf, len, true);
+}
+
 bool bench_read_all(int fd, void *buf, size_t len)
 {
-    char *p = buf;
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
+    return transfer_all(fd, buf, len, false);
 }
