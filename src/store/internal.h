@@ -60,6 +60,18 @@ struct store {
     bool hold;
     unsigned fail_commits;
     store_stats stats;
+    int lock_fd; /* flock'd iothubd.lock: one server per data directory */
+
+    /* The checkpointer (checkpoint.c): its connection and thread, and what
+     * it shares with the store thread's WAL hook under ck_lock. */
+    sqlite3 *ck_db;
+    pthread_t ck_thread;
+    pthread_mutex_t ck_lock;
+    pthread_cond_t ck_wake;
+    bool ck_initialised, ck_started;
+    bool ck_wanted, ck_running, ck_stopping;
+    bool ck_held; /* the writer is finishing the checkpoint: no new pass */
+    atomic_bool ck_failing;   /* a failure was logged; cleared on success */
 
     /* prepared statements, keyed by their (static) SQL text pointer */
     struct {
@@ -96,6 +108,18 @@ store_status store_db_error(store *st, store_req *r, const char *what);
 char *store_copy_str(char **cursor, const char *s);
 void *store_copy_mem(char **cursor, const void *p, size_t n);
 int64_t store_now_ms(void);
+
+/* "PRAGMA synchronous=…" for the store's durability setting (both
+ * connections use it: a checkpoint syncs as its connection says). */
+const char *store_synchronous_pragma(const store *st);
+
+/* checkpoint.c: starts the checkpoint thread on a second connection to
+ * `path` and takes the WAL checkpoints over from st->db's commits. */
+bool store_checkpointer_start(store *st, const char *path, char *err, size_t errlen);
+/* Stops the thread and closes its connection; safe after a failed start. */
+void store_checkpointer_stop(store *st);
+/* Short-polling busy handler (see checkpoint.c). */
+void store_set_busy_handler(sqlite3 *db);
 
 /* schema.c */
 #define STORE_SCHEMA_VERSION 4

@@ -79,6 +79,8 @@ typedef struct store_stats {
     uint64_t failed_commits; /* transactions rolled back as a whole */
     uint64_t retention_runs;
     uint64_t telemetry_deleted; /* events removed by retention */
+    uint64_t checkpoints;        /* WAL checkpoints by the checkpoint thread */
+    uint64_t writer_checkpoints; /* catch-up checkpoints after a commit */
 } store_stats;
 void store_get_stats(store *st, store_stats *out);
 unsigned store_partitions(const store *st);

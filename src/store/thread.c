@@ -45,8 +45,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util/hmap.h"
 #include "util/log.h"
@@ -538,8 +541,22 @@ static void configure_sqlite(void)
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
-/* Opens the database file and sets it up (pragmas, migrations, partitions). */
-static bool open_db(store *st, char *err, size_t errlen)
+const char *store_synchronous_pragma(const store *st)
+{
+    static const char *const pragma[] = {
+        [STORE_DURABILITY_FSYNC] = "PRAGMA synchronous=FULL",
+        [STORE_DURABILITY_OS] = "PRAGMA synchronous=NORMAL",
+        [STORE_DURABILITY_NONE] = "PRAGMA synchronous=OFF",
+    };
+    return pragma[st->durability];
+}
+
+/* Opens the database file and sets it up (pragmas, migrations, partitions)
+ * with the checkpointer (checkpoint.c), or, when `exclusive`, in
+ * locking_mode=EXCLUSIVE without it: the WAL index then lives in heap
+ * memory instead of the -shm file, which a full disk may not let SQLite
+ * create, and checkpoints run in the commits as SQLite does by default. */
+static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
 {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/iothubd.db", st->dir) >= sizeof path) {
@@ -554,22 +571,12 @@ static bool open_db(store *st, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
         return false;
     }
-    static const char *sync_pragma[] = {
-        [STORE_DURABILITY_FSYNC] = "PRAGMA synchronous=FULL",
-        [STORE_DURABILITY_OS] = "PRAGMA synchronous=NORMAL",
-        [STORE_DURABILITY_NONE] = "PRAGMA synchronous=OFF",
-    };
-    sqlite3_busy_timeout(st->db, 5000);
-    /* The database is this process's alone, so it keeps its locks for the
-     * connection's life instead of taking and dropping them (fcntl calls)
-     * around every transaction. Set before WAL mode so that the WAL index
-     * lives in heap memory rather than a shared -shm mapping. The side
-     * effect is wanted too: a second iothubd on the same data directory, or
-     * the sqlite3 shell while the server runs, gets "database is locked"
-     * instead of sharing the file. */
-    if (!exec_sql(st->db, "PRAGMA locking_mode=EXCLUSIVE", err, errlen) ||
+    store_set_busy_handler(st->db);
+    if ((exclusive && !exec_sql(st->db, "PRAGMA locking_mode=EXCLUSIVE", err, errlen)) ||
         !exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
-        !exec_sql(st->db, sync_pragma[st->durability], err, errlen) ||
+        /* a WAL that grew under a burst is cut back when it restarts */
+        !exec_sql(st->db, "PRAGMA journal_size_limit=33554432", err, errlen) ||
+        !exec_sql(st->db, store_synchronous_pragma(st), err, errlen) ||
         !exec_sql(st->db, "PRAGMA foreign_keys=OFF", err, errlen) ||
         /* 32 MiB instead of 2: a batch under load dirties a few MiB of new
          * log pages; with the default cache SQLite spilled them into the
@@ -578,20 +585,76 @@ static bool open_db(store *st, char *err, size_t errlen)
          * take memory. */
         !exec_sql(st->db, "PRAGMA cache_size=-32768", err, errlen))
         return false;
-    if (!store_migrate(st->db, STORE_SCHEMA_VERSION, err, errlen))
+    if (!store_migrate(st->db, STORE_SCHEMA_VERSION, err, errlen) ||
+        !store_telemetry_init_partitions(st->db, st->partitions, err, errlen))
         return false;
-    return store_telemetry_init_partitions(st->db, st->partitions, err, errlen);
+    return exclusive || store_checkpointer_start(st, path, err, errlen);
+}
+
+static void close_db(store *st)
+{
+    store_checkpointer_stop(st); /* before st->db: its last checkpoint runs at close */
+    for (size_t i = 0; i < st->nstmts; i++)
+        sqlite3_finalize(st->stmts[i].stmt);
+    st->nstmts = 0;
+    if (st->db)
+        sqlite3_close(st->db);
+    st->db = NULL;
+}
+
+/* Opens the database with the checkpointer, or, when the disk gives an
+ * I/O or full error (the -shm file cannot be created or grown), without
+ * it; the store then runs as before the checkpointer existed. A full
+ * disk at start-up must still let the server serve reads. */
+static bool open_db_either_way(store *st, char *err, size_t errlen)
+{
+    if (open_db(st, false, err, errlen))
+        return true;
+    int code = st->db ? sqlite3_errcode(st->db) & 0xff : SQLITE_OK;
+    if (code != SQLITE_IOERR && code != SQLITE_FULL)
+        return false;
+    char first[256];
+    snprintf(first, sizeof first, "%s", err);
+    close_db(st);
+    if (!open_db(st, true, err, errlen))
+        return false;
+    log_warn("store: %s; WAL checkpoints run with the commits", first);
+    return true;
+}
+
+/* One server per data directory: SQLite's own locks would let a second
+ * process share the database (and its telemetry sequence numbers, twin
+ * versions and queues, which this process keeps in memory). flock is
+ * released by the kernel when the process dies, so a crash never leaves
+ * the directory locked. */
+static bool lock_dir(store *st, char *err, size_t errlen)
+{
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/iothubd.lock", st->dir) >= sizeof path) {
+        snprintf(err, errlen, "data directory path too long");
+        return false;
+    }
+    st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (st->lock_fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return false;
+    }
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "%s: %s", st->dir,
+                 errno == EWOULDBLOCK ? "in use by another iothubd" : strerror(errno));
+        return false;
+    }
+    return true;
 }
 
 static void free_store(store *st)
 {
-    for (size_t i = 0; i < st->nstmts; i++)
-        sqlite3_finalize(st->stmts[i].stmt);
-    if (st->db)
-        sqlite3_close(st->db);
+    close_db(st);
     pthread_mutex_destroy(&st->lock);
     pthread_cond_destroy(&st->wake);
     pthread_cond_destroy(&st->synced);
+    if (st->lock_fd >= 0)
+        close(st->lock_fd);
     free(st->dir);
     free(st);
 }
@@ -618,6 +681,7 @@ store *store_open(const store_config *cfg, char *err, size_t errlen)
     st->retention_bytes = cfg->retention_bytes;
     st->retention_interval_ms = cfg->retention_interval_ms ? cfg->retention_interval_ms : 60000;
     st->tail = &st->head;
+    st->lock_fd = -1;
     pthread_mutex_init(&st->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -625,7 +689,8 @@ store *store_open(const store_config *cfg, char *err, size_t errlen)
     pthread_cond_init(&st->wake, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&st->synced, NULL);
-    if (!make_dir(st->dir, err, errlen) || !open_db(st, err, errlen)) {
+    if (!make_dir(st->dir, err, errlen) || !lock_dir(st, err, errlen) ||
+        !open_db_either_way(st, err, errlen)) {
         free_store(st);
         return NULL;
     }

@@ -2,7 +2,8 @@
  * test_store_core.c — the store's machinery: schema and migrations, group
  * commit (from two running event loops, and held batches), a failed commit
  * failing every request of its batch, request-level errors staying local,
- * durability pragmas, drain on close, reopen.
+ * durability pragmas, drain on close, reopen, one server per directory,
+ * WAL checkpoints by the checkpoint thread keeping the WAL bounded.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include "net/server.h"
 #include "store/internal.h"
@@ -119,10 +121,14 @@ static void test_durability_pragmas(void **state)
         store *st = testutil_open(testutil_dir, &cfg);
         store_flush(st);
         sqlite3_stmt *s;
-        assert_int_equal(sqlite3_prepare_v2(st->db, "PRAGMA synchronous", -1, &s, NULL), 0);
-        assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(s, 0), cases[i].synchronous);
-        sqlite3_finalize(s);
+        sqlite3 *connections[] = {st->db, st->ck_db}; /* the checkpointer's syncs too */
+        for (size_t c = 0; c < 2; c++) {
+            assert_int_equal(sqlite3_prepare_v2(connections[c], "PRAGMA synchronous", -1, &s, NULL),
+                             0);
+            assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+            assert_int_equal(sqlite3_column_int(s, 0), cases[i].synchronous);
+            sqlite3_finalize(s);
+        }
         assert_int_equal(sqlite3_prepare_v2(st->db, "PRAGMA journal_mode", -1, &s, NULL), 0);
         assert_int_equal(sqlite3_step(s), SQLITE_ROW);
         assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
@@ -331,6 +337,90 @@ static void test_close_drains_queue(void **state)
     store_close(st);
 }
 
+static void test_second_server_on_directory_refused(void **state)
+{
+    (void)state;
+    store *st = testutil_open(testutil_dir, NULL);
+    store_config cfg = {.dir = testutil_dir};
+    char err[256] = "";
+    assert_null(store_open(&cfg, err, sizeof err));
+    assert_non_null(strstr(err, "in use by another iothubd"));
+    store_close(st);
+    st = testutil_open(testutil_dir, NULL); /* released with the first */
+    store_close(st);
+}
+
+/* ---- WAL checkpoints ---------------------------------------------------- */
+
+static void appended_count(net_loop *loop, void *arg, store_status status, uint64_t seq,
+                           int64_t enqueued_ms, const char *err)
+{
+    (void)loop;
+    (void)seq;
+    (void)enqueued_ms;
+    (void)err;
+    if (status == STORE_OK)
+        (*(int *)arg)++; /* completions run on the store thread, one at a time */
+}
+
+static void read_bounds(net_loop *loop, void *arg, store_status status,
+                        const store_read_result *res, const char *err)
+{
+    (void)loop;
+    (void)err;
+    assert_int_equal(status, STORE_OK);
+    store_read_result *out = arg;
+    out->first_seq = res->first_seq;
+    out->next_seq = res->next_seq;
+}
+
+static off_t wal_size(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/iothubd.db-wal", testutil_dir);
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : 0;
+}
+
+/* 64 MiB of telemetry in batches of 1 MiB, back to back: far past the
+ * checkpoint threshold (4 MB of WAL) and the size at which the writer
+ * finishes the checkpoint itself (32 MB). The WAL restarts instead of
+ * growing with what was written, and every event is in the database after
+ * a reopen. */
+static void test_checkpoints_keep_wal_bounded(void **state)
+{
+    (void)state;
+    store_config cfg = {.durability = STORE_DURABILITY_NONE};
+    store *st = testutil_open(testutil_dir, &cfg);
+    enum { BATCHES = 64, PER_BATCH = 256, BODY = 4096 };
+    static char body[BODY];
+    memset(body, 'x', sizeof body);
+    int ok = 0;
+    off_t max_wal = 0;
+    for (int b = 0; b < BATCHES; b++) {
+        store_test_hold(st, true);
+        for (int i = 0; i < PER_BATCH; i++)
+            store_telemetry_append(st, 0, 0, "", 0, body, sizeof body, NULL, appended_count, &ok);
+        store_test_hold(st, false);
+        store_flush(st);
+        if (wal_size() > max_wal)
+            max_wal = wal_size();
+    }
+    assert_int_equal(ok, BATCHES * PER_BATCH);
+    store_stats stats;
+    store_get_stats(st, &stats);
+    assert_true(stats.checkpoints + stats.writer_checkpoints > 0);
+    assert_true(max_wal < (off_t)40 << 20); /* 32 MiB and the batch that crossed it */
+    store_close(st);
+
+    st = testutil_open(testutil_dir, &cfg);
+    store_read_result bounds = {0};
+    store_telemetry_read(st, 0, 0, 1, NULL, read_bounds, &bounds);
+    store_flush(st);
+    assert_int_equal(bounds.next_seq - bounds.first_seq, BATCHES * PER_BATCH);
+    store_close(st);
+}
+
 static void test_bad_directory(void **state)
 {
     (void)state;
@@ -356,6 +446,8 @@ int main(void)
         TESTUTIL_IN_FRESH_DIR(test_failed_commit_fails_every_request),
         TESTUTIL_IN_FRESH_DIR(test_request_error_stays_local),
         TESTUTIL_IN_FRESH_DIR(test_close_drains_queue),
+        TESTUTIL_IN_FRESH_DIR(test_second_server_on_directory_refused),
+        TESTUTIL_IN_FRESH_DIR(test_checkpoints_keep_wal_bounded),
         cmocka_unit_test(test_bad_directory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
