@@ -19,8 +19,10 @@ What is checked (../shared/spec/iothub-mqtt5.md §4, service-rest.md):
     for writing — Linux answers EBUSY — so this is the way to make the
     running server's writes fail; the test checks that the remount is refused
     first, and uses the read-only remount for the start-up case.)
-  - starting on a read-only or a full data directory: a one-line error that
-    names the cause and a non-zero exit status, never a crash or a hang;
+  - starting on a read-only or a full data directory, or on one another
+    iothubd is using: a one-line error that names the cause and a non-zero
+    exit status, never a crash or a hang (and the running one is
+    undisturbed);
   - after each scenario the server stops cleanly and `PRAGMA
     integrity_check` on the database says ok.
 """
@@ -263,6 +265,18 @@ def test_start_on_a_read_only_data_dir_fails_clearly(tmpfs, broker_factory):
     subprocess.run(["mount", "-o", "remount,rw", data], check=True, timeout=10)
     hub.start()
     assert events_of(ServiceClient(hub), dev) == ["kept"]
+    assert not hub.stop()
+    integrity_ok(data)
+
+
+def test_start_on_a_data_dir_in_use_fails_clearly(broker_factory):
+    data = tempfile.mkdtemp(prefix="iothubd-inuse-")
+    hub = broker_factory(http=True, data_dir=data)
+    svc, dev, c = setup_device(hub)
+    start_fails(data, ("in use by another iothubd",))
+    assert send(c, b"still served").reason_code == 0
+    assert events_of(svc, dev) == ["still served"]
+    c.close()
     assert not hub.stop()
     integrity_ok(data)
 
