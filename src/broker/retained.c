@@ -3,10 +3,10 @@
  *
  * A trie keyed by topic level, each node holding at most one message (the
  * store's reference). A node's children are an array plus, once there are
- * more than a few, an open-addressing index of array positions keyed by the
- * level's hash (the same scheme as topic_tree.c; kept private to each file).
- * Each child knows its position in its parent's array, which lets '#'
- * enumerate a subtree iteratively with no stack and no allocation.
+ * more than a few, an index of array positions keyed by the level's hash
+ * (pos_index.h, as in topic_tree.c). Each child knows its position in its
+ * parent's array, which lets '#' enumerate a subtree iteratively with no
+ * stack and no allocation.
  */
 #include "broker/topic_tree.h"
 
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IX_MIN_KIDS 8
+#include "broker/pos_index.h"
 
 typedef struct rs_node rs_node;
 struct rs_node {
@@ -23,8 +23,7 @@ struct rs_node {
     uint32_t hash;
     rs_node **kids;
     uint32_t nkids, capkids;
-    uint32_t *ix;   /* position+1 per slot, 0 = empty; NULL when small */
-    uint32_t ixmask;
+    pos_index kix;
     broker_msg *msg;
     uint32_t len;
     uint8_t level[];
@@ -36,71 +35,20 @@ struct retain_store {
     rs_node *root;
 };
 
-static uint32_t hash_level(const uint8_t *p, uint32_t len)
-{
-    uint32_t h = 2166136261u;
-    for (uint32_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 16777619u;
-    }
-    return h ^ (h >> 15);
-}
-
 /* ---- children ------------------------------------------------------------- */
 
-static void ix_put(rs_node *n, uint32_t h, uint32_t pos)
+static uint32_t kid_hash(const void *ctx, uint32_t pos)
 {
-    uint32_t i = h & n->ixmask;
-    while (n->ix[i])
-        i = (i + 1) & n->ixmask;
-    n->ix[i] = pos + 1;
-}
-
-static bool ix_rebuild(rs_node *n, uint32_t count)
-{
-    uint32_t cap = 16;
-    while (cap < 2 * (count + 1))
-        cap *= 2;
-    uint32_t *s = calloc(cap, sizeof *s);
-    if (!s)
-        return false;
-    free(n->ix);
-    n->ix = s;
-    n->ixmask = cap - 1;
-    for (uint32_t i = 0; i < count; i++)
-        ix_put(n, n->kids[i]->hash, i);
-    return true;
-}
-
-static uint32_t ix_slot_of(const rs_node *n, uint32_t h, uint32_t pos)
-{
-    uint32_t i = h & n->ixmask;
-    while (n->ix[i] != pos + 1)
-        i = (i + 1) & n->ixmask;
-    return i;
-}
-
-static void ix_del_slot(rs_node *n, uint32_t hole)
-{
-    uint32_t mask = n->ixmask;
-    for (uint32_t j = (hole + 1) & mask; n->ix[j]; j = (j + 1) & mask) {
-        uint32_t home = n->kids[n->ix[j] - 1]->hash & mask;
-        bool movable = hole <= j ? (home <= hole || home > j)
-                                 : (home <= hole && home > j);
-        if (movable) {
-            n->ix[hole] = n->ix[j];
-            hole = j;
-        }
-    }
-    n->ix[hole] = 0;
+    return ((const rs_node *)ctx)->kids[pos]->hash;
 }
 
 static rs_node *kid_find(const rs_node *n, const uint8_t *level, uint32_t len)
 {
-    if (n->ix) {
-        uint32_t h = hash_level(level, len);
-        for (uint32_t i = h & n->ixmask; n->ix[i]; i = (i + 1) & n->ixmask) {
-            rs_node *k = n->kids[n->ix[i] - 1];
+    if (n->kix.slot) {
+        uint32_t h = pos_index_hash_level(level, len);
+        for (uint32_t i = pos_index_first(&n->kix, h); n->kix.slot[i];
+             i = pos_index_next(&n->kix, i)) {
+            rs_node *k = n->kids[n->kix.slot[i] - 1];
             if (k->hash == h && k->len == len && memcmp(k->level, level, len) == 0)
                 return k;
         }
@@ -126,16 +74,8 @@ static bool kid_add(rs_node *n, rs_node *k)
     }
     uint32_t pos = n->nkids;
     n->kids[pos] = k;
-    if (n->ix) {
-        if (2 * (pos + 1) > n->ixmask + 1) {
-            if (!ix_rebuild(n, pos + 1))
-                return false;
-        } else {
-            ix_put(n, k->hash, pos);
-        }
-    } else if (pos + 1 > IX_MIN_KIDS && !ix_rebuild(n, pos + 1)) {
+    if (!pos_index_add(&n->kix, pos, k->hash, kid_hash, n))
         return false;
-    }
     k->pidx = pos;
     n->nkids++;
     return true;
@@ -144,20 +84,15 @@ static bool kid_add(rs_node *n, rs_node *k)
 static void kid_del(rs_node *n, rs_node *k)
 {
     uint32_t pos = k->pidx, last = n->nkids - 1;
-    if (n->ix) {
-        ix_del_slot(n, ix_slot_of(n, k->hash, pos));
-        if (pos != last)
-            n->ix[ix_slot_of(n, n->kids[last]->hash, last)] = pos + 1;
-    }
+    pos_index_remove(&n->kix, n->nkids, pos, k->hash, n->kids[last]->hash, kid_hash, n);
     if (pos != last) {
         n->kids[pos] = n->kids[last];
         n->kids[pos]->pidx = pos;
     }
     if (--n->nkids == 0) { /* nodes that stay (the root) give memory back */
         free(n->kids);
-        free(n->ix);
+        pos_index_free(&n->kix);
         n->kids = NULL;
-        n->ix = NULL;
         n->capkids = 0;
     }
 }
@@ -171,14 +106,14 @@ static rs_node *node_new(rs_node *parent, const uint8_t *level, uint32_t len)
     n->len = len;
     if (len)
         memcpy(n->level, level, len);
-    n->hash = hash_level(level, len);
+    n->hash = pos_index_hash_level(level, len);
     return n;
 }
 
 static void node_free(rs_node *n)
 {
     free(n->kids);
-    free(n->ix);
+    pos_index_free(&n->kix);
     free(n);
 }
 

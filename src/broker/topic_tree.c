@@ -25,111 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- index: an open-addressing table of array positions ------------------
- *
- * slot[i] holds position+1 (0 = empty); linear probing, backward-shift
- * deletion. The caller supplies hashes: `hash_of(ctx, pos)` recomputes the
- * hash of the element at a position (for rehashing and deletion). */
-
-#define IX_MIN_ELEMS 8 /* arrays up to this size are scanned linearly */
-
-typedef uint32_t (*ix_hash_fn)(const void *ctx, uint32_t pos);
-
-typedef struct ix_table {
-    uint32_t *slot;
-    uint32_t mask; /* capacity - 1; meaningful only when slot != NULL */
-} ix_table;
-
-static void ix_put(ix_table *x, uint32_t h, uint32_t pos)
-{
-    uint32_t i = h & x->mask;
-    while (x->slot[i])
-        i = (i + 1) & x->mask;
-    x->slot[i] = pos + 1;
-}
-
-/* Rebuilds the index for n elements with capacity for at least 2*(n+1). */
-static bool ix_rebuild(ix_table *x, uint32_t n, ix_hash_fn hf, const void *ctx)
-{
-    uint32_t cap = 16;
-    while (cap < 2 * (n + 1))
-        cap *= 2;
-    uint32_t *s = calloc(cap, sizeof *s);
-    if (!s)
-        return false;
-    free(x->slot);
-    x->slot = s;
-    x->mask = cap - 1;
-    for (uint32_t i = 0; i < n; i++)
-        ix_put(x, hf(ctx, i), i);
-    return true;
-}
-
-/* Makes room for the element that will be at position n (the array then
- * holds n+1 elements) and records it. */
-static bool ix_add(ix_table *x, uint32_t n, uint32_t h, ix_hash_fn hf,
-                   const void *ctx)
-{
-    if (!x->slot) {
-        if (n + 1 <= IX_MIN_ELEMS)
-            return true;
-        /* hf must be able to hash position n: the caller has stored it */
-        return ix_rebuild(x, n + 1, hf, ctx);
-    }
-    if (2 * (n + 1) > x->mask + 1)
-        return ix_rebuild(x, n + 1, hf, ctx);
-    ix_put(x, h, n);
-    return true;
-}
-
-/* Slot holding position `pos` whose hash is h. */
-static uint32_t ix_slot_of(const ix_table *x, uint32_t h, uint32_t pos)
-{
-    uint32_t i = h & x->mask;
-    while (x->slot[i] != pos + 1)
-        i = (i + 1) & x->mask;
-    return i;
-}
-
-static void ix_del_slot(ix_table *x, uint32_t hole, ix_hash_fn hf, const void *ctx)
-{
-    uint32_t mask = x->mask;
-    for (uint32_t j = (hole + 1) & mask; x->slot[j]; j = (j + 1) & mask) {
-        uint32_t home = hf(ctx, x->slot[j] - 1) & mask;
-        bool movable = hole <= j ? (home <= hole || home > j)
-                                 : (home <= hole && home > j);
-        if (movable) {
-            x->slot[hole] = x->slot[j];
-            hole = j;
-        }
-    }
-    x->slot[hole] = 0;
-}
-
-/*
- * The element at `pos` (hash h) of an array of n elements is being removed
- * by moving the last element (hash hlast) into its place. Call before the
- * array itself is changed.
- */
-static void ix_remove(ix_table *x, uint32_t n, uint32_t pos, uint32_t h,
-                      uint32_t hlast, ix_hash_fn hf, const void *ctx)
-{
-    if (!x->slot)
-        return;
-    ix_del_slot(x, ix_slot_of(x, h, pos), hf, ctx);
-    if (pos != n - 1)
-        x->slot[ix_slot_of(x, hlast, n - 1)] = pos + 1;
-}
-
-static uint32_t hash_level(const uint8_t *p, uint32_t len)
-{
-    uint32_t h = 2166136261u;
-    for (uint32_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 16777619u;
-    }
-    return h ^ (h >> 15);
-}
+#include "broker/pos_index.h"
 
 static uint32_t hash_ptr(const void *p)
 {
@@ -157,16 +53,16 @@ typedef struct tt_node tt_node;
 struct tt_node {
     tt_node *parent;
     uint32_t pidx; /* position in parent->kids (literal children only) */
-    uint32_t hash; /* hash_level(level) */
+    uint32_t hash; /* pos_index_hash_level(level) */
 
     tt_node **kids;
     uint32_t nkids, capkids;
-    ix_table kix;
+    pos_index kix;
     tt_node *plus, *hash_child;
 
     tt_sub *subs;
     uint32_t nsubs, capsubs;
-    ix_table six;
+    pos_index six;
 
     tt_group **groups;
     uint32_t ngroups, capgroups;
@@ -201,7 +97,7 @@ static tt_node *node_new(tt_node *parent, const uint8_t *level, uint32_t len)
     n->len = len;
     if (len)
         memcpy(n->level, level, len);
-    n->hash = hash_level(level, len);
+    n->hash = pos_index_hash_level(level, len);
     return n;
 }
 
@@ -213,9 +109,9 @@ static void node_free(tt_node *n)
     }
     free(n->groups);
     free(n->subs);
-    free(n->six.slot);
+    pos_index_free(&n->six);
     free(n->kids);
-    free(n->kix.slot);
+    pos_index_free(&n->kix);
     free(n);
 }
 
@@ -227,9 +123,9 @@ static bool node_empty(const tt_node *n)
 static tt_node *kid_find(const tt_node *n, const uint8_t *level, uint32_t len)
 {
     if (n->kix.slot) {
-        uint32_t h = hash_level(level, len);
-        for (uint32_t i = h & n->kix.mask; n->kix.slot[i];
-             i = (i + 1) & n->kix.mask) {
+        uint32_t h = pos_index_hash_level(level, len);
+        for (uint32_t i = pos_index_first(&n->kix, h); n->kix.slot[i];
+             i = pos_index_next(&n->kix, i)) {
             tt_node *k = n->kids[n->kix.slot[i] - 1];
             if (k->hash == h && k->len == len && memcmp(k->level, level, len) == 0)
                 return k;
@@ -255,7 +151,7 @@ static bool kid_add(tt_node *n, tt_node *k)
         n->capkids = cap;
     }
     n->kids[n->nkids] = k;
-    if (!ix_add(&n->kix, n->nkids, k->hash, kid_hash, n))
+    if (!pos_index_add(&n->kix, n->nkids, k->hash, kid_hash, n))
         return false;
     k->pidx = n->nkids++;
     return true;
@@ -264,16 +160,15 @@ static bool kid_add(tt_node *n, tt_node *k)
 static void kid_del(tt_node *n, tt_node *k)
 {
     uint32_t pos = k->pidx, last = n->nkids - 1;
-    ix_remove(&n->kix, n->nkids, pos, k->hash, n->kids[last]->hash, kid_hash, n);
+    pos_index_remove(&n->kix, n->nkids, pos, k->hash, n->kids[last]->hash, kid_hash, n);
     if (pos != last) {
         n->kids[pos] = n->kids[last];
         n->kids[pos]->pidx = pos;
     }
     if (--n->nkids == 0) { /* nodes that stay (the root) give memory back */
         free(n->kids);
-        free(n->kix.slot);
+        pos_index_free(&n->kix);
         n->kids = NULL;
-        n->kix.slot = NULL;
         n->capkids = 0;
     }
 }
@@ -436,7 +331,7 @@ static bool subs_add(tt_node *n, void *subscriber, uint8_t options, uint32_t sub
         n->capsubs = cap;
     }
     n->subs[n->nsubs] = (tt_sub){subscriber, sub_id, options};
-    if (!ix_add(&n->six, n->nsubs, hash_ptr(subscriber), sub_hash, n))
+    if (!pos_index_add(&n->six, n->nsubs, hash_ptr(subscriber), sub_hash, n))
         return false;
     n->nsubs++;
     return true;
@@ -446,8 +341,8 @@ static tt_sub *subs_find(const tt_node *n, const void *subscriber, uint32_t *pos
 {
     if (n->six.slot) {
         uint32_t h = hash_ptr(subscriber);
-        for (uint32_t i = h & n->six.mask; n->six.slot[i];
-             i = (i + 1) & n->six.mask) {
+        for (uint32_t i = pos_index_first(&n->six, h); n->six.slot[i];
+             i = pos_index_next(&n->six, i)) {
             uint32_t p = n->six.slot[i] - 1;
             if (n->subs[p].subscriber == subscriber) {
                 *pos = p;
@@ -467,14 +362,13 @@ static tt_sub *subs_find(const tt_node *n, const void *subscriber, uint32_t *pos
 static void subs_del(tt_node *n, uint32_t pos)
 {
     uint32_t last = n->nsubs - 1;
-    ix_remove(&n->six, n->nsubs, pos, hash_ptr(n->subs[pos].subscriber),
+    pos_index_remove(&n->six, n->nsubs, pos, hash_ptr(n->subs[pos].subscriber),
               hash_ptr(n->subs[last].subscriber), sub_hash, n);
     n->subs[pos] = n->subs[last];
     if (--n->nsubs == 0) {
         free(n->subs);
-        free(n->six.slot);
+        pos_index_free(&n->six);
         n->subs = NULL;
-        n->six.slot = NULL;
         n->capsubs = 0;
     }
 }
