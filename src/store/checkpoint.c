@@ -12,21 +12,20 @@
  *
  * Here the store thread's connection has no automatic checkpoint. Its WAL
  * hook (called after each commit with the WAL's size in pages) wakes a
- * checkpoint thread that owns a second connection and runs PASSIVE
- * checkpoints: they copy whatever the WAL holds without taking the writer
- * lock, so commits go on meanwhile. The WAL starts over at the first write
- * transaction that finds every frame copied, which under telemetry load
- * happens whenever a pass finishes between two commits. A restart needs
- * the writer's transaction to begin while everything is copied, and a
- * checkpointer that is always mid-pass when the writer begins (a writer
- * that never pauses) would let the WAL grow without end. So past
- * STORE_WAL_RESET_PAGES the writer takes over: its hook holds the
- * checkpointer back (no new pass) and, once no pass is running, runs one
- * PASSIVE checkpoint on its own connection right after its commit. That
- * copies only what the last pass left (progress is shared through the WAL
- * index), so the database fsync has little to write, and the next
- * transaction restarts the WAL. journal_size_limit cuts a WAL that grew
- * past 32 MiB back when it restarts.
+ * checkpoint thread, which owns a second connection, for every 1,000 new
+ * pages; the thread runs a PASSIVE checkpoint, which copies what the WAL
+ * holds without taking the writer lock, so commits go on meanwhile. The
+ * WAL can only start over at a write transaction that begins with every
+ * frame copied, and under load the writer has always committed more by
+ * the time a pass ends. So at STORE_WAL_RESET_PAGES the writer takes over:
+ * its hook holds the checkpointer back (no new pass) and, once no pass is
+ * running, runs one PASSIVE checkpoint on its own connection right after
+ * its commit. Over the last 1,000 pages before that the checkpointer runs
+ * a pass after every commit, so what the writer has left to copy is a
+ * commit or two and the database fsync has little to write; the next
+ * transaction then restarts the WAL, which stays bounded (a unit test
+ * writes 64 MiB through it). journal_size_limit cuts a WAL that grew past
+ * 32 MiB back when it restarts.
  *
  * A second connection means the database cannot use locking_mode=EXCLUSIVE
  * (the WAL index lives in the shared -shm mapping instead of heap memory,
@@ -47,8 +46,10 @@
 
 #include "util/log.h"
 
-/* The checkpointer starts at SQLite's usual threshold (1,000 pages = 4 MB
- * with 4 KiB pages). */
+/* The checkpointer runs a pass for every 1,000 new WAL pages (SQLite's own
+ * automatic threshold, 4 MB with 4 KiB pages): each pass ends with an
+ * fsync of the database file, so a pass per commit would double the
+ * syncs the commits themselves need. */
 #define STORE_WAL_CHECKPOINT_PAGES 1000
 /* Past this (32 MB) the writer finishes the checkpoint itself. */
 #define STORE_WAL_RESET_PAGES 8192
@@ -85,20 +86,30 @@ static bool run_checkpoint(store *st, sqlite3 *db, int *log_pages, int *copied_p
     return false;
 }
 
+/* Whether the checkpointer should run a pass now that the WAL holds
+ * `pages` frames, the last pass having gone up to frame `passed`. */
+static bool pass_due(int pages, int passed)
+{
+    if (pages >= STORE_WAL_RESET_PAGES - STORE_WAL_CHECKPOINT_PAGES)
+        return true; /* approaching the writer's catch-up: keep its remainder small */
+    return pages - passed >= STORE_WAL_CHECKPOINT_PAGES;
+}
+
 /* The store thread's WAL hook: after every commit, with the WAL's size.
- * Past the reset size it holds the checkpointer back (no new pass) and, as
- * soon as no pass is running, copies the rest itself. */
+ * Wakes the checkpointer for every STORE_WAL_CHECKPOINT_PAGES new frames;
+ * past the reset size holds it back (no new pass) and, as soon as no pass
+ * is running, copies the rest itself. */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
 {
     (void)name;
     store *st = arg;
-    if (pages < STORE_WAL_CHECKPOINT_PAGES)
-        return SQLITE_OK;
     bool catch_up = pages >= STORE_WAL_RESET_PAGES;
     pthread_mutex_lock(&st->ck_lock);
+    if (pages < st->ck_passed)
+        st->ck_passed = 0; /* the WAL restarted since the last pass */
     st->ck_held = catch_up;
     bool pass_running = st->ck_running;
-    if (!catch_up) {
+    if (!catch_up && pass_due(pages, st->ck_passed)) {
         st->ck_wanted = true;
         pthread_cond_signal(&st->ck_wake);
     }
@@ -133,6 +144,7 @@ static void *checkpoint_thread(void *arg)
         pthread_mutex_lock(&st->ck_lock);
         st->ck_running = false;
         if (ok) {
+            st->ck_passed = log_pages;
             pthread_mutex_lock(&st->lock);
             st->stats.checkpoints++;
             pthread_mutex_unlock(&st->lock);

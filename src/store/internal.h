@@ -70,7 +70,8 @@ struct store {
     pthread_cond_t ck_wake;
     bool ck_initialised, ck_started;
     bool ck_wanted, ck_running, ck_stopping;
-    bool ck_held; /* the writer is finishing the checkpoint: no new pass */
+    bool ck_held;  /* the writer is finishing the checkpoint: no new pass */
+    int ck_passed; /* WAL frames the last pass covered (0 after a restart) */
     atomic_bool ck_failing;   /* a failure was logged; cleared on success */
 
     /* prepared statements, keyed by their (static) SQL text pointer */
