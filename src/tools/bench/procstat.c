@@ -25,7 +25,7 @@ static bool read_rss_kb(int pid, uint64_t *out)
     return found;
 }
 
-static bool read_cpu_s(int pid, double *out)
+static bool read_cpu_s(int pid, double *out, double *sys_out)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -48,7 +48,9 @@ static bool read_cpu_s(int pid, double *out)
             stime = strtoul(tok, NULL, 10);
     }
     long ticks = sysconf(_SC_CLK_TCK);
-    *out = (double)(utime + stime) / (double)(ticks > 0 ? ticks : 100);
+    double hz = (double)(ticks > 0 ? ticks : 100);
+    *out = (double)(utime + stime) / hz;
+    *sys_out = (double)stime / hz;
     return true;
 }
 
@@ -57,6 +59,6 @@ proc_sample proc_sample_take(int pid)
     proc_sample s = {0};
     if (pid <= 0)
         return s;
-    s.ok = read_rss_kb(pid, &s.rss_kb) && read_cpu_s(pid, &s.cpu_s);
+    s.ok = read_rss_kb(pid, &s.rss_kb) && read_cpu_s(pid, &s.cpu_s, &s.cpu_sys_s);
     return s;
 }

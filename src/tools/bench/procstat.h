@@ -13,6 +13,7 @@ typedef struct proc_sample {
     bool ok;
     uint64_t rss_kb;     /* VmRSS */
     double cpu_s;        /* utime + stime */
+    double cpu_sys_s;    /* stime: system calls, and on loopback the peer's TCP receive */
 } proc_sample;
 
 /* Reads /proc/PID/status and /proc/PID/stat; ok = false when pid is 0 or

@@ -91,11 +91,12 @@ static void print_server(const bench_report *r, FILE *out)
     if (!r->server_end.ok)
         return;
     double cpu = r->server_end.cpu_s - r->server_start.cpu_s;
+    double sys = r->server_end.cpu_sys_s - r->server_start.cpu_sys_s;
     fprintf(out, "server: RSS %llu kB before clients, %llu kB at start, %llu kB at end; "
-                 "CPU %.2f s in the measured phase (%.0f %% of one core)\n",
+                 "CPU %.2f s in the measured phase (%.0f %% of one core; %.2f s in the kernel)\n",
             (unsigned long long)r->server_baseline.rss_kb, (unsigned long long)r->server_start.rss_kb,
             (unsigned long long)r->server_end.rss_kb, cpu,
-            r->duration_s > 0 ? 100.0 * cpu / r->duration_s : 0);
+            r->duration_s > 0 ? 100.0 * cpu / r->duration_s : 0, sys);
 }
 
 void bench_report_text(const bench_report *r, FILE *out)
@@ -144,11 +145,12 @@ static json_t *latency_json(const bench_hist *h)
 
 static json_t *server_json(const bench_report *r)
 {
-    return json_pack("{s:I, s:I, s:I, s:f}", "rss_kb_baseline",
+    return json_pack("{s:I, s:I, s:I, s:f, s:f}", "rss_kb_baseline",
                      (json_int_t)r->server_baseline.rss_kb, "rss_kb_start",
                      (json_int_t)r->server_start.rss_kb, "rss_kb_end",
                      (json_int_t)r->server_end.rss_kb, "cpu_s",
-                     r->server_end.cpu_s - r->server_start.cpu_s);
+                     r->server_end.cpu_s - r->server_start.cpu_s, "cpu_sys_s",
+                     r->server_end.cpu_sys_s - r->server_start.cpu_sys_s);
 }
 
 bool bench_report_json(const bench_report *r, const char *path, char *err, size_t errlen)
