@@ -21,8 +21,8 @@
  * its hook holds the checkpointer back (no new pass) and, once no pass is
  * running, runs one PASSIVE checkpoint on its own connection right after
  * its commit. Over the last 1,000 pages before that the checkpointer runs
- * a pass after every commit, so what the writer has left to copy is a
- * commit or two and the database fsync has little to write; the next
+ * a pass every 128 pages, so what the writer has left to copy is at most
+ * about 512 KB and the database fsync has little to write; the next
  * transaction then restarts the WAL, which stays bounded (a unit test
  * writes 64 MiB through it). journal_size_limit cuts a WAL that grew past
  * 32 MiB back when it restarts.
@@ -51,8 +51,11 @@
  * fsync of the database file, so a pass per commit would double the
  * syncs the commits themselves need. */
 #define STORE_WAL_CHECKPOINT_PAGES 1000
-/* Past this (32 MB) the writer finishes the checkpoint itself. */
+/* Past this (32 MB) the writer finishes the checkpoint itself ... */
 #define STORE_WAL_RESET_PAGES 8192
+/* ... and over the last 1,000 pages before it passes come every 128 pages
+ * (512 KB), so that what the writer copies is small. */
+#define STORE_WAL_APPROACH_PAGES 128
 
 /* Busy handler for both connections: SQLite's default one sleeps 1, 2, 5,
  * 10 ms ... between attempts, so a writer that meets a checkpoint's brief
@@ -90,9 +93,12 @@ static bool run_checkpoint(store *st, sqlite3 *db, int *log_pages, int *copied_p
  * `pages` frames, the last pass having gone up to frame `passed`. */
 static bool pass_due(int pages, int passed)
 {
-    if (pages >= STORE_WAL_RESET_PAGES - STORE_WAL_CHECKPOINT_PAGES)
-        return true; /* approaching the writer's catch-up: keep its remainder small */
-    return pages - passed >= STORE_WAL_CHECKPOINT_PAGES;
+    /* approaching the writer's catch-up: smaller steps, so that it is left
+     * with little to copy */
+    int step = pages >= STORE_WAL_RESET_PAGES - STORE_WAL_CHECKPOINT_PAGES
+                   ? STORE_WAL_APPROACH_PAGES
+                   : STORE_WAL_CHECKPOINT_PAGES;
+    return pages - passed >= step;
 }
 
 /* The store thread's WAL hook: after every commit, with the WAL's size.
