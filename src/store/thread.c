@@ -33,6 +33,9 @@
  *                   wait would turn a failed commit into a false success,
  *                   and the commit without fsync costs microseconds.
  *
+ * WAL checkpoints do not run in these commits but beside them, on the
+ * checkpoint thread's own connection (checkpoint.c).
+ *
  * Retention of the telemetry log runs on this thread, in its own
  * transaction, every retention_interval_ms (the thread's wait times out).
  *
