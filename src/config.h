@@ -40,6 +40,7 @@ typedef struct iothubd_config {
     unsigned telemetry_partitions;
     uint32_t telemetry_retention_s; /* 0 = keep forever */
     uint32_t telemetry_retention_mb; /* 0 = no size limit */
+    uint32_t commit_interval_us; /* shortest time between group commits */
     broker_limits limits;
     hub_throttle_config throttle; /* rates and the daily quota; 0 = unlimited */
     c2d_config c2d;            /* command queues (main sets default_ttl_ms) */

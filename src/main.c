@@ -86,6 +86,7 @@ static store *open_store(const iothubd_config *cfg, char *err, size_t errlen)
         .partitions = cfg->telemetry_partitions,
         .retention_ms = (int64_t)cfg->telemetry_retention_s * 1000,
         .retention_bytes = (int64_t)cfg->telemetry_retention_mb << 20,
+        .commit_interval_us = cfg->commit_interval_us,
     };
     if (!store_durability_parse(cfg->durability, &sc.durability)) {
         snprintf(err, errlen, "--durability: expected fsync, os or none, not '%s'", cfg->durability);

@@ -50,6 +50,7 @@ struct store {
     int64_t retention_ms;
     int64_t retention_bytes;
     unsigned retention_interval_ms;
+    uint64_t commit_interval_ns;
 
     pthread_t thread;
     pthread_mutex_t lock; /* guards everything below */

@@ -2,7 +2,8 @@
  * test_store_core.c — the store's machinery: schema and migrations, group
  * commit (from two running event loops, and held batches), a failed commit
  * failing every request of its batch, request-level errors staying local,
- * durability pragmas, drain on close, reopen, one server per directory,
+ * durability pragmas, drain on close, reopen, the commit interval, one
+ * server per directory,
  * WAL checkpoints by the checkpoint thread keeping the WAL bounded.
  */
 #include <setjmp.h>
@@ -19,6 +20,7 @@
 #include "store/internal.h"
 #include "store_testutil.h"
 #include "util/log.h"
+#include "util/time.h"
 
 static hub_identity make_identity(const char *device, const char *module)
 {
@@ -337,6 +339,30 @@ static void test_close_drains_queue(void **state)
     store_close(st);
 }
 
+/* With a commit interval, a batch starts no sooner than the interval after
+ * the previous batch started; a request that finds the store idle for
+ * longer is not delayed. */
+static void test_commit_interval_spaces_commits(void **state)
+{
+    (void)state;
+    /* a long interval, so that the bounds below hold on a slow machine */
+    store_config cfg = {.durability = STORE_DURABILITY_NONE, .commit_interval_us = 1000000};
+    store *st = testutil_open(testutil_dir, &cfg);
+    store_flush(st); /* the first batch: the interval now runs from here */
+    uint64_t t0 = time_mono_ns();
+    store_flush(st); /* waits for the rest of the second */
+    assert_true(time_mono_ns() - t0 >= 750u * 1000000u);
+    struct timespec pause = {1, 100 * 1000000};
+    nanosleep(&pause, NULL); /* idle for longer than the interval */
+    t0 = time_mono_ns();
+    store_flush(st); /* starts at once */
+    assert_true(time_mono_ns() - t0 < 500u * 1000000u);
+    store_stats stats;
+    store_get_stats(st, &stats);
+    assert_int_equal(stats.commits, 3);
+    store_close(st);
+}
+
 static void test_second_server_on_directory_refused(void **state)
 {
     (void)state;
@@ -448,6 +474,7 @@ int main(void)
         TESTUTIL_IN_FRESH_DIR(test_failed_commit_fails_every_request),
         TESTUTIL_IN_FRESH_DIR(test_request_error_stays_local),
         TESTUTIL_IN_FRESH_DIR(test_close_drains_queue),
+        TESTUTIL_IN_FRESH_DIR(test_commit_interval_spaces_commits),
         TESTUTIL_IN_FRESH_DIR(test_second_server_on_directory_refused),
         TESTUTIL_IN_FRESH_DIR(test_checkpoints_keep_wal_bounded),
         cmocka_unit_test(test_bad_directory),
