@@ -257,12 +257,8 @@ static void finish_connect(broker_client *c)
         refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
     }
-    net_timer_stop(bl->loop, &s->expiry_timer);
-    if (s->pending_will) { /* reconnected within the Will Delay */
-        net_timer_stop(bl->loop, &s->will_timer);
-        broker_msg_unref(s->pending_will);
-        s->pending_will = NULL;
-    }
+    session_stop_expiry(s);
+    session_cancel_will(s); /* reconnected within the Will Delay */
     s->client = c;
     c->session = s;
     uint32_t requested = c->session_expiry;
@@ -437,7 +433,7 @@ void client_free_connect_state(broker_client *c)
     }
     if (c->alias_out) {
         for (uint16_t i = 0; i < c->alias_out->used; i++)
-            free(c->alias_out->keys[i]);
+            free((void *)c->alias_out->keys[i].p);
         hmap_free(&c->alias_out->map);
         free(c->alias_out);
         c->alias_out = NULL;

@@ -37,13 +37,20 @@ struct hub_presence {
     hmap map; /* key → presence_entry */
 };
 
+static hmap_key entry_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    const presence_entry *e = value;
+    return (hmap_key){e->key, strlen(e->key)};
+}
+
 hub_presence *hub_presence_new(void)
 {
     hub_presence *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     pthread_mutex_init(&p->lock, NULL);
-    hmap_init(&p->map);
+    hmap_init(&p->map, entry_key, NULL);
     return p;
 }
 
