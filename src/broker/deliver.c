@@ -219,10 +219,10 @@ static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t
         return SEND_FAILED;
     if (c->client_max_packet && n > c->client_max_packet)
         return SEND_TOO_LARGE; /* [MQTT-3.1.2-24]: discard, as if sent */
-    uint8_t *out = net_conn_reserve(c->conn, n);
+    uint8_t *out = net_conn_reserve(c->info.conn, n);
     if (!out)
         return SEND_FAILED;
-    net_conn_commit(c->conn, mqtt_encode(&pkt, c->info.protocol_version, out));
+    net_conn_commit(c->info.conn, mqtt_encode(&pkt, c->info.protocol_version, out));
     if (new_alias)
         record_alias(c, msg->topic, alias);
     return SEND_OK;
@@ -256,7 +256,7 @@ void session_resume_delivery(session *s)
     uint32_t window = c->client_receive_max < OUT_WINDOW_MAX ? c->client_receive_max : OUT_WINDOW_MAX;
     uint64_t now = net_loop_now_ms(s->bl->loop);
     while (x->queue.head && x->inflight.len < window &&
-           net_conn_out_queued(c->conn) < s->bl->b->conn_limits.out_high) {
+           net_conn_out_queued(c->info.conn) < s->bl->b->conn_limits.out_high) {
         out_msg *o = out_pop(&x->queue);
         if (broker_msg_expired(o->msg, now)) {
             persist_message_gone(s, o);
@@ -301,7 +301,7 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
         return;
     if (qos == 0) {
         if (connected(s) &&
-            net_conn_out_queued(s->client->conn) < s->bl->b->conn_limits.out_high)
+            net_conn_out_queued(s->client->info.conn) < s->bl->b->conn_limits.out_high)
             send_publish(s->client, msg, 0, retain, sub_id, 0, false);
         return;
     }
@@ -443,7 +443,7 @@ void handle_puback(broker_client *c, const mqtt_ack *ack)
     session *s = c->session;
     out_msg *o = inflight_find(s, ack->packet_id);
     if (!o || o->qos != 1) {
-        log_debug("%s: PUBACK for unknown packet id %u", c->client_id, ack->packet_id);
+        log_debug("%s: PUBACK for unknown packet id %u", client_id_of(c), ack->packet_id);
         return;
     }
     out_take(&s->x->inflight, ack->packet_id);
@@ -475,7 +475,7 @@ void handle_pubcomp(broker_client *c, const mqtt_ack *ack)
     session *s = c->session;
     out_msg *o = inflight_find(s, ack->packet_id);
     if (!o || !o->awaiting_pubcomp) {
-        log_debug("%s: PUBCOMP for unknown packet id %u", c->client_id, ack->packet_id);
+        log_debug("%s: PUBCOMP for unknown packet id %u", client_id_of(c), ack->packet_id);
         return;
     }
     out_take(&s->x->inflight, ack->packet_id);

@@ -167,17 +167,23 @@ typedef struct connack_pending {
  * (one is held per connection). */
 struct broker_client {
     broker_loop *bl;
-    net_conn *conn;
     broker_client_handle handle;
     const broker_limits *limits; /* the server's, or the app's for this client */
     broker_client_info info;
     void *app_data;
 
-    /* From CONNECT, owned copies (the small fields are further down). */
-    char *client_id;
-    size_t client_id_len;
-    char *username;
-    char *auth_method;
+    /* From CONNECT, owned copies (the small fields are further down); the
+     * client id and the username are info's (NUL-terminated, freed by
+     * client_free_connect_state), not held twice. Once the client has a
+     * session, its id is the session's bytes (borrow_client_id). */
+    /* The Authentication Method, NUL-terminated, as info.auth_method
+     * (whose p is NULL when the CONNECT had none): in `small` when shorter
+     * than 8 bytes (SAS, X509: every device), else an owned copy — a
+     * 32-byte block per device less. */
+    union {
+        char *heap;
+        char small[8];
+    } auth_method;
     broker_msg *will;
 
     /* Answers the app gave before CONNACK could be sent (owned copy),
@@ -221,7 +227,20 @@ struct broker_client {
     bool request_problem_info;
     bool will_suppressed;         /* normal DISCONNECT received */
     bool app_notified;            /* authenticate() was called */
+    bool id_in_session;           /* info.client_id is session's (borrow_client_id) */
 };
+
+/* The client id, NUL-terminated; NULL before CONNECT. */
+static inline const char *client_id_of(const broker_client *c)
+{
+    return (const char *)c->info.client_id.p;
+}
+
+/* The same for logs: `none` before CONNECT. */
+static inline const char *client_id_or(const broker_client *c, const char *none)
+{
+    return c->info.client_id.p ? (const char *)c->info.client_id.p : none;
+}
 
 /* ---- broker.c --------------------------------------------------------- */
 broker_loop *broker_loop_of(broker *b, net_loop *loop);

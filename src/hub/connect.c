@@ -346,9 +346,7 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
     hub_client_ids ids;
     memset(&ids, 0, sizeof ids);
     hub_client tmp = {
-        .h = h,
         .bc = c,
-        .handle = broker_client_get_handle(c),
         .client_id = ids.client_id,
         .device_id = ids.device_id,
         .module_id = ids.module_id,
@@ -370,7 +368,7 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
     }
     if (!admit_connect(h, c, &tmp))
         return;
-    hub_client *hc = hub_client_new(&tmp);
+    hub_client *hc = hub_client_new(h, &tmp);
     if (!hc) {
         broker_auth_reject(c, MQTT_RC_SERVER_BUSY, NULL);
         return;

@@ -59,12 +59,12 @@ typedef struct hub_answer_buf {
  * kept at their length in the allocation's tail (hub_client_new), the
  * answer buffer exists only once the device was refused something
  * (hub_client_answer), and the host points at the hub's own name when the
- * device signed exactly that (the usual case). Strings are read-only once
- * the client is accepted. */
+ * device signed exactly that (the usual case); a device's id is its client
+ * id and empty strings are the literal "", so a plain device keeps one
+ * string. Strings are read-only once the client is accepted. */
 typedef struct hub_client {
-    hub *h;
-    broker_client *bc;
-    broker_client_handle handle;
+    broker_client *bc;                  /* its handle: broker_client_get_handle */
+    net_loop *loop;                     /* once connected (presence index) */
     const char *client_id;              /* "dev" or "dev/mod" */
     const char *device_id;
     const char *module_id;              /* "" for a device */
@@ -97,7 +97,7 @@ bool hub_is_device_client(const broker_client *c);
 hub_client *hub_client_of(const broker_client *c);
 /* A heap copy of `tmp` (whose strings point anywhere) with its strings in
  * one exact-length tail; NULL when memory runs out. */
-hub_client *hub_client_new(const hub_client *tmp);
+hub_client *hub_client_new(const hub *h, const hub_client *tmp);
 void hub_client_free(hub_client *hc);
 /* The client's answer buffer, allocated on first use and kept until the
  * client goes (a device refused once is likely refused again); NULL when
@@ -170,10 +170,11 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
 /* ---- presence.c ------------------------------------------------------- */
 hub_presence *hub_presence_new(void);
 void hub_presence_free(hub_presence *p);
-/* Records the connection of client id `key` (replacing an older one). */
-bool hub_presence_put(hub_presence *p, const char *key, net_loop *loop, broker_client_handle h);
-/* Removes the entry if it still names this handle; true if it did. */
-bool hub_presence_remove(hub_presence *p, const char *key, broker_client_handle h);
+/* Records the connection of hc (replacing an older one of its client id);
+ * hc->loop and hc->bc must be set and stay so while it is listed. */
+bool hub_presence_put(hub_presence *p, hub_client *hc);
+/* Removes hc if it is still the entry of its client id; true if it did. */
+bool hub_presence_remove(hub_presence *p, hub_client *hc);
 /* Where `key` is connected; false if it is not. */
 bool hub_presence_find(hub_presence *p, const char *key, net_loop **loop,
                        broker_client_handle *h);

@@ -49,7 +49,7 @@ static pending_op *pending_new(hub *h, hub_client *hc, uint16_t packet_id, mqtt_
     if (!op)
         return NULL;
     op->h = h;
-    op->handle = hc->handle;
+    op->handle = broker_client_get_handle(hc->bc);
     op->packet_id = packet_id;
     op->correlation_len = (uint8_t)corr.len;
     if (corr.len)

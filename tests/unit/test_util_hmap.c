@@ -105,7 +105,7 @@ static void test_random_churn_matches_model(void **state)
  * session's subscription index, the outbound topic aliases), with the
  * swap-with-last removal subscribe.c does. */
 typedef struct table {
-    char names[64][8];
+    char names[64][24];
     size_t n;
 } table;
 
@@ -130,7 +130,7 @@ static void test_values_are_positions(void **state)
     /* Remove entries from the front, moving the last into the hole. */
     for (int round = 0; round < 40; round++) {
         size_t i = (size_t)round % t.n, last = t.n - 1;
-        char gone[8];
+        char gone[24];
         memcpy(gone, t.names[i], sizeof gone);
         assert_int_equal((uintptr_t)hmap_del(&m, gone, strlen(gone)), i + 1);
         if (i != last)
@@ -151,7 +151,7 @@ static void test_values_are_positions(void **state)
 static void test_slot_size_and_load(void **state)
 {
     (void)state;
-    static char keys[1000][8];
+    static char keys[1000][16];
     static item values[1000];
     hmap m;
     hmap_init(&m, item_key, NULL);
