@@ -16,6 +16,20 @@
 
 #include "util/log.h"
 
+static hmap_key session_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    const session *s = value;
+    return (hmap_key){s->client_id, s->client_id_len};
+}
+
+static hmap_key client_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    const broker_client *c = value;
+    return (hmap_key){&c->handle, sizeof c->handle};
+}
+
 void broker_limits_default(broker_limits *l)
 {
     *l = (broker_limits){
@@ -94,8 +108,8 @@ broker *broker_new(net_server *server, const broker_limits *limits,
         bl->b = b;
         bl->index = i;
         bl->loop = net_server_loop(server, i);
-        hmap_init(&bl->sessions);
-        hmap_init(&bl->clients);
+        hmap_init(&bl->sessions, session_key, NULL);
+        hmap_init(&bl->clients, client_key, NULL);
         bl->outbox = calloc(b->nloops, sizeof *bl->outbox);
         if (!bl->outbox) {
             broker_free(b);

@@ -37,15 +37,36 @@ static char *dup_bytes(mqtt_bytes b)
     return s;
 }
 
+/* Keeps an owned, NUL-terminated copy of the client id as info.client_id
+ * (p stays NULL without memory). */
+static bool keep_client_id(broker_client *c, mqtt_bytes id)
+{
+    c->info.client_id = (mqtt_bytes){(const uint8_t *)dup_bytes(id), id.len};
+    return c->info.client_id.p != NULL;
+}
+
+/* Keeps the Authentication Method (see broker_client.auth_method). */
+static bool keep_auth_method(broker_client *c, mqtt_bytes m)
+{
+    char *to = c->auth_method.small;
+    if (m.len >= sizeof c->auth_method.small && !(to = c->auth_method.heap = malloc(m.len + 1u)))
+        return false;
+    if (m.len)
+        memcpy(to, m.p, m.len);
+    to[m.len] = '\0';
+    c->info.auth_method = (mqtt_bytes){(const uint8_t *)to, m.len};
+    return true;
+}
+
 /* Ends a connection attempt with CONNACK `reason`. */
 static void refuse_connect(broker_client *c, uint8_t reason, const mqtt_props *props)
 {
-    log_info("%s %s: CONNECT refused (%s)", net_conn_peer_str(c->conn),
-             c->client_id ? c->client_id : "", mqtt_reason_name(reason));
+    log_info("%s %s: CONNECT refused (%s)", net_conn_peer_str(c->info.conn),
+             client_id_or(c, ""), mqtt_reason_name(reason));
     send_connack(c, false, reason, props);
     c->will_suppressed = true;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->conn, true);
+    net_conn_close(c->info.conn, true);
 }
 
 static bool assign_client_id(broker_client *c)
@@ -57,10 +78,8 @@ static bool assign_client_id(broker_client *c)
     int n = snprintf(buf, sizeof buf, "auto-%02x%02x%02x%02x%02x%02x-%u-%llu", rnd[0], rnd[1],
                      rnd[2], rnd[3], rnd[4], rnd[5], c->bl->index,
                      (unsigned long long)++c->bl->assigned_ids);
-    c->client_id = dup_bytes((mqtt_bytes){(const uint8_t *)buf, (uint32_t)n});
-    c->client_id_len = (size_t)n;
     c->assigned_id = true;
-    return c->client_id != NULL;
+    return keep_client_id(c, (mqtt_bytes){(const uint8_t *)buf, (uint32_t)n});
 }
 
 /* Takes the Will of a CONNECT as a message ready to publish. */
@@ -122,7 +141,7 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
 {
     broker *b = c->bl->b;
     c->info.protocol_version = pkt->protocol_version;
-    net_conn_pause_input(c->conn, true);
+    net_conn_pause_input(c->info.conn, true);
     if (pkt->client_id.len == 0) {
         if (pkt->protocol_version == MQTT_V311 && !pkt->clean_start) {
             refuse_connect(c, MQTT_RC_CLIENT_ID_NOT_VALID, NULL); /* [MQTT-3.1.3-8] */
@@ -136,15 +155,15 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
         refuse_connect(c, MQTT_RC_CLIENT_ID_NOT_VALID, NULL);
         return;
     } else {
-        c->client_id = dup_bytes(pkt->client_id);
-        c->client_id_len = pkt->client_id.len;
+        keep_client_id(c, pkt->client_id);
     }
+    c->info.has_username = pkt->username_flag;
     if (pkt->username_flag)
-        c->username = dup_bytes(pkt->username);
-    if (MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_METHOD))
-        c->auth_method = dup_bytes(pkt->props.authentication_method);
-    if (!c->client_id || (pkt->username_flag && !c->username) ||
-        (MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_METHOD) && !c->auth_method)) {
+        c->info.username =
+            (mqtt_bytes){(const uint8_t *)dup_bytes(pkt->username), pkt->username.len};
+    bool method_ok = !MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_METHOD) ||
+                     keep_auth_method(c, pkt->props.authentication_method);
+    if (!c->info.client_id.p || (pkt->username_flag && !c->info.username.p) || !method_ok) {
         refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
     }
@@ -161,14 +180,6 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
             return;
         }
     }
-    c->info.client_id = (mqtt_bytes){(const uint8_t *)c->client_id, (uint32_t)c->client_id_len};
-    c->info.has_username = pkt->username_flag;
-    if (c->username)
-        c->info.username = pkt->username.len
-            ? (mqtt_bytes){(const uint8_t *)c->username, pkt->username.len} : (mqtt_bytes){0};
-    if (c->auth_method)
-        c->info.auth_method = (mqtt_bytes){(const uint8_t *)c->auth_method,
-                                           (uint32_t)strlen(c->auth_method)};
     c->state = CLIENT_AUTHENTICATING;
     c->app_notified = true;
     b->app.authenticate(b->app.ctx, c, pkt);
@@ -206,14 +217,13 @@ static void connack_limits(broker_client *c, mqtt_props *p, uint32_t requested_e
         p->session_expiry_interval = c->session_expiry;
         MQTT_SET(p, MQTT_PROP_SESSION_EXPIRY_INTERVAL);
     }
-    if (c->auth_method) { /* [MQTT-4.12.0-5] */
-        p->authentication_method =
-            (mqtt_bytes){(const uint8_t *)c->auth_method, (uint32_t)strlen(c->auth_method)};
+    if (c->info.auth_method.p) { /* [MQTT-4.12.0-5] */
+        p->authentication_method = c->info.auth_method;
         MQTT_SET(p, MQTT_PROP_AUTHENTICATION_METHOD);
     }
     if (c->assigned_id) {
         p->assigned_client_identifier =
-            (mqtt_bytes){(const uint8_t *)c->client_id, (uint32_t)c->client_id_len};
+            c->info.client_id;
         MQTT_SET(p, MQTT_PROP_ASSIGNED_CLIENT_IDENTIFIER);
     }
 }
@@ -236,15 +246,30 @@ static void free_connack_pending(broker_client *c)
     c->connack = NULL;
 }
 
+/* From now on the client reads its id from the session's block (the same
+ * bytes) and frees its own copy: a 32-byte block per connection less. It
+ * holds a session reference for that, so the bytes outlive a session that
+ * ends first (take-over, clean start, expiry 0 at close) until the client
+ * is freed. */
+static void borrow_client_id(broker_client *c, session *s)
+{
+    if (c->id_in_session)
+        return;
+    session_ref(s);
+    free((void *)c->info.client_id.p);
+    c->info.client_id.p = (const uint8_t *)s->client_id;
+    c->id_in_session = true;
+}
+
 static void finish_connect(broker_client *c)
 {
     broker_loop *bl = c->bl;
     broker *b = bl->b;
     net_timer_stop(bl->loop, &c->connect_timer);
-    session *s = session_find(bl, c->client_id, c->client_id_len);
+    session *s = session_find(bl, client_id_of(c), c->info.client_id.len);
     if (s && s->client) {
         take_over(s);
-        s = session_find(bl, c->client_id, c->client_id_len); /* may have ended */
+        s = session_find(bl, client_id_of(c), c->info.client_id.len); /* may have ended */
     }
     if (s && c->clean_start) {
         session_end(s);
@@ -252,19 +277,16 @@ static void finish_connect(broker_client *c)
     }
     bool present = s != NULL;
     if (!s)
-        s = session_create(bl, c->client_id, c->client_id_len);
+        s = session_create(bl, client_id_of(c), c->info.client_id.len);
     if (!s) {
         refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
     }
-    net_timer_stop(bl->loop, &s->expiry_timer);
-    if (s->pending_will) { /* reconnected within the Will Delay */
-        net_timer_stop(bl->loop, &s->will_timer);
-        broker_msg_unref(s->pending_will);
-        s->pending_will = NULL;
-    }
+    session_stop_expiry(s);
+    session_cancel_will(s); /* reconnected within the Will Delay */
     s->client = c;
     c->session = s;
+    borrow_client_id(c, s);
     uint32_t requested = c->session_expiry;
     s->expiry_interval = c->session_expiry;
     persist_session(s);
@@ -277,7 +299,7 @@ static void finish_connect(broker_client *c)
     send_connack(c, present, MQTT_RC_SUCCESS, &props);
     free_connack_pending(c);
     c->state = CLIENT_CONNECTED;
-    log_debug("%s connected (v%u, keep-alive %us, session %s)", c->client_id,
+    log_debug("%s connected (v%u, keep-alive %us, session %s)", client_id_of(c),
               c->info.protocol_version, c->keep_alive, present ? "resumed" : "new");
     client_arm_keepalive(c);
     if (b->app.connected)
@@ -325,7 +347,7 @@ void broker_auth_accept(broker_client *c, const mqtt_props *props)
         }
         c->connack->props.present &= app_fields;
     }
-    broker_loop *owner = broker_owner_loop(c->bl->b, c->client_id, c->client_id_len);
+    broker_loop *owner = broker_owner_loop(c->bl->b, client_id_of(c), c->info.client_id.len);
     if (owner == c->bl) {
         finish_connect(c);
         return;
@@ -333,7 +355,7 @@ void broker_auth_accept(broker_client *c, const mqtt_props *props)
     net_timer_stop(c->bl->loop, &c->connect_timer);
     hmap_del(&c->bl->clients, &c->handle, sizeof c->handle);
     c->state = CLIENT_MIGRATING;
-    net_conn_migrate(c->conn, owner->loop, on_migrated, c);
+    net_conn_migrate(c->info.conn, owner->loop, on_migrated, c);
 }
 
 void broker_auth_reject(broker_client *c, uint8_t reason, const mqtt_props *props)
@@ -345,7 +367,7 @@ void broker_auth_reject(broker_client *c, uint8_t reason, const mqtt_props *prop
         if (props && MQTT_HAS(props, MQTT_PROP_REASON_STRING))
             snprintf(text, sizeof text, "%.*s", (int)props->reason_string.len,
                      (const char *)props->reason_string.p);
-        log_info("%s: re-authentication failed (%s)", c->client_id, mqtt_reason_name(reason));
+        log_info("%s: re-authentication failed (%s)", client_id_of(c), mqtt_reason_name(reason));
         client_close(c, reason, text[0] ? text : NULL);
         return;
     }
@@ -369,12 +391,12 @@ void handle_auth(broker_client *c, const mqtt_reason_packet *pkt)
 {
     broker *b = c->bl->b;
     const mqtt_props *p = &pkt->props;
-    if (!c->auth_method) {
+    if (!c->info.auth_method.p) {
         client_close(c, MQTT_RC_PROTOCOL_ERROR, "AUTH without Authentication Method in CONNECT");
         return;
     }
     if (!MQTT_HAS(p, MQTT_PROP_AUTHENTICATION_METHOD) ||
-        !mqtt_bytes_eq_str(p->authentication_method, c->auth_method)) {
+        !mqtt_bytes_eq_str(p->authentication_method, (const char *)c->info.auth_method.p)) {
         client_close(c, MQTT_RC_PROTOCOL_ERROR, "Authentication Method differs from CONNECT");
         return;
     }
@@ -392,7 +414,7 @@ void handle_auth(broker_client *c, const mqtt_reason_packet *pkt)
     }
     if (c->state == CLIENT_CONNECTED)
         c->reauthenticating = true;
-    net_conn_pause_input(c->conn, true);
+    net_conn_pause_input(c->info.conn, true);
     b->app.auth_packet(b->app.ctx, c, pkt);
 }
 
@@ -419,14 +441,18 @@ void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt)
     c->will_suppressed = pkt->reason == MQTT_RC_SUCCESS;
     c->close_reason = pkt->reason;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->conn, false);
+    net_conn_close(c->info.conn, false);
 }
 
 void client_free_connect_state(broker_client *c)
 {
-    free(c->client_id);
-    free(c->username);
-    free(c->auth_method);
+    if (c->id_in_session)
+        session_unref((session *)((char *)c->info.client_id.p - offsetof(session, client_id)));
+    else
+        free((void *)c->info.client_id.p);
+    free((void *)c->info.username.p);
+    if (c->info.auth_method.len >= sizeof c->auth_method.small)
+        free(c->auth_method.heap);
     free_connack_pending(c);
     if (c->will)
         broker_msg_unref(c->will);
@@ -437,7 +463,7 @@ void client_free_connect_state(broker_client *c)
     }
     if (c->alias_out) {
         for (uint16_t i = 0; i < c->alias_out->used; i++)
-            free(c->alias_out->keys[i]);
+            free((void *)c->alias_out->keys[i].p);
         hmap_free(&c->alias_out->map);
         free(c->alias_out);
         c->alias_out = NULL;

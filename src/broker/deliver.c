@@ -104,10 +104,12 @@ static void out_free(out_msg *o)
 
 void session_drop_messages(session *s)
 {
+    if (!s->x)
+        return;
     out_msg *o;
-    while ((o = out_pop(&s->inflight)))
+    while ((o = out_pop(&s->x->inflight)))
         out_free(o);
-    while ((o = out_pop(&s->queue)))
+    while ((o = out_pop(&s->x->queue)))
         out_free(o);
 }
 
@@ -131,8 +133,10 @@ static void drop_app_messages(out_list *l)
  * not send them again. */
 void session_drop_app_messages(session *s)
 {
-    drop_app_messages(&s->inflight);
-    drop_app_messages(&s->queue);
+    if (!s->x)
+        return;
+    drop_app_messages(&s->x->inflight);
+    drop_app_messages(&s->x->queue);
 }
 
 /* ---- encoding one PUBLISH for one client ------------------------------ */
@@ -155,6 +159,13 @@ static uint16_t pick_alias(broker_client *c, mqtt_bytes topic, bool *is_new)
     return (uint16_t)(used + 1);
 }
 
+static hmap_key alias_key(const void *value, const void *ctx)
+{
+    const alias_out_map *a = ctx;
+    mqtt_bytes k = a->keys[(uintptr_t)value - 1];
+    return (hmap_key){k.p, k.len};
+}
+
 static void record_alias(broker_client *c, mqtt_bytes topic, uint16_t alias)
 {
     if (!c->alias_out) {
@@ -162,14 +173,14 @@ static void record_alias(broker_client *c, mqtt_bytes topic, uint16_t alias)
                                      (size_t)c->client_alias_max * sizeof c->alias_out->keys[0]);
         if (!c->alias_out)
             return;
-        hmap_init(&c->alias_out->map);
+        hmap_init(&c->alias_out->map, alias_key, c->alias_out);
     }
-    char *key = malloc(topic.len ? topic.len : 1);
+    uint8_t *key = malloc(topic.len ? topic.len : 1);
     if (!key)
         return;
     if (topic.len)
         memcpy(key, topic.p, topic.len);
-    c->alias_out->keys[c->alias_out->used++] = key;
+    c->alias_out->keys[c->alias_out->used++] = (mqtt_bytes){key, topic.len};
     hmap_put(&c->alias_out->map, key, topic.len, (void *)(uintptr_t)alias);
 }
 
@@ -208,10 +219,10 @@ static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t
         return SEND_FAILED;
     if (c->client_max_packet && n > c->client_max_packet)
         return SEND_TOO_LARGE; /* [MQTT-3.1.2-24]: discard, as if sent */
-    uint8_t *out = net_conn_reserve(c->conn, n);
+    uint8_t *out = net_conn_reserve(c->info.conn, n);
     if (!out)
         return SEND_FAILED;
-    net_conn_commit(c->conn, mqtt_encode(&pkt, c->info.protocol_version, out));
+    net_conn_commit(c->info.conn, mqtt_encode(&pkt, c->info.protocol_version, out));
     if (new_alias)
         record_alias(c, msg->topic, alias);
     return SEND_OK;
@@ -224,13 +235,13 @@ static bool connected(const session *s)
     return s->client && s->client->state == CLIENT_CONNECTED;
 }
 
-static uint16_t next_packet_id(session *s)
+static uint16_t next_packet_id(session_ext *x)
 {
     for (;;) {
-        uint16_t id = s->next_packet_id++;
-        if (s->next_packet_id == 0)
-            s->next_packet_id = 1;
-        if (id != 0 && !out_find(&s->inflight, id))
+        uint16_t id = x->next_packet_id++;
+        if (x->next_packet_id == 0)
+            x->next_packet_id = 1;
+        if (id != 0 && !out_find(&x->inflight, id))
             return id;
     }
 }
@@ -238,23 +249,24 @@ static uint16_t next_packet_id(session *s)
 /* Moves queued messages into flight while the window and the socket allow. */
 void session_resume_delivery(session *s)
 {
-    if (!connected(s))
+    session_ext *x = s->x;
+    if (!connected(s) || !x)
         return;
     broker_client *c = s->client;
     uint32_t window = c->client_receive_max < OUT_WINDOW_MAX ? c->client_receive_max : OUT_WINDOW_MAX;
     uint64_t now = net_loop_now_ms(s->bl->loop);
-    while (s->queue.head && s->inflight.len < window &&
-           net_conn_out_queued(c->conn) < s->bl->b->conn_limits.out_high) {
-        out_msg *o = out_pop(&s->queue);
+    while (x->queue.head && x->inflight.len < window &&
+           net_conn_out_queued(c->info.conn) < s->bl->b->conn_limits.out_high) {
+        out_msg *o = out_pop(&x->queue);
         if (broker_msg_expired(o->msg, now)) {
             persist_message_gone(s, o);
             out_free(o);
             continue;
         }
-        o->packet_id = next_packet_id(s);
+        o->packet_id = next_packet_id(x);
         send_result r = send_publish(c, o->msg, o->qos, o->retain, o->sub_id, o->packet_id, false);
         if (r == SEND_OK) {
-            out_append(&s->inflight, o);
+            out_append(&x->inflight, o);
             persist_message(s, o); /* now with its packet id */
         } else {
             if (r == SEND_TOO_LARGE)
@@ -273,7 +285,7 @@ void session_redeliver(session *s)
     if (!connected(s))
         return;
     broker_client *c = s->client;
-    for (out_msg *o = s->inflight.head; o; o = o->next) {
+    for (out_msg *o = session_ext_of(s)->inflight.head; o; o = o->next) {
         if (o->awaiting_pubcomp)
             send_ack(c, MQTT_PUBREL, o->packet_id, MQTT_RC_SUCCESS, NULL);
         else
@@ -289,7 +301,7 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
         return;
     if (qos == 0) {
         if (connected(s) &&
-            net_conn_out_queued(s->client->conn) < s->bl->b->conn_limits.out_high)
+            net_conn_out_queued(s->client->info.conn) < s->bl->b->conn_limits.out_high)
             send_publish(s->client, msg, 0, retain, sub_id, 0, false);
         return;
     }
@@ -298,7 +310,8 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
                   (int)msg->topic.len, (const char *)msg->topic.p);
         return;
     }
-    out_msg *o = calloc(1, sizeof *o);
+    session_ext *x = session_extra(s);
+    out_msg *o = x ? calloc(1, sizeof *o) : NULL;
     if (!o)
         return;
     o->msg = broker_msg_ref(msg);
@@ -306,7 +319,7 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
     o->retain = retain;
     o->sub_id = sub_id;
     o->app_tag = app_tag;
-    out_append(&s->queue, o);
+    out_append(&x->queue, o);
     persist_message(s, o);
     session_resume_delivery(s);
 }
@@ -314,15 +327,20 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
 bool session_queue_has_room(const session *s, const broker_limits *l, const broker_msg *msg)
 {
     size_t add = (size_t)msg->topic.len + msg->payload.len;
-    return s->queue.len < l->max_queued_messages &&
-           (l->max_queued_bytes == 0 || s->queue.bytes + add <= l->max_queued_bytes);
+    const out_list *q = &session_ext_of(s)->queue;
+    return q->len < l->max_queued_messages &&
+           (l->max_queued_bytes == 0 || q->bytes + add <= l->max_queued_bytes);
 }
 
 /* A message read back from the store at start-up: in flight if it had been
  * sent (redelivered with DUP when the client returns), else queued. */
-void session_restore_message(session *s, out_msg *o)
+bool session_restore_message(session *s, out_msg *o)
 {
-    out_append(o->packet_id ? &s->inflight : &s->queue, o);
+    session_ext *x = session_extra(s);
+    if (!x)
+        return false;
+    out_append(o->packet_id ? &x->inflight : &x->queue, o);
+    return true;
 }
 
 /* ---- routing ---------------------------------------------------------- */
@@ -414,15 +432,21 @@ static void settle(broker_client *c, out_msg *o, const mqtt_ack *ack)
     out_free(o);
 }
 
+/* The session's in-flight message with this packet id, or NULL. */
+static out_msg *inflight_find(session *s, uint16_t packet_id)
+{
+    return s->x ? out_find(&s->x->inflight, packet_id) : NULL;
+}
+
 void handle_puback(broker_client *c, const mqtt_ack *ack)
 {
     session *s = c->session;
-    out_msg *o = out_find(&s->inflight, ack->packet_id);
+    out_msg *o = inflight_find(s, ack->packet_id);
     if (!o || o->qos != 1) {
-        log_debug("%s: PUBACK for unknown packet id %u", c->client_id, ack->packet_id);
+        log_debug("%s: PUBACK for unknown packet id %u", client_id_of(c), ack->packet_id);
         return;
     }
-    out_take(&s->inflight, ack->packet_id);
+    out_take(&s->x->inflight, ack->packet_id);
     settle(c, o, ack);
     session_resume_delivery(s);
 }
@@ -430,13 +454,13 @@ void handle_puback(broker_client *c, const mqtt_ack *ack)
 void handle_pubrec(broker_client *c, const mqtt_ack *ack)
 {
     session *s = c->session;
-    out_msg *o = out_find(&s->inflight, ack->packet_id);
+    out_msg *o = inflight_find(s, ack->packet_id);
     if (!o || o->qos != 2) {
         send_ack(c, MQTT_PUBREL, ack->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND, NULL);
         return;
     }
     if (ack->reason >= 0x80) { /* the client refused it: the flow ends here */
-        out_take(&s->inflight, ack->packet_id);
+        out_take(&s->x->inflight, ack->packet_id);
         settle(c, o, ack);
         session_resume_delivery(s);
         return;
@@ -449,12 +473,12 @@ void handle_pubrec(broker_client *c, const mqtt_ack *ack)
 void handle_pubcomp(broker_client *c, const mqtt_ack *ack)
 {
     session *s = c->session;
-    out_msg *o = out_find(&s->inflight, ack->packet_id);
+    out_msg *o = inflight_find(s, ack->packet_id);
     if (!o || !o->awaiting_pubcomp) {
-        log_debug("%s: PUBCOMP for unknown packet id %u", c->client_id, ack->packet_id);
+        log_debug("%s: PUBCOMP for unknown packet id %u", client_id_of(c), ack->packet_id);
         return;
     }
-    out_take(&s->inflight, ack->packet_id);
+    out_take(&s->x->inflight, ack->packet_id);
     settle(c, o, ack);
     session_resume_delivery(s);
 }

@@ -28,7 +28,6 @@ static void *on_open(net_conn *conn, void *listener_arg)
     if (!c)
         return NULL;
     c->bl = bl;
-    c->conn = conn;
     c->handle = net_conn_id(conn);
     c->state = CLIENT_AWAIT_CONNECT;
     c->limits = &b->limits;
@@ -81,7 +80,7 @@ static void on_keepalive_timer(net_loop *loop, net_timer *t)
         client_arm_keepalive(c);
         return;
     }
-    log_info("%s: keep-alive timeout (%us)", c->client_id ? c->client_id : "?", c->keep_alive);
+    log_info("%s: keep-alive timeout (%us)", client_id_or(c, "?"), c->keep_alive);
     client_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, NULL);
 }
 
@@ -91,10 +90,10 @@ static void on_connect_timer(net_loop *loop, net_timer *t)
     broker_client *c = (broker_client *)((char *)t - offsetof(broker_client, connect_timer));
     if (c->state == CLIENT_CONNECTED)
         return;
-    log_info("%s: no CONNECT in time", net_conn_peer_str(c->conn));
+    log_info("%s: no CONNECT in time", net_conn_peer_str(c->info.conn));
     c->will_suppressed = true;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->conn, false);
+    net_conn_close(c->info.conn, false);
 }
 
 void client_start_connect_timer(broker_client *c)
@@ -111,7 +110,7 @@ void client_close(broker_client *c, uint8_t reason, const char *reason_string)
         send_disconnect(c, reason, reason_string);
     c->close_reason = reason;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->conn, true);
+    net_conn_close(c->info.conn, true);
 }
 
 void client_close_props(broker_client *c, uint8_t reason, const mqtt_props *props)
@@ -122,18 +121,18 @@ void client_close_props(broker_client *c, uint8_t reason, const mqtt_props *prop
         send_disconnect_props(c, reason, props);
     c->close_reason = reason;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->conn, true);
+    net_conn_close(c->info.conn, true);
 }
 
 /* A protocol violation: the reason goes in CONNACK before CONNECT was
  * accepted, in DISCONNECT after. */
 static void protocol_violation(broker_client *c, uint8_t reason, const char *what)
 {
-    log_info("%s %s: %s (%s)", net_conn_peer_str(c->conn), c->client_id ? c->client_id : "",
+    log_info("%s %s: %s (%s)", net_conn_peer_str(c->info.conn), client_id_or(c, ""),
              what, mqtt_reason_name(reason));
     if (c->state == CLIENT_AWAIT_CONNECT) {
         c->state = CLIENT_CLOSED;
-        net_conn_close(c->conn, true);
+        net_conn_close(c->info.conn, true);
         return;
     }
     client_close(c, reason, what);
@@ -192,13 +191,13 @@ static void refuse_bad_connect(broker_client *c, const uint8_t *pkt, const mqtt_
     size_t vlen = f->total_len - f->header_len;
     bool named = vlen >= 7 && vh[0] == 0 && vh[1] == 4 && memcmp(vh + 2, "MQTT", 4) == 0;
     c->info.protocol_version = named && vh[6] == MQTT_V5 ? MQTT_V5 : MQTT_V311;
-    log_info("%s: CONNECT refused (%s)", net_conn_peer_str(c->conn), mqtt_reason_name(rc));
+    log_info("%s: CONNECT refused (%s)", net_conn_peer_str(c->info.conn), mqtt_reason_name(rc));
     if (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION || rc == MQTT_RC_CLIENT_ID_NOT_VALID ||
         c->info.protocol_version == MQTT_V5)
         send_connack(c, false, rc, NULL);
     c->will_suppressed = true;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->conn, true);
+    net_conn_close(c->info.conn, true);
 }
 
 static size_t on_input(net_conn *conn, void *user, const uint8_t *data, size_t len)
@@ -246,7 +245,7 @@ static size_t on_input(net_conn *conn, void *user, const uint8_t *data, size_t l
 void client_resume_input(broker_client *c)
 {
     if (c->state == CLIENT_CONNECTED || c->state == CLIENT_AUTHENTICATING)
-        net_conn_pause_input(c->conn, false);
+        net_conn_pause_input(c->info.conn, false);
 }
 
 static void on_drain(net_conn *conn, void *user)

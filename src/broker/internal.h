@@ -94,32 +94,49 @@ typedef struct session_sub {
     uint32_t sub_id;
 } session_sub;
 
-struct session {
-    atomic_uint refs;
-    broker_loop *bl;          /* owner; never changes */
-    size_t client_id_len;
-    broker_client *client;    /* attached connection, or NULL */
-    bool dead;                /* ended: deliveries to it are dropped */
-    uint32_t expiry_interval; /* seconds; UINT32_MAX = never */
-    net_timer expiry_timer;
+/* What a session holds beyond its identity: subscriptions, messages,
+ * inbound QoS 2 ids, a delayed Will and the expiry countdown. An idle
+ * device with a clean session has none of them, so this part is allocated
+ * the first time one is needed (session_extra) and freed with the session;
+ * the core then is 40 bytes plus the client id instead of 232. */
+typedef struct session_ext {
+    session *s;               /* back from the timers */
     session_sub *subs;
     uint32_t nsubs;
     uint32_t subs_cap;
     hmap *sub_index;          /* over subs, once it is long (subscribe.c) */
     out_list inflight;        /* sent, unacknowledged, in send order */
     out_list queue;           /* waiting for a window or a connection */
-    uint16_t next_packet_id;
     uint16_t *qos2_in;        /* inbound QoS 2 ids awaiting PUBREL */
     uint32_t nqos2_in;
     uint32_t qos2_in_cap;
-    bool persisted;           /* has a record in the store (persist.c) */
     uint64_t last_persist_seq; /* last message record key used */
     broker_msg *pending_will; /* delayed Will, published by will_timer */
-    uint8_t pending_will_qos;
+    net_timer expiry_timer;
     net_timer will_timer;
+    uint16_t next_packet_id;
+    uint8_t pending_will_qos;
+} session_ext;
+
+/* Ordered by size, no padding holes: one is held per connection. */
+struct session {
+    atomic_uint refs;
+    uint32_t expiry_interval; /* seconds; UINT32_MAX = never */
+    broker_loop *bl;          /* owner; never changes */
+    broker_client *client;    /* attached connection, or NULL */
+    session_ext *x;           /* NULL until needed (session_extra) */
+    uint16_t client_id_len;   /* MQTT strings are at most 65,535 bytes */
+    bool dead;                /* ended: deliveries to it are dropped */
+    bool persisted;           /* has a record in the store (persist.c) */
     char client_id[];         /* NUL-terminated, in the same block (one
                                  allocation per session, not two) */
 };
+
+/* The session's extra part, allocated on first use; NULL when memory runs
+ * out. Readers that only look use session_ext_of, which never allocates. */
+session_ext *session_extra(session *s);
+/* The extra part, or an empty one (read-only) when there is none. */
+const session_ext *session_ext_of(const session *s);
 
 typedef enum client_state {
     CLIENT_AWAIT_CONNECT,
@@ -135,7 +152,7 @@ typedef enum client_state {
 typedef struct alias_out_map {
     hmap map;         /* topic → alias number; the keys live in keys[] */
     uint16_t used;    /* aliases 1..used are taken */
-    char *keys[];     /* [client_alias_max] */
+    mqtt_bytes keys[]; /* [client_alias_max]: alias n's topic is keys[n - 1] */
 } alias_out_map;
 
 /* CONNACK properties from broker_auth_accept, kept until the CONNACK is
@@ -150,17 +167,23 @@ typedef struct connack_pending {
  * (one is held per connection). */
 struct broker_client {
     broker_loop *bl;
-    net_conn *conn;
     broker_client_handle handle;
     const broker_limits *limits; /* the server's, or the app's for this client */
     broker_client_info info;
     void *app_data;
 
-    /* From CONNECT, owned copies (the small fields are further down). */
-    char *client_id;
-    size_t client_id_len;
-    char *username;
-    char *auth_method;
+    /* From CONNECT, owned copies (the small fields are further down); the
+     * client id and the username are info's (NUL-terminated, freed by
+     * client_free_connect_state), not held twice. Once the client has a
+     * session, its id is the session's bytes (borrow_client_id). */
+    /* The Authentication Method, NUL-terminated, as info.auth_method
+     * (whose p is NULL when the CONNECT had none): in `small` when shorter
+     * than 8 bytes (SAS, X509: every device), else an owned copy — a
+     * 32-byte block per device less. */
+    union {
+        char *heap;
+        char small[8];
+    } auth_method;
     broker_msg *will;
 
     /* Answers the app gave before CONNACK could be sent (owned copy),
@@ -204,7 +227,20 @@ struct broker_client {
     bool request_problem_info;
     bool will_suppressed;         /* normal DISCONNECT received */
     bool app_notified;            /* authenticate() was called */
+    bool id_in_session;           /* info.client_id is session's (borrow_client_id) */
 };
+
+/* The client id, NUL-terminated; NULL before CONNECT. */
+static inline const char *client_id_of(const broker_client *c)
+{
+    return (const char *)c->info.client_id.p;
+}
+
+/* The same for logs: `none` before CONNECT. */
+static inline const char *client_id_or(const broker_client *c, const char *none)
+{
+    return c->info.client_id.p ? (const char *)c->info.client_id.p : none;
+}
 
 /* ---- broker.c --------------------------------------------------------- */
 broker_loop *broker_loop_of(broker *b, net_loop *loop);
@@ -218,8 +254,8 @@ void persist_message_gone(session *s, out_msg *o);
 /* restore helpers, in the files that own what they restore */
 bool session_restore_sub(session *s, mqtt_bytes group, mqtt_bytes filter, uint8_t options,
                          uint32_t sub_id);
-void session_restore_message(session *s, out_msg *o);
-void session_start_expiry(session *s);
+bool session_restore_message(session *s, out_msg *o);
+bool session_start_expiry(session *s);
 
 /* ---- input.c ---------------------------------------------------------- */
 void client_resume_input(broker_client *c);
@@ -257,7 +293,9 @@ void session_unref(session *s);
 void session_detach(session *s, broker_client *c);
 void session_free_at_exit(session *s);
 void session_publish_will(broker_loop *bl, broker_msg *will, uint8_t qos);
-bool session_qos2_in_has(session *s, uint16_t id);
+void session_cancel_will(session *s);
+void session_stop_expiry(session *s);
+bool session_qos2_in_has(const session *s, uint16_t id);
 bool session_qos2_in_add(session *s, uint16_t id);
 bool session_qos2_in_del(session *s, uint16_t id);
 

@@ -76,15 +76,16 @@ static uint32_t get_u32(const uint8_t *p)
 /* Encodes the session's subscriptions; malloc'd, length in *len. */
 static uint8_t *encode_subs(const session *s, size_t *len)
 {
+    const session_ext *x = session_ext_of(s);
     size_t n = 1;
-    for (uint32_t i = 0; i < s->nsubs; i++)
-        n += 1 + 4 + 2 + strlen(s->subs[i].group) + 2 + strlen(s->subs[i].filter);
+    for (uint32_t i = 0; i < x->nsubs; i++)
+        n += 1 + 4 + 2 + strlen(x->subs[i].group) + 2 + strlen(x->subs[i].filter);
     uint8_t *buf = malloc(n), *p = buf;
     if (!buf)
         return NULL;
     *p++ = PERSIST_VERSION;
-    for (uint32_t i = 0; i < s->nsubs; i++) {
-        const session_sub *sub = &s->subs[i];
+    for (uint32_t i = 0; i < x->nsubs; i++) {
+        const session_sub *sub = &x->subs[i];
         size_t gl = strlen(sub->group), fl = strlen(sub->filter);
         *p++ = sub->options;
         p = put_u32(p, sub->sub_id);
@@ -125,9 +126,10 @@ void persist_session(session *s)
     free(subs);
     if (!s->persisted) {
         s->persisted = true;
-        for (out_msg *o = s->inflight.head; o; o = o->next)
+        const session_ext *x = session_ext_of(s);
+        for (out_msg *o = x->inflight.head; o; o = o->next)
             persist_message(s, o);
-        for (out_msg *o = s->queue.head; o; o = o->next)
+        for (out_msg *o = x->queue.head; o; o = o->next)
             persist_message(s, o);
     }
 }
@@ -148,8 +150,8 @@ void persist_message(session *s, out_msg *o)
 {
     if (!persisting(s) || o->app_tag)
         return;
-    if (!o->seq)
-        o->seq = ++s->last_persist_seq;
+    if (!o->seq) /* a message is held: the extra part exists */
+        o->seq = ++s->x->last_persist_seq;
     mqtt_packet pkt = {.type = MQTT_PUBLISH};
     mqtt_publish *p = &pkt.u.publish;
     p->qos = o->qos;
@@ -230,7 +232,8 @@ bool broker_restore_session(broker *b, const char *client_id, uint32_t expiry_s,
     }
     if (off != len)
         log_warn("session %s: stored subscriptions truncated", client_id);
-    session_start_expiry(s);
+    if (!session_start_expiry(s)) /* kept until its client returns */
+        log_warn("session %s: no memory for its expiry timer", client_id);
     return true;
 }
 
@@ -264,8 +267,12 @@ bool broker_restore_message(broker *b, const char *client_id, uint64_t seq,
     o->packet_id = (uint16_t)get_u16(rec + 2);
     o->sub_id = get_u32(rec + 4);
     o->seq = seq;
-    if (seq > s->last_persist_seq)
-        s->last_persist_seq = seq;
-    session_restore_message(s, o);
+    if (!session_restore_message(s, o)) {
+        broker_msg_unref(m);
+        free(o);
+        return false;
+    }
+    if (seq > s->x->last_persist_seq)
+        s->x->last_persist_seq = seq;
     return true;
 }

@@ -19,16 +19,16 @@
 
 bool send_packet(broker_client *c, const mqtt_packet *pkt)
 {
-    if (c->state == CLIENT_CLOSED || net_conn_closing(c->conn))
+    if (c->state == CLIENT_CLOSED || net_conn_closing(c->info.conn))
         return false;
     size_t n = mqtt_encoded_size(pkt, c->info.protocol_version);
     if (n == 0)
         return false;
-    uint8_t *out = net_conn_reserve(c->conn, n);
+    uint8_t *out = net_conn_reserve(c->info.conn, n);
     if (!out)
         return false;
     size_t w = mqtt_encode(pkt, c->info.protocol_version, out);
-    net_conn_commit(c->conn, w);
+    net_conn_commit(c->info.conn, w);
     return w == n;
 }
 
@@ -93,9 +93,8 @@ void send_auth(broker_client *c, uint8_t reason, const mqtt_props *props)
     pkt.u.auth.reason = reason;
     if (props)
         pkt.u.auth.props = *props;
-    if (c->auth_method) {
-        pkt.u.auth.props.authentication_method =
-            (mqtt_bytes){(const uint8_t *)c->auth_method, (uint32_t)strlen(c->auth_method)};
+    if (c->info.auth_method.p) {
+        pkt.u.auth.props.authentication_method = c->info.auth_method;
         MQTT_SET(&pkt.u.auth.props, MQTT_PROP_AUTHENTICATION_METHOD);
     }
     if (fit_to_client(c, &pkt, &pkt.u.auth.props, false))

@@ -9,6 +9,14 @@
  * atomic and the struct is freed by whoever drops the last one. Everything
  * else is released when the session ends (session_end), on its own loop;
  * a late delivery finds it `dead` and is dropped.
+ *
+ * Most sessions are a connected device's clean session that never holds
+ * any of that, so the struct is split: the core (identity, owner, client,
+ * expiry interval) and a session_ext allocated the first time the session
+ * needs a list, a timer or a Will. It stays until the session is freed
+ * (an emptied part is not worth the churn of freeing and re-allocating),
+ * and the threads that may drop the last reference only ever see it empty
+ * with its timers stopped.
  */
 #include "broker/internal.h"
 
@@ -24,15 +32,16 @@ session *session_find(broker_loop *bl, const char *id, size_t len)
 
 session *session_create(broker_loop *bl, const char *id, size_t len)
 {
+    if (len > UINT16_MAX)
+        return NULL;
     session *s = calloc(1, sizeof *s + len + 1);
     if (!s)
         return NULL;
     memcpy(s->client_id, id, len);
     s->client_id[len] = '\0';
-    s->client_id_len = len;
+    s->client_id_len = (uint16_t)len;
     s->bl = bl;
     atomic_init(&s->refs, 1); /* the table's reference */
-    s->next_packet_id = 1;
     if (hmap_put(&bl->sessions, s->client_id, len, s) == s) {
         free(s);
         return NULL;
@@ -40,11 +49,30 @@ session *session_create(broker_loop *bl, const char *id, size_t len)
     return s;
 }
 
+session_ext *session_extra(session *s)
+{
+    if (!s->x) {
+        s->x = calloc(1, sizeof *s->x);
+        if (!s->x)
+            return NULL;
+        s->x->s = s;
+        s->x->next_packet_id = 1;
+    }
+    return s->x;
+}
+
+const session_ext *session_ext_of(const session *s)
+{
+    static const session_ext none;
+    return s->x ? s->x : &none;
+}
+
 void session_ref(session *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
 
 void session_unref(session *s)
 {
     if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+        free(s->x);
         free(s);
     }
 }
@@ -58,13 +86,32 @@ void session_publish_will(broker_loop *bl, broker_msg *will, uint8_t qos)
 
 static void publish_pending_will(session *s)
 {
-    if (!s->pending_will)
+    session_ext *x = s->x;
+    if (!x || !x->pending_will)
         return;
-    net_timer_stop(s->bl->loop, &s->will_timer);
-    broker_msg *w = s->pending_will;
-    s->pending_will = NULL;
-    session_publish_will(s->bl, w, s->pending_will_qos);
+    net_timer_stop(s->bl->loop, &x->will_timer);
+    broker_msg *w = x->pending_will;
+    x->pending_will = NULL;
+    session_publish_will(s->bl, w, x->pending_will_qos);
     broker_msg_unref(w);
+}
+
+/* Drops a pending Will without publishing it. */
+void session_cancel_will(session *s)
+{
+    session_ext *x = s->x;
+    if (!x || !x->pending_will)
+        return;
+    net_timer_stop(s->bl->loop, &x->will_timer);
+    broker_msg_unref(x->pending_will);
+    x->pending_will = NULL;
+}
+
+/* Stops the countdown of a session that has a connection again. */
+void session_stop_expiry(session *s)
+{
+    if (s->x)
+        net_timer_stop(s->bl->loop, &s->x->expiry_timer);
 }
 
 /* Ends the session: its Will (if still pending) is published unless the
@@ -76,20 +123,19 @@ static void session_release(session *s, bool at_exit)
         return;
     broker_loop *bl = s->bl;
     log_debug("session %s ended", s->client_id);
-    net_timer_stop(bl->loop, &s->expiry_timer);
-    if (at_exit && s->pending_will) {
-        net_timer_stop(bl->loop, &s->will_timer);
-        broker_msg_unref(s->pending_will);
-        s->pending_will = NULL;
-    }
+    session_stop_expiry(s);
+    if (at_exit)
+        session_cancel_will(s);
     publish_pending_will(s);
     if (!at_exit)
         persist_session_ended(s);
     session_remove_all_subs(s);
     session_drop_messages(s);
-    free(s->qos2_in);
-    s->qos2_in = NULL;
-    s->nqos2_in = s->qos2_in_cap = 0;
+    if (s->x) {
+        free(s->x->qos2_in);
+        s->x->qos2_in = NULL;
+        s->x->nqos2_in = s->x->qos2_in_cap = 0;
+    }
     if (s->client) {
         s->client->session = NULL;
         s->client = NULL;
@@ -106,7 +152,7 @@ void session_free_at_exit(session *s) { session_release(s, true); }
 static void on_expiry_timer(net_loop *loop, net_timer *t)
 {
     (void)loop;
-    session *s = (session *)((char *)t - offsetof(session, expiry_timer));
+    session *s = ((session_ext *)((char *)t - offsetof(session_ext, expiry_timer)))->s;
     if (!s->client)
         session_end(s);
 }
@@ -114,7 +160,7 @@ static void on_expiry_timer(net_loop *loop, net_timer *t)
 static void on_will_timer(net_loop *loop, net_timer *t)
 {
     (void)loop;
-    session *s = (session *)((char *)t - offsetof(session, will_timer));
+    session *s = ((session_ext *)((char *)t - offsetof(session_ext, will_timer)))->s;
     publish_pending_will(s);
 }
 
@@ -132,62 +178,73 @@ void session_detach(session *s, broker_client *c)
     broker_msg *will = c->will;
     c->will = NULL;
     if (will && !c->will_suppressed) {
-        if (c->will_delay == 0 || s->expiry_interval == 0) {
-            session_publish_will(bl, will, c->will_qos);
+        session_ext *x = NULL;
+        if (c->will_delay == 0 || s->expiry_interval == 0 || !(x = session_extra(s))) {
+            session_publish_will(bl, will, c->will_qos); /* no memory to wait: now */
         } else {
             uint32_t delay = c->will_delay < s->expiry_interval ? c->will_delay : s->expiry_interval;
-            s->pending_will = broker_msg_ref(will);
-            s->pending_will_qos = c->will_qos;
-            net_timer_start(bl->loop, &s->will_timer, (uint64_t)delay * 1000u, on_will_timer);
+            x->pending_will = broker_msg_ref(will);
+            x->pending_will_qos = c->will_qos;
+            net_timer_start(bl->loop, &x->will_timer, (uint64_t)delay * 1000u, on_will_timer);
         }
     }
     if (will)
         broker_msg_unref(will);
     session_drop_app_messages(s);
-    if (s->expiry_interval == 0)
+    if (s->expiry_interval == 0 || !session_start_expiry(s))
         session_end(s);
-    else
-        session_start_expiry(s);
 }
 
 /* Starts counting down a session without a connection (never for 3.1.1's
- * UINT32_MAX). Also used for sessions restored at start-up. */
-void session_start_expiry(session *s)
+ * UINT32_MAX). Also used for sessions restored at start-up. False when
+ * there is no memory for the timer: the caller ends the session rather
+ * than keep one nothing would ever expire. */
+bool session_start_expiry(session *s)
 {
-    if (s->expiry_interval != UINT32_MAX)
-        net_timer_start(s->bl->loop, &s->expiry_timer, (uint64_t)s->expiry_interval * 1000u,
-                        on_expiry_timer);
+    if (s->expiry_interval == UINT32_MAX)
+        return true;
+    session_ext *x = session_extra(s);
+    if (!x)
+        return false;
+    net_timer_start(s->bl->loop, &x->expiry_timer, (uint64_t)s->expiry_interval * 1000u,
+                    on_expiry_timer);
+    return true;
 }
 
 /* Inbound QoS 2 packet ids awaiting PUBREL: a small array; it never holds
  * more than our Receive Maximum. */
-bool session_qos2_in_has(session *s, uint16_t id)
+bool session_qos2_in_has(const session *s, uint16_t id)
 {
-    for (uint32_t i = 0; i < s->nqos2_in; i++)
-        if (s->qos2_in[i] == id)
+    const session_ext *x = session_ext_of(s);
+    for (uint32_t i = 0; i < x->nqos2_in; i++)
+        if (x->qos2_in[i] == id)
             return true;
     return false;
 }
 
 bool session_qos2_in_add(session *s, uint16_t id)
 {
-    if (s->nqos2_in == s->qos2_in_cap) {
-        uint32_t ncap = s->qos2_in_cap ? s->qos2_in_cap * 2 : 8;
-        uint16_t *n = realloc(s->qos2_in, ncap * sizeof *n);
+    session_ext *x = session_extra(s);
+    if (!x)
+        return false;
+    if (x->nqos2_in == x->qos2_in_cap) {
+        uint32_t ncap = x->qos2_in_cap ? x->qos2_in_cap * 2 : 8;
+        uint16_t *n = realloc(x->qos2_in, ncap * sizeof *n);
         if (!n)
             return false;
-        s->qos2_in = n;
-        s->qos2_in_cap = ncap;
+        x->qos2_in = n;
+        x->qos2_in_cap = ncap;
     }
-    s->qos2_in[s->nqos2_in++] = id;
+    x->qos2_in[x->nqos2_in++] = id;
     return true;
 }
 
 bool session_qos2_in_del(session *s, uint16_t id)
 {
-    for (uint32_t i = 0; i < s->nqos2_in; i++) {
-        if (s->qos2_in[i] == id) {
-            s->qos2_in[i] = s->qos2_in[--s->nqos2_in];
+    session_ext *x = s->x;
+    for (uint32_t i = 0; x && i < x->nqos2_in; i++) {
+        if (x->qos2_in[i] == id) {
+            x->qos2_in[i] = x->qos2_in[--x->nqos2_in];
             return true;
         }
     }

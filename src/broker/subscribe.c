@@ -57,45 +57,54 @@ static bool sub_set_names(session_sub *sub, mqtt_bytes group, mqtt_bytes filter)
     return true;
 }
 
+/* The index's values are positions + 1 in x->subs. */
+static hmap_key index_key(const void *value, const void *ctx)
+{
+    const session_ext *x = ctx;
+    const session_sub *sub = &x->subs[(uintptr_t)value - 1];
+    return (hmap_key){sub->group, sub_key_len(sub)};
+}
+
 /* Builds the index once the list is long enough; false on allocation
  * failure (the list is still usable linearly, so callers may ignore it). */
-static bool index_build(session *s)
+static bool index_build(session_ext *x)
 {
-    if (s->sub_index || s->nsubs < SUB_INDEX_MIN)
+    if (x->sub_index || x->nsubs < SUB_INDEX_MIN)
         return true;
     hmap *m = malloc(sizeof *m);
     if (!m)
         return false;
-    hmap_init(m);
-    for (uint32_t i = 0; i < s->nsubs; i++) {
+    hmap_init(m, index_key, x);
+    for (uint32_t i = 0; i < x->nsubs; i++) {
         void *pos = (void *)(uintptr_t)(i + 1);
-        if (hmap_put(m, s->subs[i].group, sub_key_len(&s->subs[i]), pos) == pos) {
+        if (hmap_put(m, x->subs[i].group, sub_key_len(&x->subs[i]), pos) == pos) {
             hmap_free(m);
             free(m);
             return false;
         }
     }
-    s->sub_index = m;
+    x->sub_index = m;
     return true;
 }
 
 static session_sub *find_sub(const session *s, mqtt_bytes group, mqtt_bytes filter)
 {
-    if (s->sub_index) {
+    const session_ext *x = session_ext_of(s);
+    if (x->sub_index) {
         char small[256];
         size_t len = (size_t)group.len + 1 + filter.len;
         char *key = len <= sizeof small ? small : malloc(len);
         if (key) {
             sub_key_write(key, group, filter);
-            uintptr_t pos = (uintptr_t)hmap_get(s->sub_index, key, len);
+            uintptr_t pos = (uintptr_t)hmap_get(x->sub_index, key, len);
             if (key != small)
                 free(key);
-            return pos ? &s->subs[pos - 1] : NULL;
+            return pos ? &x->subs[pos - 1] : NULL;
         }
     }
-    for (uint32_t i = 0; i < s->nsubs; i++)
-        if (mqtt_bytes_eq_str(group, s->subs[i].group) && mqtt_bytes_eq_str(filter, s->subs[i].filter))
-            return &s->subs[i];
+    for (uint32_t i = 0; i < x->nsubs; i++)
+        if (mqtt_bytes_eq_str(group, x->subs[i].group) && mqtt_bytes_eq_str(filter, x->subs[i].filter))
+            return &x->subs[i];
     return NULL;
 }
 
@@ -103,25 +112,28 @@ static bool remember_sub(session *s, mqtt_bytes group, mqtt_bytes filter, uint8_
                          uint32_t sub_id)
 {
     session_sub *sub = find_sub(s, group, filter);
+    session_ext *x = session_extra(s);
+    if (!x)
+        return false;
     if (!sub) {
-        if (s->nsubs == s->subs_cap) {
-            uint32_t ncap = s->subs_cap ? s->subs_cap * 2 : 4;
-            session_sub *n = realloc(s->subs, ncap * sizeof *n);
+        if (x->nsubs == x->subs_cap) {
+            uint32_t ncap = x->subs_cap ? x->subs_cap * 2 : 4;
+            session_sub *n = realloc(x->subs, ncap * sizeof *n);
             if (!n)
                 return false;
-            s->subs = n;
-            s->subs_cap = ncap;
+            x->subs = n;
+            x->subs_cap = ncap;
         }
-        sub = &s->subs[s->nsubs];
+        sub = &x->subs[x->nsubs];
         if (!sub_set_names(sub, group, filter))
             return false;
-        void *pos = (void *)(uintptr_t)(s->nsubs + 1);
-        if (s->sub_index && hmap_put(s->sub_index, sub->group, sub_key_len(sub), pos) == pos) {
+        void *pos = (void *)(uintptr_t)(x->nsubs + 1);
+        if (x->sub_index && hmap_put(x->sub_index, sub->group, sub_key_len(sub), pos) == pos) {
             free(sub->group);
             return false;
         }
-        s->nsubs++;
-        index_build(s); /* on failure lookups stay linear, and correct */
+        x->nsubs++;
+        index_build(x); /* on failure lookups stay linear, and correct */
     }
     sub->options = options;
     sub->sub_id = sub_id;
@@ -129,18 +141,18 @@ static bool remember_sub(session *s, mqtt_bytes group, mqtt_bytes filter, uint8_
 }
 
 /* Removes an entry; the last one moves into its place. */
-static void forget_sub(session *s, session_sub *sub)
+static void forget_sub(session_ext *x, session_sub *sub)
 {
-    uint32_t i = (uint32_t)(sub - s->subs), last = s->nsubs - 1;
-    if (s->sub_index) {
-        hmap_del(s->sub_index, sub->group, sub_key_len(sub));
+    uint32_t i = (uint32_t)(sub - x->subs), last = x->nsubs - 1;
+    if (x->sub_index) {
+        hmap_del(x->sub_index, sub->group, sub_key_len(sub));
         if (i != last) /* same key, new position: replaces the value */
-            hmap_put(s->sub_index, s->subs[last].group, sub_key_len(&s->subs[last]),
+            hmap_put(x->sub_index, x->subs[last].group, sub_key_len(&x->subs[last]),
                      (void *)(uintptr_t)(i + 1));
     }
     free(sub->group);
-    *sub = s->subs[last];
-    s->nsubs--;
+    *sub = x->subs[last];
+    x->nsubs--;
 }
 
 bool session_has_sub(const session *s, const char *filter)
@@ -151,20 +163,23 @@ bool session_has_sub(const session *s, const char *filter)
 
 void session_remove_all_subs(session *s)
 {
+    session_ext *x = s->x;
+    if (!x)
+        return;
     topic_tree *t = s->bl->b->subs;
-    for (uint32_t i = 0; i < s->nsubs; i++) {
-        session_sub *sub = &s->subs[i];
+    for (uint32_t i = 0; i < x->nsubs; i++) {
+        session_sub *sub = &x->subs[i];
         topic_tree_unsubscribe(t, s, (mqtt_bytes){(const uint8_t *)sub->group, (uint32_t)strlen(sub->group)},
                                (mqtt_bytes){(const uint8_t *)sub->filter, (uint32_t)strlen(sub->filter)});
         free(sub->group);
     }
-    free(s->subs);
-    s->subs = NULL;
-    s->nsubs = s->subs_cap = 0;
-    if (s->sub_index) {
-        hmap_free(s->sub_index);
-        free(s->sub_index);
-        s->sub_index = NULL;
+    free(x->subs);
+    x->subs = NULL;
+    x->nsubs = x->subs_cap = 0;
+    if (x->sub_index) {
+        hmap_free(x->sub_index);
+        free(x->sub_index);
+        x->sub_index = NULL;
     }
 }
 
@@ -217,7 +232,7 @@ static uint8_t subscribe_one(broker_client *c, const mqtt_sub_entry *e, uint32_t
     if (!c->limits->wildcard_available && mqtt_topic_filter_has_wildcard(filter))
         return MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED;
     bool exists = find_sub(s, group, filter) != NULL;
-    if (!exists && s->nsubs >= c->limits->max_subscriptions)
+    if (!exists && session_ext_of(s)->nsubs >= c->limits->max_subscriptions)
         return MQTT_RC_QUOTA_EXCEEDED;
     uint8_t qos = MQTT_SUBOPT_QOS(e->options);
     if (qos > c->limits->maximum_qos)
@@ -332,7 +347,7 @@ void handle_unsubscribe(broker_client *c, const mqtt_unsubscribe *pkt)
         sub = find_sub(s, group, filter);
         if (sub) {
             topic_tree_unsubscribe(c->bl->b->subs, s, group, filter);
-            forget_sub(s, sub);
+            forget_sub(s->x, sub);
         }
         reasons[i++] = sub ? MQTT_RC_SUCCESS : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     }

@@ -94,6 +94,13 @@ const char *c2d_outcome_description(c2d_outcome o)
 
 /* ---- queues (lock held) --------------------------------------------------- */
 
+static hmap_key queue_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    const device_queue *dq = value;
+    return (hmap_key){dq->device_id, strlen(dq->device_id)};
+}
+
 device_queue *c2d_queue_of(hub_c2d *c, const char *device_id, bool create)
 {
     size_t len = strlen(device_id);
@@ -238,7 +245,7 @@ hub_c2d *c2d_open(const c2d_config *cfg, struct store *st, hub_registry *reg, ch
     c->next_tag = 1;
     c->next_deadline_ms = INT64_MAX;
     pthread_mutex_init(&c->lock, NULL);
-    hmap_init(&c->queues);
+    hmap_init(&c->queues, queue_key, NULL);
     c->feedback = cfg->max_feedback ? calloc(cfg->max_feedback, sizeof *c->feedback) : NULL;
     load_ctx lc = {.c = c};
     if ((cfg->max_feedback && !c->feedback) || !store_load_c2d(st, load_one, &lc) || lc.failed) {

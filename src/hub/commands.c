@@ -64,19 +64,19 @@ void hub_set_c2d(hub *h, hub_c2d *c2d)
 
 void hub_commands_may_deliver(hub *h, hub_client *hc)
 {
-    if (h->c2d && !hc->module_id[0])
-        post_delivery(h, broker_client_loop(hc->bc), hc->handle);
+    if (h->c2d && !hub_client_module(hc)[0])
+        post_delivery(h, broker_client_loop(hc->bc), broker_client_get_handle(hc->bc));
 }
 
 void hub_commands_disconnected(hub *h, hub_client *hc)
 {
-    if (h->c2d && !hc->module_id[0])
-        c2d_connection_gone(h->c2d, hc->device_id, hc->handle);
+    if (h->c2d && !hub_client_module(hc)[0])
+        c2d_connection_gone(h->c2d, hc->device_id, broker_client_get_handle(hc->bc));
 }
 
 void hub_commands_settled(hub *h, hub_client *hc, uint64_t app_tag, const mqtt_ack *ack)
 {
-    if (h->c2d && !hc->module_id[0])
+    if (h->c2d && !hub_client_module(hc)[0])
         c2d_settled(h->c2d, hc->bc, hc->device_id, app_tag, ack);
 }
 

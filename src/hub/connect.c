@@ -195,7 +195,7 @@ static bool hub_check_sas_signature(hub *h, const hub_client *hc, const sas_fiel
 {
     hub_identity id;
     *f = (auth_failure){MQTT_RC_NOT_AUTHORIZED, HUB_NOT_AUTHORIZED, NOT_AUTHORIZED_TEXT};
-    if (!registry_get(h->reg, hc->device_id, hc->module_id, &id) || !id.enabled)
+    if (!registry_get(h->reg, hc->device_id, hub_client_module(hc), &id) || !id.enabled)
         return false;
     if (s->policy[0]) {
         hub_policy pol;
@@ -237,7 +237,7 @@ static bool hub_check_x509_certificate(hub *h, const hub_client *hc, net_conn *c
     hub_identity id;
     X509 *cert = net_conn_peer_cert(conn);
     *f = (auth_failure){MQTT_RC_NOT_AUTHORIZED, HUB_NOT_AUTHORIZED, NOT_AUTHORIZED_TEXT};
-    if (!cert || !registry_get(h->reg, hc->device_id, hc->module_id, &id) || !id.enabled)
+    if (!cert || !registry_get(h->reg, hc->device_id, hub_client_module(hc), &id) || !id.enabled)
         return false;
     if (id.auth_type == HUB_AUTH_CA)
         return net_conn_peer_cert_verified(conn) && cert_common_name_is(cert, hc->device_id);
@@ -346,14 +346,10 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
     hub_client_ids ids;
     memset(&ids, 0, sizeof ids);
     hub_client tmp = {
-        .h = h,
         .bc = c,
-        .handle = broker_client_get_handle(c),
         .client_id = ids.client_id,
         .device_id = ids.device_id,
-        .module_id = ids.module_id,
         .host = ids.host,
-        .policy = ids.policy,
         .x509 = mqtt_bytes_eq_str(info->auth_method, HUB_METHOD_X509),
         .problem_info = !MQTT_HAS(&pkt->props, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
                         pkt->props.request_problem_information,
@@ -370,7 +366,7 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
     }
     if (!admit_connect(h, c, &tmp))
         return;
-    hub_client *hc = hub_client_new(&tmp);
+    hub_client *hc = hub_client_new(h, &tmp, ids.policy);
     if (!hc) {
         broker_auth_reject(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
@@ -412,7 +408,7 @@ void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet 
         reauth_failed(hc, p.duplicate ? "a property is given twice" : f.reason);
         return;
     }
-    if (strcmp(s.policy, hc->policy) != 0) {
+    if (strcmp(s.policy, hub_client_policy(hc)) != 0) {
         reauth_failed(hc, "sas-policy differs from CONNECT");
         return;
     }

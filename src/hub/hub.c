@@ -47,30 +47,34 @@ hub_client *hub_client_of(const broker_client *c)
 /* Copies one string into the tail at *pos; returns where it went. */
 static const char *put_string(char *tail, size_t *pos, const char *s)
 {
+    if (!*s)
+        return "";
     size_t len = strlen(s) + 1;
     char *at = memcpy(tail + *pos, s, len);
     *pos += len;
     return at;
 }
 
-hub_client *hub_client_new(const hub_client *tmp)
+hub_client *hub_client_new(const hub *h, const hub_client *tmp, const char *policy)
 {
     /* The host is nearly always the hub's name byte for byte: share it. */
-    bool own_host = strcmp(tmp->host, tmp->h->hostname) != 0;
-    size_t tail = strlen(tmp->client_id) + strlen(tmp->device_id) + strlen(tmp->module_id) +
-                  strlen(tmp->policy) + 4 + (own_host ? strlen(tmp->host) + 1 : 0);
+    bool own_host = strcmp(tmp->host, h->hostname) != 0;
+    bool is_device = strcmp(tmp->client_id, tmp->device_id) == 0; /* no module: share */
+    size_t plen = strlen(policy) + 1;
+    size_t tail = plen + strlen(tmp->client_id) + 1 +
+                  (is_device ? 0 : strlen(tmp->device_id) + 1) +
+                  (own_host ? strlen(tmp->host) + 1 : 0);
     hub_client *hc = malloc(sizeof *hc + tail);
     if (!hc)
         return NULL;
     *hc = *tmp;
     hc->answer = NULL;
     hc->expiry_timer = (net_timer){0};
-    size_t pos = 0;
+    memcpy(hc->strings, policy, plen); /* first: hub_client_policy */
+    size_t pos = plen;
     hc->client_id = put_string(hc->strings, &pos, tmp->client_id);
-    hc->device_id = put_string(hc->strings, &pos, tmp->device_id);
-    hc->module_id = put_string(hc->strings, &pos, tmp->module_id);
-    hc->policy = put_string(hc->strings, &pos, tmp->policy);
-    hc->host = own_host ? put_string(hc->strings, &pos, tmp->host) : tmp->h->hostname;
+    hc->device_id = is_device ? hc->client_id : put_string(hc->strings, &pos, tmp->device_id);
+    hc->host = own_host ? put_string(hc->strings, &pos, tmp->host) : h->hostname;
     return hc;
 }
 
@@ -195,10 +199,12 @@ static void connected(void *ctx, broker_client *c)
         return;
     }
     hc->bc = c; /* unchanged by migration, but say so */
-    hc->present = hub_presence_put(h->presence, hc->client_id, broker_client_loop(c), hc->handle);
+    hc->loop = broker_client_loop(c);
+    hc->present = hub_presence_put(h->presence, hc);
     if (!hc->present)
         log_warn("%s: not in the presence index (out of memory)", hc->client_id);
-    registry_note_connection(h->reg, hc->device_id, hc->module_id, true, (int64_t)time_wall_ms());
+    registry_note_connection(h->reg, hc->device_id, hub_client_module(hc), true,
+                             (int64_t)time_wall_ms());
     hub_arm_expiry(hc);
     hub_methods_device_ready(h->methods, broker_client_loop(c), hc->client_id);
     hub_commands_may_deliver(h, hc); /* a resumed session may hold the subscription */
@@ -218,8 +224,8 @@ static void disconnected(void *ctx, broker_client *c, uint8_t reason)
     if (net_timer_armed(&hc->expiry_timer))
         net_timer_stop(broker_client_loop(c), &hc->expiry_timer);
     /* After a take-over the new connection owns the entry: leave it. */
-    if (hc->present && hub_presence_remove(h->presence, hc->client_id, hc->handle))
-        registry_note_connection(h->reg, hc->device_id, hc->module_id, false,
+    if (hc->present && hub_presence_remove(h->presence, hc))
+        registry_note_connection(h->reg, hc->device_id, hub_client_module(hc), false,
                                  (int64_t)time_wall_ms());
     hub_commands_disconnected(h, hc);
     log_debug("%s: device disconnected (0x%02x)", hc->client_id, reason);

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "hub/hub.h"
 #include "hub/status.h"
@@ -59,17 +60,17 @@ typedef struct hub_answer_buf {
  * kept at their length in the allocation's tail (hub_client_new), the
  * answer buffer exists only once the device was refused something
  * (hub_client_answer), and the host points at the hub's own name when the
- * device signed exactly that (the usual case). Strings are read-only once
- * the client is accepted. */
+ * device signed exactly that (the usual case). The module id is read from
+ * the client id (hub_client_module), the sas-policy is the tail's first
+ * string, and a device's id is its client id, so a plain device keeps its
+ * client id and one byte. Strings are read-only once the client is
+ * accepted. */
 typedef struct hub_client {
-    hub *h;
-    broker_client *bc;
-    broker_client_handle handle;
+    broker_client *bc;                  /* its handle: broker_client_get_handle */
+    net_loop *loop;                     /* once connected (presence index) */
     const char *client_id;              /* "dev" or "dev/mod" */
     const char *device_id;
-    const char *module_id;              /* "" for a device */
     const char *host;                   /* as signed (the `host` property or SNI) */
-    const char *policy;                 /* sas-policy, "" when none */
     hub_answer_buf *answer;             /* NULL until first needed */
     uint64_t sas_expiry_ms;             /* wall clock; 0 = none (X509) */
     uint32_t max_packet;                /* client's Maximum Packet Size; 0 = none */
@@ -79,6 +80,17 @@ typedef struct hub_client {
     net_timer expiry_timer;
     char strings[];                     /* what the pointers above point into */
 } hub_client;
+
+/* The module id ("" for a device): what follows '/' in the client id. */
+static inline const char *hub_client_module(const hub_client *hc)
+{
+    const char *slash = strchr(hc->client_id, '/');
+    return slash ? slash + 1 : "";
+}
+
+/* The sas-policy the device signed with ("" when none): the tail's first
+ * string (hub_client_new). */
+static inline const char *hub_client_policy(const hub_client *hc) { return hc->strings; }
 
 /* Fixed-size storage for the strings while a CONNECT is judged, before the
  * client's exact size is known. */
@@ -95,9 +107,9 @@ typedef struct hub_client_ids {
 bool hub_is_device_client(const broker_client *c);
 /* The hub's data of a device client, or NULL for an open-broker client. */
 hub_client *hub_client_of(const broker_client *c);
-/* A heap copy of `tmp` (whose strings point anywhere) with its strings in
- * one exact-length tail; NULL when memory runs out. */
-hub_client *hub_client_new(const hub_client *tmp);
+/* A heap copy of `tmp` (whose strings point anywhere) with its strings and
+ * the sas-policy in one exact-length tail; NULL when memory runs out. */
+hub_client *hub_client_new(const hub *h, const hub_client *tmp, const char *policy);
 void hub_client_free(hub_client *hc);
 /* The client's answer buffer, allocated on first use and kept until the
  * client goes (a device refused once is likely refused again); NULL when
@@ -170,10 +182,11 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
 /* ---- presence.c ------------------------------------------------------- */
 hub_presence *hub_presence_new(void);
 void hub_presence_free(hub_presence *p);
-/* Records the connection of client id `key` (replacing an older one). */
-bool hub_presence_put(hub_presence *p, const char *key, net_loop *loop, broker_client_handle h);
-/* Removes the entry if it still names this handle; true if it did. */
-bool hub_presence_remove(hub_presence *p, const char *key, broker_client_handle h);
+/* Records the connection of hc (replacing an older one of its client id);
+ * hc->loop and hc->bc must be set and stay so while it is listed. */
+bool hub_presence_put(hub_presence *p, hub_client *hc);
+/* Removes hc if it is still the entry of its client id; true if it did. */
+bool hub_presence_remove(hub_presence *p, hub_client *hc);
 /* Where `key` is connected; false if it is not. */
 bool hub_presence_find(hub_presence *p, const char *key, net_loop **loop,
                        broker_client_handle *h);

@@ -117,6 +117,19 @@ struct hub_methods {
 
 /* ---- creation and release ----------------------------------------------- */
 
+static hmap_key call_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    return (hmap_key){((const method_call *)value)->correlation, CORRELATION_LEN};
+}
+
+static hmap_key waiter_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    const waiter_set *set = value;
+    return (hmap_key){set->key, strlen(set->key)};
+}
+
 hub_methods *hub_methods_new(hub *h)
 {
     hub_methods *m = calloc(1, sizeof *m);
@@ -124,8 +137,8 @@ hub_methods *hub_methods_new(hub *h)
         return NULL;
     m->h = h;
     pthread_mutex_init(&m->lock, NULL);
-    hmap_init(&m->pending);
-    hmap_init(&m->waiting);
+    hmap_init(&m->pending, call_key, NULL);
+    hmap_init(&m->waiting, waiter_key, NULL);
     if (!crypto_random(m->salt, sizeof m->salt)) {
         uint64_t t = time_wall_ms() ^ (time_mono_ms() << 20);
         memcpy(m->salt, &t, sizeof m->salt); /* uniqueness, not secrecy */

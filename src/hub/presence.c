@@ -10,10 +10,15 @@
  *
  * One mutex guards the map: entries change once per connect and
  * disconnect, and lookups happen per service-side change, both rare next
- * to MQTT traffic. The map owns copies of the keys (hmap keys must outlive
- * their entries). Take-over: the new connection's put replaces the entry
- * before the old connection's disconnect runs, so remove only deletes an
- * entry that still names the caller's handle.
+ * to MQTT traffic. The entries are the hub_clients themselves (key: their
+ * client id, read through the map's key function), so a connected device
+ * costs the index one 8-byte slot and no block of its own. That is safe
+ * across threads because a hub_client's loop, handle and client id never
+ * change once it is in the index, lookups copy them out under the lock,
+ * and the client leaves the index (under the lock) before it is freed.
+ * Take-over: the new connection's put replaces the entry before the old
+ * connection's disconnect runs, so remove only deletes an entry that is
+ * still the caller's.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -23,19 +28,17 @@
 #include "hub/hub_internal.h"
 #include "util/hmap.h"
 
-/* One allocation per entry: the key lives in the tail (hmap keys must
- * outlive their entries, and a separate strdup would cost a second block
- * and its malloc header per connected device). */
-typedef struct presence_entry {
-    net_loop *loop;
-    broker_client_handle handle;
-    char key[];
-} presence_entry;
-
 struct hub_presence {
     pthread_mutex_t lock;
-    hmap map; /* key → presence_entry */
+    hmap map; /* client id → hub_client */
 };
+
+static hmap_key client_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    const hub_client *hc = value;
+    return (hmap_key){hc->client_id, strlen(hc->client_id)};
+}
 
 hub_presence *hub_presence_new(void)
 {
@@ -43,74 +46,50 @@ hub_presence *hub_presence_new(void)
     if (!p)
         return NULL;
     pthread_mutex_init(&p->lock, NULL);
-    hmap_init(&p->map);
+    hmap_init(&p->map, client_key, NULL);
     return p;
 }
 
+/* The clients still listed are their loops' to free (disconnected). */
 void hub_presence_free(hub_presence *p)
 {
     if (!p)
         return;
-    void *v;
-    for (size_t pos = 0; hmap_next(&p->map, &pos, &v);) {
-        free(v);
-    }
     hmap_free(&p->map);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
 
-bool hub_presence_put(hub_presence *p, const char *key, net_loop *loop, broker_client_handle h)
+bool hub_presence_put(hub_presence *p, hub_client *hc)
 {
-    size_t len = strlen(key);
-    bool ok = true;
     pthread_mutex_lock(&p->lock);
-    presence_entry *e = hmap_get(&p->map, key, len);
-    if (e) {
-        e->loop = loop;
-        e->handle = h;
-    } else {
-        e = malloc(sizeof *e + len + 1);
-        if (e) {
-            e->loop = loop;
-            e->handle = h;
-            memcpy(e->key, key, len + 1);
-        }
-        if (!e || hmap_put(&p->map, e->key, len, e) == e) {
-            free(e);
-            ok = false;
-        }
-    }
+    bool ok = hmap_put(&p->map, hc->client_id, strlen(hc->client_id), hc) != hc;
     pthread_mutex_unlock(&p->lock);
     return ok;
 }
 
-bool hub_presence_remove(hub_presence *p, const char *key, broker_client_handle h)
+bool hub_presence_remove(hub_presence *p, hub_client *hc)
 {
-    size_t len = strlen(key);
-    presence_entry *gone = NULL;
+    size_t len = strlen(hc->client_id);
+    bool gone = false;
     pthread_mutex_lock(&p->lock);
-    presence_entry *e = hmap_get(&p->map, key, len);
-    if (e && e->handle == h)
-        gone = hmap_del(&p->map, key, len);
+    if (hmap_get(&p->map, hc->client_id, len) == hc)
+        gone = hmap_del(&p->map, hc->client_id, len) != NULL;
     pthread_mutex_unlock(&p->lock);
-    if (!gone)
-        return false;
-    free(gone);
-    return true;
+    return gone;
 }
 
 bool hub_presence_find(hub_presence *p, const char *key, net_loop **loop,
                        broker_client_handle *h)
 {
     pthread_mutex_lock(&p->lock);
-    presence_entry *e = hmap_get(&p->map, key, strlen(key));
-    if (e) {
-        *loop = e->loop;
-        *h = e->handle;
+    const hub_client *hc = hmap_get(&p->map, key, strlen(key));
+    if (hc) {
+        *loop = hc->loop;
+        *h = broker_client_get_handle(hc->bc);
     }
     pthread_mutex_unlock(&p->lock);
-    return e != NULL;
+    return hc != NULL;
 }
 
 void hub_client_id_of(const char *device_id, const char *module_id, char *out, size_t cap)

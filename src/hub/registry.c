@@ -68,6 +68,13 @@ struct hub_registry {
     void *change_arg;
 };
 
+static hmap_key entry_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    const reg_entry *e = value;
+    return (hmap_key){e->key, e->keylen};
+}
+
 /* What a write changed in one entry (kept alive by e->pending). */
 typedef struct reg_change {
     reg_entry *e;
@@ -718,7 +725,7 @@ hub_registry *registry_open(struct store *st, char *err, size_t errlen)
     }
     r->st = st;
     pthread_mutex_init(&r->lock, NULL);
-    hmap_init(&r->map);
+    hmap_init(&r->map, entry_key, NULL);
     if (!store_load_policies(st, load_policy, r) || !store_load_identities(st, load_identity, r)) {
         snprintf(err, errlen, "loading the registry from the store failed");
         registry_free(r);

@@ -49,7 +49,7 @@ static pending_op *pending_new(hub *h, hub_client *hc, uint16_t packet_id, mqtt_
     if (!op)
         return NULL;
     op->h = h;
-    op->handle = hc->handle;
+    op->handle = broker_client_get_handle(hc->bc);
     op->packet_id = packet_id;
     op->correlation_len = (uint8_t)corr.len;
     if (corr.len)
@@ -95,7 +95,8 @@ static hub_status request_properties(hub_topic kind, const mqtt_publish *pkt,
 static void get_twin(hub *h, hub_client *hc, mqtt_bytes corr)
 {
     hub_status st = HUB_SERVER_ERROR;
-    char *doc = h->twins ? twins_device_view(h->twins, hc->device_id, hc->module_id, &st) : NULL;
+    char *doc =
+        h->twins ? twins_device_view(h->twins, hc->device_id, hub_client_module(hc), &st) : NULL;
     if (!doc) {
         hub_send_response(hc, corr, st, h->twins ? "twin not found" : "twins unavailable",
                           false, 0, NULL, 0);
@@ -125,9 +126,9 @@ static void patch_reported(hub *h, hub_client *hc, const mqtt_publish *pkt, int6
                           h->twins ? "out of memory" : "twins unavailable", false, 0, NULL, 0);
         return;
     }
-    twins_patch_reported(h->twins, hc->device_id, hc->module_id, (const char *)pkt->payload.p,
-                         pkt->payload.len, if_version, broker_client_loop(hc->bc), reported_done,
-                         op);
+    twins_patch_reported(h->twins, hc->device_id, hub_client_module(hc),
+                         (const char *)pkt->payload.p, pkt->payload.len, if_version,
+                         broker_client_loop(hc->bc), reported_done, op);
 }
 
 /* The hub's twin read or update rate for a request of `kind`: HUB_OK, or
@@ -175,7 +176,7 @@ broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
                                    &refused))
         return refused;
     mqtt_bytes corr = pkt->props.correlation_data;
-    registry_note_activity(h->reg, hc->device_id, hc->module_id, (int64_t)time_wall_ms());
+    registry_note_activity(h->reg, hc->device_id, hub_client_module(hc), (int64_t)time_wall_ms());
     char reason[128];
     int64_t if_version;
     hub_status st = request_properties(kind, pkt, &if_version, reason, sizeof reason);
@@ -356,7 +357,7 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
     }
     telemetry_msg m = {
         .device_id = hc->device_id,
-        .module_id = hc->module_id,
+        .module_id = hub_client_module(hc),
         .auth_method = hc->x509 ? "x509" : "sas",
         .content_type = has_ct ? content_type : NULL,
         .props = tp.props,
@@ -366,7 +367,7 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
     };
     telemetry_accept(h->tel, &m, broker_client_loop(hc->bc), telemetry_done, op);
     free(tp.arena);
-    registry_note_activity(h->reg, hc->device_id, hc->module_id, (int64_t)time_wall_ms());
+    registry_note_activity(h->reg, hc->device_id, hub_client_module(hc), (int64_t)time_wall_ms());
     answer->reason = 0;
     return pkt->qos ? BROKER_PUBLISH_PENDING : BROKER_PUBLISH_DONE;
 }

@@ -81,6 +81,13 @@ struct hub_twins {
     void *desired_arg;
 };
 
+static hmap_key entry_key(const void *value, const void *ctx)
+{
+    (void)ctx;
+    const twin_entry *e = value;
+    return (hmap_key){e->key, e->keylen};
+}
+
 /* One write in flight (or one early failure on its way to the caller). */
 typedef struct twin_op {
     hub_twins *t;
@@ -700,7 +707,7 @@ hub_twins *twins_open(struct store *st, hub_registry *reg, char *err, size_t err
         return NULL;
     }
     pthread_mutex_init(&t->lock, NULL);
-    hmap_init(&t->map);
+    hmap_init(&t->map, entry_key, NULL);
     pthread_mutex_lock(&t->lock);
     bool ok = add_registry_identities(t);
     pthread_mutex_unlock(&t->lock);

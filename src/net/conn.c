@@ -2,8 +2,8 @@
  * net/conn.c — connections: input path, output queue, back-pressure, close.
  *
  * Design (after Redis's networking.c): a connection is one calloc'd struct
- * (see net/internal.h; ~350 bytes) and nothing else while idle. Buffers come
- * and go with traffic:
+ * (see net/internal.h; 136 bytes) and nothing else while idle. Buffers come
+ * and go with traffic, each a net_buf carrying its own positions:
  *
  * Input. Reads go into the loop's shared 64 KiB buffer and are offered to
  * on_input straight from there. Only what on_input leaves unconsumed (an
@@ -18,11 +18,17 @@
  * already decrypted is put on the loop's pending list).
  *
  * Output. net_conn_reserve/commit append to one contiguous buffer
- * [out_head, out_len), allocated on the first write and freed as soon as it
- * is fully sent. Connections written to are put on the loop's dirty list and
- * flushed once, after the iteration hook, so everything produced for a
- * connection in one iteration leaves in one send() (one SSL_write run for
- * TLS). A single buffer rather than a chunk list + writev: one syscall
+ * [head, len), allocated on the first write and freed as soon as it is
+ * fully sent. The first allocation is small (256 bytes with its header):
+ * most connections only ever queue a CONNACK, a PINGRESP or a PUBACK at a
+ * time, and a 4 KiB buffer for each of the up to 256 connections served in
+ * one loop iteration (a connection storm, a keep-alive round) left about
+ * 0.1 KiB per connection of touched pages in the allocator. A queue that
+ * outgrows it moves to 4 KiB at once, then doubles. Connections written
+ * to are put on the loop's dirty list and flushed once, after the
+ * iteration hook, so everything produced for a connection in one
+ * iteration leaves in one send() (one SSL_write run for TLS). A single
+ * buffer rather than a chunk list + writev: one syscall
  * either way, simpler, and TLS needs contiguous bytes; the cost is a copy
  * when the buffer grows (amortised by doubling) or is compacted. A short
  * write means the socket buffer is full: EPOLLOUT is registered until the
@@ -55,6 +61,7 @@
 #include "net/internal.h"
 #include "util/log.h"
 
+#define OUT_FIRST_CAP (256u - sizeof(net_buf))
 #define OUT_MIN_ALLOC 4096u
 #define IN_MIN_FREE (16u * 1024u)
 
@@ -65,7 +72,20 @@ static inline bool input_paused(const net_conn *c)
     return (c->flags & (NC_USER_PAUSED | NC_BP_PAUSED)) != 0;
 }
 
-static inline size_t out_queued(const net_conn *c) { return c->out_len - c->out_head; }
+static inline size_t out_queued(const net_conn *c)
+{
+    return c->out ? c->out->len - c->out->head : 0;
+}
+
+static inline size_t in_len(const net_conn *c) { return c->in ? c->in->len : 0; }
+
+static net_buf *buf_new(size_t cap)
+{
+    net_buf *b = malloc(sizeof *b + cap);
+    if (b)
+        *b = (net_buf){.cap = cap};
+    return b;
+}
 
 /* ---- accessors ---------------------------------------------------------- */
 
@@ -76,7 +96,19 @@ size_t net_conn_out_queued(const net_conn *c) { return out_queued(c); }
 bool net_conn_closing(const net_conn *c) { return (c->flags & NC_CLOSING) != 0; }
 const struct sockaddr *net_conn_peer(const net_conn *c)
 {
-    return (const struct sockaddr *)&c->peer;
+    static _Thread_local struct sockaddr_storage sa; /* rebuilt per call */
+    memset(&sa, 0, sizeof sa);
+    sa.ss_family = c->peer.family;
+    if (c->peer.family == AF_INET) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&sa;
+        v4->sin_port = c->peer.port;
+        memcpy(&v4->sin_addr, c->peer.addr, sizeof v4->sin_addr);
+    } else if (c->peer.family == AF_INET6) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa;
+        v6->sin6_port = c->peer.port;
+        memcpy(&v6->sin6_addr, c->peer.addr, sizeof v6->sin6_addr);
+    }
+    return (const struct sockaddr *)&sa;
 }
 
 const char *net_conn_peer_str(const net_conn *c)
@@ -86,12 +118,12 @@ const char *net_conn_peer_str(const net_conn *c)
     char host[INET6_ADDRSTRLEN] = "?";
     switch (c->peer.family) {
     case AF_INET:
-        inet_ntop(AF_INET, &c->peer.v4.sin_addr, host, sizeof host);
-        snprintf(text, sizeof text, "%s:%u", host, ntohs(c->peer.v4.sin_port));
+        inet_ntop(AF_INET, c->peer.addr, host, sizeof host);
+        snprintf(text, sizeof text, "%s:%u", host, ntohs(c->peer.port));
         break;
     case AF_INET6:
-        inet_ntop(AF_INET6, &c->peer.v6.sin6_addr, host, sizeof host);
-        snprintf(text, sizeof text, "[%s]:%u", host, ntohs(c->peer.v6.sin6_port));
+        inet_ntop(AF_INET6, c->peer.addr, host, sizeof host);
+        snprintf(text, sizeof text, "[%s]:%u", host, ntohs(c->peer.port));
         break;
     case AF_UNIX:
         snprintf(text, sizeof text, "unix#%llu", (unsigned long long)c->id);
@@ -173,10 +205,15 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
     c->fd = fd;
     c->loop = l;
     c->cfg = cfg;
-    switch (peer->ss_family) {
-    case AF_INET: c->peer.v4 = *(const struct sockaddr_in *)peer; break;
-    case AF_INET6: c->peer.v6 = *(const struct sockaddr_in6 *)peer; break;
-    default: c->peer.family = peer->ss_family; break;
+    c->peer.family = peer->ss_family;
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)peer;
+        c->peer.port = v4->sin_port;
+        memcpy(c->peer.addr, &v4->sin_addr, sizeof v4->sin_addr);
+    } else if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)peer;
+        c->peer.port = v6->sin6_port;
+        memcpy(c->peer.addr, &v6->sin6_addr, sizeof v6->sin6_addr);
     }
     c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
     c->events = EPOLLIN;
@@ -222,21 +259,22 @@ static void drop_input(net_conn *c)
 {
     free(c->in);
     c->in = NULL;
-    c->in_len = c->in_cap = 0;
 }
 
+/* Only for a tail that is already there (a large one grows in place). */
 static bool in_reserve(net_conn *c, size_t want_free)
 {
-    if (c->in_cap - c->in_len >= want_free)
+    net_buf *in = c->in;
+    if (in->cap - in->len >= want_free)
         return true;
-    size_t cap = c->in_cap * 2;
-    if (cap < c->in_len + want_free)
-        cap = c->in_len + want_free;
-    uint8_t *p = realloc(c->in, cap);
-    if (!p)
+    size_t cap = in->cap * 2;
+    if (cap < in->len + want_free)
+        cap = in->len + want_free;
+    in = realloc(in, sizeof *in + cap);
+    if (!in)
         return false;
-    c->in = p;
-    c->in_cap = cap;
+    in->cap = cap;
+    c->in = in;
     return true;
 }
 
@@ -257,29 +295,29 @@ static void deliver(net_conn *c, const uint8_t *data, size_t len, bool from_in)
             drop_input(c);
         } else {
             if (used)
-                memmove(c->in, c->in + used, rest);
-            c->in_len = rest;
-            if (c->in_cap > 4 * NET_TAIL_COPY_MAX && rest < c->in_cap / 4) {
-                uint8_t *p = realloc(c->in, rest);
+                memmove(c->in->data, c->in->data + used, rest);
+            c->in->len = rest;
+            if (c->in->cap > 4 * NET_TAIL_COPY_MAX && rest < c->in->cap / 4) {
+                net_buf *p = realloc(c->in, sizeof *p + rest);
                 if (p) {
                     c->in = p;
-                    c->in_cap = rest;
+                    c->in->cap = rest;
                 }
             }
         }
     } else if (rest) {
-        uint8_t *p = malloc(rest);
+        net_buf *p = buf_new(rest);
         if (!p) {
             log_warn("%s: out of memory keeping %zu input bytes", net_conn_peer_str(c), rest);
             net_conn_close(c, false);
             return;
         }
-        memcpy(p, data + used, rest);
+        memcpy(p->data, data + used, rest);
+        p->len = rest;
         c->in = p;
-        c->in_len = c->in_cap = rest;
     }
     size_t max = c->cfg->limits.max_input;
-    if (max && c->in_len > max && !input_paused(c)) {
+    if (max && in_len(c) > max && !input_paused(c)) {
         log_warn("%s: incomplete input over %zu bytes, closing", net_conn_peer_str(c), max);
         net_conn_close(c, false);
     }
@@ -305,20 +343,21 @@ static void conn_read(net_conn *c)
     net_loop *l = c->loop;
     if (c->flags & NC_REOFFER) {
         c->flags &= ~NC_REOFFER;
-        if (c->in_len && !input_paused(c) && !(c->flags & NC_CLOSING))
-            deliver(c, c->in, c->in_len, true);
+        if (in_len(c) && !input_paused(c) && !(c->flags & NC_CLOSING))
+            deliver(c, c->in->data, c->in->len, true);
     }
     size_t budget = NET_READ_BUDGET;
     while (budget > 0 && !(c->flags & (NC_CLOSING | NC_USER_PAUSED | NC_BP_PAUSED))) {
         uint8_t *buf;
         size_t space, base = 0;
         bool in_place = false;
-        if (c->in_len == 0) {
+        size_t have = in_len(c);
+        if (have == 0) {
             buf = l->rbuf;
             space = NET_RBUF_SIZE;
-        } else if (c->in_len <= NET_TAIL_COPY_MAX) {
-            base = c->in_len;
-            memcpy(l->rbuf, c->in, base);
+        } else if (have <= NET_TAIL_COPY_MAX) {
+            base = have;
+            memcpy(l->rbuf, c->in->data, base);
             buf = l->rbuf + base;
             space = NET_RBUF_SIZE - base;
         } else {
@@ -328,8 +367,8 @@ static void conn_read(net_conn *c)
                 break;
             }
             in_place = true;
-            buf = c->in + c->in_len;
-            space = c->in_cap - c->in_len;
+            buf = c->in->data + c->in->len;
+            space = c->in->cap - c->in->len;
         }
         if (space > budget)
             space = budget;
@@ -337,8 +376,8 @@ static void conn_read(net_conn *c)
         if (n > 0) {
             budget -= (size_t)n;
             if (in_place) {
-                c->in_len += (size_t)n;
-                deliver(c, c->in, c->in_len, true);
+                c->in->len += (size_t)n;
+                deliver(c, c->in->data, c->in->len, true);
             } else {
                 if (base)
                     drop_input(c); /* now in front of the shared buffer */
@@ -362,7 +401,7 @@ static void conn_read(net_conn *c)
 
 static void input_resumed(net_conn *c)
 {
-    if (c->in_len) {
+    if (in_len(c)) {
         c->flags |= NC_REOFFER;
         net_conn_add_pending(c);
     } else if (c->tls) {
@@ -390,42 +429,41 @@ uint8_t *net_conn_reserve(net_conn *c, size_t n)
 {
     if (n == 0)
         n = 1;
-    if (c->out && c->out_cap - c->out_len >= n)
-        return c->out + c->out_len;
+    net_buf *o = c->out;
+    if (o && o->cap - o->len >= n)
+        return o->data + o->len;
     size_t used = out_queued(c);
-    if (c->out && c->out_head >= used && used + n <= c->out_cap) {
+    if (o && o->head >= used && used + n <= o->cap) {
         /* compact: cheap, the live part is no bigger than the dead one */
-        memmove(c->out, c->out + c->out_head, used);
-        c->out_head = 0;
-        c->out_len = used;
-        return c->out + used;
+        memmove(o->data, o->data + o->head, used);
+        o->head = 0;
+        o->len = used;
+        return o->data + used;
     }
-    size_t cap = c->out_cap ? c->out_cap * 2 : OUT_MIN_ALLOC;
+    size_t cap = !o ? OUT_FIRST_CAP : o->cap < OUT_MIN_ALLOC / 2 ? OUT_MIN_ALLOC : o->cap * 2;
     while (cap < used + n) {
-        if (cap > SIZE_MAX / 2)
+        if (cap > SIZE_MAX / 4)
             return NULL;
         cap *= 2;
     }
-    uint8_t *p = malloc(cap);
+    net_buf *p = buf_new(cap);
     if (!p)
         return NULL;
     if (used)
-        memcpy(p, c->out + c->out_head, used);
-    free(c->out);
+        memcpy(p->data, o->data + o->head, used);
+    free(o);
+    p->len = used;
     c->out = p;
-    c->out_cap = cap;
-    c->out_head = 0;
-    c->out_len = used;
-    return p + used;
+    return p->data + used;
 }
 
 void net_conn_commit(net_conn *c, size_t used)
 {
     if (used == 0)
         return;
-    c->out_len += used;
+    c->out->len += used; /* net_conn_reserve made it */
     if (c->flags & NC_DISCARD) {
-        c->out_head = c->out_len = 0;
+        c->out->head = c->out->len = 0;
         return;
     }
     mark_dirty(c);
@@ -476,12 +514,12 @@ static ssize_t plain_write(net_conn *c, const uint8_t *buf, size_t len)
 static bool write_out(net_conn *c)
 {
     c->flags &= ~NC_OUT_BLOCKED;
-    while (c->out_head < c->out_len) {
+    while (out_queued(c)) {
         size_t len = out_queued(c);
-        const uint8_t *p = c->out + c->out_head;
+        const uint8_t *p = c->out->data + c->out->head;
         ssize_t n = c->tls ? net_tls_write(c, p, len) : plain_write(c, p, len);
         if (n > 0) {
-            c->out_head += (size_t)n;
+            c->out->head += (size_t)n;
             if (!c->tls && (size_t)n < len) {
                 c->flags |= NC_OUT_BLOCKED; /* short write: socket buffer full */
                 break;
@@ -495,10 +533,9 @@ static bool write_out(net_conn *c)
         }
         return false;
     }
-    if (c->out_head == c->out_len) {
+    if (c->out && c->out->head == c->out->len) {
         free(c->out);
         c->out = NULL;
-        c->out_head = c->out_len = c->out_cap = 0;
     }
     return true;
 }

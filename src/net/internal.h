@@ -182,6 +182,16 @@ typedef struct net_migration {
 
 typedef struct net_tls net_tls;
 
+/* A connection's input tail or output queue, allocated only while it holds
+ * bytes: an idle connection carries one pointer for each (the positions
+ * live in the buffer, not in every net_conn). */
+typedef struct net_buf {
+    size_t head; /* output: bytes already sent; input: always 0 */
+    size_t len;  /* bytes in data[] (output: [head, len) still queued) */
+    size_t cap;
+    uint8_t data[];
+} net_buf;
+
 struct net_conn {
     int kind; /* NET_K_CONN; must be first */
     int fd;
@@ -194,20 +204,18 @@ struct net_conn {
     net_conn *prev, *next;                          /* loop->conns */
     net_conn *dirty_next, *pending_next, *close_next; /* work lists */
 
-    uint8_t *in; /* incomplete input tail; NULL when none */
-    size_t in_len, in_cap;
-
-    uint8_t *out; /* output queue [out_head, out_len); NULL when empty */
-    size_t out_head, out_len, out_cap;
+    net_buf *in;  /* incomplete input tail; NULL when none */
+    net_buf *out; /* output queue; NULL when empty */
 
     net_tls *tls;
-    /* The peer's address, kept only for logs: the 28 bytes of an IPv6
-     * address instead of a 128-byte sockaddr_storage, and formatted when a
-     * log line asks (an idle connection should not carry its text). */
-    union {
-        sa_family_t family;
-        struct sockaddr_in v4;
-        struct sockaddr_in6 v6;
+    /* The peer's address, kept only for logs: family, port (network
+     * order) and the 4 or 16 address bytes — 20 bytes instead of a 28-byte
+     * sockaddr_in6, and formatted when a log line asks (an idle connection
+     * should not carry its text). */
+    struct {
+        uint16_t family;
+        uint16_t port;
+        uint8_t addr[16];
     } peer;
 };
 

@@ -19,52 +19,62 @@ uint64_t hmap_hash(const void *key, size_t len)
     return h ^ (h >> 29);
 }
 
-void hmap_init(hmap *m) { memset(m, 0, sizeof *m); }
+void hmap_init(hmap *m, hmap_key_fn key, const void *ctx)
+{
+    memset(m, 0, sizeof *m);
+    m->key = key;
+    m->ctx = ctx;
+}
 
 void hmap_free(hmap *m)
 {
     free(m->slots);
-    hmap_init(m);
+    hmap_init(m, m->key, m->ctx);
 }
 
-static bool entry_is(const hmap_entry *e, uint64_t h, const void *key, size_t len)
+static size_t home_of(const hmap *m, const void *value, size_t mask)
 {
-    return e->hash == h && e->keylen == len && memcmp(e->key, key, len) == 0;
+    hmap_key k = m->key(value, m->ctx);
+    return hmap_hash(k.p, k.len) & mask;
+}
+
+static bool value_is(const hmap *m, const void *value, const void *key, size_t len)
+{
+    hmap_key k = m->key(value, m->ctx);
+    return k.len == len && memcmp(k.p, key, len) == 0;
+}
+
+/* The slot holding `key`, or the empty slot ending its probe run. */
+static size_t find(const hmap *m, const void *key, size_t keylen)
+{
+    size_t mask = m->cap - 1;
+    size_t i = hmap_hash(key, keylen) & mask;
+    while (m->slots[i] && !value_is(m, m->slots[i], key, keylen))
+        i = (i + 1) & mask;
+    return i;
 }
 
 void *hmap_get(const hmap *m, const void *key, size_t keylen)
 {
     if (m->count == 0)
         return NULL;
-    uint64_t h = hmap_hash(key, keylen);
-    size_t mask = m->cap - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-        const hmap_entry *e = &m->slots[i];
-        if (!e->value)
-            return NULL;
-        if (entry_is(e, h, key, keylen))
-            return e->value;
-    }
-}
-
-static void insert_slot(hmap_entry *slots, size_t cap, hmap_entry e)
-{
-    size_t mask = cap - 1;
-    size_t i = e.hash & mask;
-    while (slots[i].value)
-        i = (i + 1) & mask;
-    slots[i] = e;
+    return m->slots[find(m, key, keylen)];
 }
 
 static bool grow(hmap *m)
 {
-    size_t ncap = m->cap ? m->cap * 2 : 16;
-    hmap_entry *n = calloc(ncap, sizeof *n);
+    size_t ncap = m->cap ? m->cap * 2 : 16, mask = ncap - 1;
+    void **n = calloc(ncap, sizeof *n);
     if (!n)
         return false;
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->slots[i].value)
-            insert_slot(n, ncap, m->slots[i]);
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->slots[i])
+            continue;
+        size_t j = home_of(m, m->slots[i], mask);
+        while (n[j])
+            j = (j + 1) & mask;
+        n[j] = m->slots[i];
+    }
     free(m->slots);
     m->slots = n;
     m->cap = ncap;
@@ -73,22 +83,17 @@ static bool grow(hmap *m)
 
 void *hmap_put(hmap *m, const void *key, size_t keylen, void *value)
 {
-    uint64_t h = hmap_hash(key, keylen);
     if (m->cap) {
-        size_t mask = m->cap - 1;
-        for (size_t i = h & mask; m->slots[i].value; i = (i + 1) & mask) {
-            hmap_entry *e = &m->slots[i];
-            if (entry_is(e, h, key, keylen)) {
-                void *old = e->value;
-                e->value = value;
-                e->key = key; /* the new value owns the key bytes now */
-                return old;
-            }
+        size_t i = find(m, key, keylen);
+        if (m->slots[i]) {
+            void *old = m->slots[i];
+            m->slots[i] = value;
+            return old;
         }
     }
     if ((m->count + 1) * 10 > m->cap * 7 && !grow(m))
         return value;
-    insert_slot(m->slots, m->cap, (hmap_entry){h, key, keylen, value});
+    m->slots[find(m, key, keylen)] = value;
     m->count++;
     return NULL;
 }
@@ -97,18 +102,15 @@ void *hmap_del(hmap *m, const void *key, size_t keylen)
 {
     if (m->count == 0)
         return NULL;
-    uint64_t h = hmap_hash(key, keylen);
     size_t mask = m->cap - 1;
-    size_t i = h & mask;
-    while (m->slots[i].value && !entry_is(&m->slots[i], h, key, keylen))
-        i = (i + 1) & mask;
-    if (!m->slots[i].value)
+    size_t i = find(m, key, keylen);
+    void *old = m->slots[i];
+    if (!old)
         return NULL;
-    void *old = m->slots[i].value;
     /* Backward-shift: pull later entries of the probe run into the hole. */
     size_t hole = i;
-    for (size_t j = (i + 1) & mask; m->slots[j].value; j = (j + 1) & mask) {
-        size_t home = m->slots[j].hash & mask;
+    for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
+        size_t home = home_of(m, m->slots[j], mask);
         bool movable = hole <= j ? (home <= hole || home > j)
                                  : (home <= hole && home > j);
         if (movable) {
@@ -116,7 +118,7 @@ void *hmap_del(hmap *m, const void *key, size_t keylen)
             hole = j;
         }
     }
-    memset(&m->slots[hole], 0, sizeof m->slots[hole]);
+    m->slots[hole] = NULL;
     m->count--;
     return old;
 }
@@ -124,9 +126,9 @@ void *hmap_del(hmap *m, const void *key, size_t keylen)
 bool hmap_next(const hmap *m, size_t *pos, void **value)
 {
     while (*pos < m->cap) {
-        hmap_entry *e = &m->slots[(*pos)++];
-        if (e->value) {
-            *value = e->value;
+        void *v = m->slots[(*pos)++];
+        if (v) {
+            *value = v;
             return true;
         }
     }

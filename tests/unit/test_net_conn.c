@@ -240,7 +240,7 @@ static void memcheck_cb(net_loop *l, net_timer *tm)
     (void)l;
     tconn *t = (tconn *)((char *)tm - offsetof(tconn, timer));
     net_conn *c = t->c;
-    bool idle = c->in == NULL && c->out == NULL && c->in_len == 0 && c->out_cap == 0;
+    bool idle = c->in == NULL && c->out == NULL;
     net_conn_write(c, idle ? "idle\n" : "busy\n", 5);
 }
 
