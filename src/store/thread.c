@@ -11,21 +11,27 @@
  * and only then hands every completion to its loop. One fsync covers the
  * whole batch, so the more requests arrive while a commit is on the disk,
  * the bigger the next batch: throughput grows with load while latency stays
- * one commit. Under moderate load that alone would commit as often as the
- * disk allows, a few requests at a time, and each commit rewrites whole
- * pages (the log's leaves, the partition counters) and takes an fsync: at
- * 50k telemetry messages/s that was 2,300 commits and ~100 MB of WAL per
- * second, and the disk's latency spikes under that write load were the
- * PUBACK tail. So a batch starts no sooner than commit_interval after the
- * previous one started (1 ms by default): at most 1,000 commits per
- * second, at most 1 ms more per request, and no wait at all for a request
- * that finds the store idle. A per-request savepoint keeps one bad request (a constraint
+ * one commit. A per-request savepoint keeps one bad request (a constraint
  * error) from failing its neighbours; a failed COMMIT fails them all, since
  * none of them is on disk. Adjacent requests that offer an exec_run (the
  * telemetry appends, thousands per batch under load) run as one call in
  * one savepoint; if that fails they run again one by one, so the isolation
  * is the same. Completions go to each loop as one chain per batch (one
  * mailbox post, one wake-up), not one post per request.
+ *
+ * Commit interval: under moderate load group commit alone would commit as
+ * often as the disk allows, a few requests at a time, and each commit
+ * rewrites whole pages (the log's leaves, the partition counters) and
+ * takes an fsync: at 54k telemetry messages/s that was 2,300 commits and
+ * ~100 MB of WAL per second, and the disk's latency spikes under that
+ * write load showed in the PUBACK tail. With a commit interval
+ * (--commit-interval-us, off by default) a batch starts no sooner than
+ * that after the previous one started: with 1 ms, at most 1,000 commits
+ * per second, at most 1 ms more per request, and no wait at all for a
+ * request that finds the store idle. Off by default because the extra
+ * millisecond costs closed-loop callers with few requests outstanding
+ * (twin patches, C2D sends over a few connections) 10-20 % of their
+ * throughput; see docs/PERFORMANCE.md.
  *
  * Durability (synchronous pragma, WAL journal):
  *   fsync  FULL   — the WAL is fsynced at every commit: a completion means
@@ -53,10 +59,10 @@
 #include "store/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
