@@ -175,8 +175,9 @@ struct broker_client {
     /* From CONNECT, owned copies (the small fields are further down); the
      * client id and the username are info's (NUL-terminated, freed by
      * client_free_connect_state), not held twice. Once the client has a
-     * session, its id is the session's bytes (borrow_client_id). */
-    /* The Authentication Method, NUL-terminated, as info.auth_method
+     * session, its id is the session's bytes (borrow_client_id).
+     *
+     * The Authentication Method, NUL-terminated, as info.auth_method
      * (whose p is NULL when the CONNECT had none): in `small` when shorter
      * than 8 bytes (SAS, X509: every device), else an owned copy — a
      * 32-byte block per device less. */
