@@ -94,23 +94,6 @@ void *net_conn_user(const net_conn *c) { return c->user; }
 uint64_t net_conn_id(const net_conn *c) { return c->id; }
 size_t net_conn_out_queued(const net_conn *c) { return out_queued(c); }
 bool net_conn_closing(const net_conn *c) { return (c->flags & NC_CLOSING) != 0; }
-const struct sockaddr *net_conn_peer(const net_conn *c)
-{
-    static _Thread_local struct sockaddr_storage sa; /* rebuilt per call */
-    memset(&sa, 0, sizeof sa);
-    sa.ss_family = c->peer.family;
-    if (c->peer.family == AF_INET) {
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&sa;
-        v4->sin_port = c->peer.port;
-        memcpy(&v4->sin_addr, c->peer.addr, sizeof v4->sin_addr);
-    } else if (c->peer.family == AF_INET6) {
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa;
-        v6->sin6_port = c->peer.port;
-        memcpy(&v6->sin6_addr, c->peer.addr, sizeof v6->sin6_addr);
-    }
-    return (const struct sockaddr *)&sa;
-}
-
 const char *net_conn_peer_str(const net_conn *c)
 {
     /* One buffer per thread: every caller formats one peer per log line. */

@@ -569,6 +569,17 @@ static void configure_sqlite(void)
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
+/* `name` inside the data directory, into path[cap]; false with err set
+ * when it does not fit. */
+static bool data_path(const store *st, const char *name, char *path, size_t cap, char *err,
+                      size_t errlen)
+{
+    if ((size_t)snprintf(path, cap, "%s/%s", st->dir, name) < cap)
+        return true;
+    snprintf(err, errlen, "data directory path too long");
+    return false;
+}
+
 const char *store_synchronous_pragma(const store *st)
 {
     static const char *const pragma[] = {
@@ -587,10 +598,8 @@ const char *store_synchronous_pragma(const store *st)
 static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
 {
     char path[4096];
-    if ((size_t)snprintf(path, sizeof path, "%s/iothubd.db", st->dir) >= sizeof path) {
-        snprintf(err, errlen, "data directory path too long");
+    if (!data_path(st, "iothubd.db", path, sizeof path, err, errlen))
         return false;
-    }
     configure_sqlite();
     int rc = sqlite3_open_v2(path, &st->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -658,10 +667,8 @@ static bool open_db_either_way(store *st, char *err, size_t errlen)
 static bool lock_dir(store *st, char *err, size_t errlen)
 {
     char path[4096];
-    if ((size_t)snprintf(path, sizeof path, "%s/iothubd.lock", st->dir) >= sizeof path) {
-        snprintf(err, errlen, "data directory path too long");
+    if (!data_path(st, "iothubd.lock", path, sizeof path, err, errlen))
         return false;
-    }
     st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (st->lock_fd < 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
