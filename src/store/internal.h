@@ -35,6 +35,12 @@ struct store_req {
      * through `exec`, so an error still fails only the request it belongs
      * to. For high-volume requests (telemetry appends). */
     bool (*exec_run)(store *st, store_req *first, size_t n);
+    /* May wait up to the commit interval for more of its kind (telemetry
+     * appends: high volume, and every commit rewrites the log's last
+     * pages). Any other request, a round trip someone waits on (twin, C2D,
+     * registry), starts the next batch as soon as the previous commit is
+     * done. */
+    bool batchable;
     store_status status;
     bool sync_done; /* for store_run_sync: set under st->lock */
     char err[256];
@@ -57,6 +63,7 @@ struct store {
     pthread_cond_t wake;  /* the store thread sleeps on it */
     pthread_cond_t synced; /* store_run_sync callers sleep on it */
     store_req *head, **tail;
+    bool urgent_queued; /* a request that is not batchable is queued */
     bool stopping;
     bool hold;
     unsigned fail_commits;

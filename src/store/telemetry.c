@@ -227,6 +227,7 @@ void store_telemetry_append(store *st, unsigned partition, int64_t enqueued_ms,
     append_req *q = store_req_new(sizeof *q, props_len + body_len, loop, append_exec,
                                   append_complete);
     q->base.exec_run = append_run;
+    q->base.batchable = true;
     q->done = done;
     q->arg = arg;
     char *cur = (char *)(q + 1);

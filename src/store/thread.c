@@ -142,6 +142,7 @@ void store_submit(store *st, store_req *r)
     pthread_mutex_lock(&st->lock);
     *st->tail = r;
     st->tail = &r->next;
+    st->urgent_queued |= !r->batchable;
     pthread_cond_signal(&st->wake);
     pthread_mutex_unlock(&st->lock);
 }
@@ -485,15 +486,16 @@ static struct timespec timespec_of_ns(uint64_t ns)
 }
 
 /* Waits, st->lock held, until there is something to do: a batch that may
- * start (requests queued and not held, and the commit interval since the
- * last batch's start has passed, unless stopping), the end of the queue
- * when stopping, or retention coming due (retention_at_ms, 0 = never). */
+ * start (requests queued and not held, and either the commit interval since
+ * the last batch's start has passed or a request that is not batchable is
+ * among them, or stopping), the end of the queue when stopping, or
+ * retention coming due (retention_at_ms, 0 = never). */
 static void wait_for_work(store *st, uint64_t commit_at_ns, uint64_t retention_at_ms)
 {
     for (;;) {
         bool queued = st->head && (!st->hold || st->stopping);
         uint64_t now = time_mono_ns();
-        if (queued && (st->stopping || now >= commit_at_ns))
+        if (queued && (st->stopping || st->urgent_queued || now >= commit_at_ns))
             return;
         if ((st->stopping && !st->head) ||
             (retention_at_ms && now / 1000000u >= retention_at_ms))
@@ -523,6 +525,7 @@ static void *store_thread(void *arg)
         if (batch) {
             st->head = NULL;
             st->tail = &st->head;
+            st->urgent_queued = false;
         }
         bool inject = false;
         if (batch && st->fail_commits) {
