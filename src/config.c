@@ -44,7 +44,7 @@ static const opt options[] = {
     {"password-file", OPT_STR, F(password_file), "user:password lines for the open broker"},
     {"log-level", OPT_LEVEL, F(log_level), "error, warn, info or debug"},
     {"durability", OPT_STR, F(durability), "store commits: fsync (default), os or none"},
-    {"commit-interval-us", OPT_U32, F(commit_interval_us), "shortest time between two group commits, µs (default 0: none)"},
+    {"commit-interval-us", OPT_U32, F(commit_interval_us), "shortest time between two group commits of telemetry, µs (default 1000; 0: none)"},
     {"telemetry-partitions", OPT_UINT, F(telemetry_partitions), "telemetry log partitions (default 4)"},
     {"telemetry-retention-s", OPT_U32, F(telemetry_retention_s), "keep telemetry this long (default 1 day; 0 = forever)"},
     {"telemetry-retention-mb", OPT_U32, F(telemetry_retention_mb), "cap on stored telemetry, MiB (0 = none)"},
@@ -262,6 +262,7 @@ int config_load(iothubd_config *cfg, int argc, char **argv, char *errbuf, size_t
     cfg->durability = "fsync";
     cfg->telemetry_partitions = 4;
     cfg->telemetry_retention_s = 86400;
+    cfg->commit_interval_us = 1000;
     cfg->log_level = LOG_INFO;
     broker_limits_default(&cfg->limits);
     c2d_config_defaults(&cfg->c2d);

@@ -51,9 +51,11 @@ typedef struct store_config {
     int64_t retention_bytes;      /* total telemetry props+body bytes; 0 = unlimited */
     unsigned retention_interval_ms; /* how often retention runs; 0 = 60000 */
     /* Shortest time from the start of one group commit to the start of the
-     * next, in microseconds (0 = none, the default): bounds commits, and so
-     * fsyncs, to 1e6 / commit_interval_us per second; a request waits at
-     * most this much longer. */
+     * next when only telemetry appends are queued, in microseconds (0 =
+     * none; iothubd's default is 1000): bounds commits, and so fsyncs, to
+     * 1e6 / commit_interval_us per second under telemetry load; an append
+     * waits at most this much longer. Any other request starts the batch
+     * at once. */
     unsigned commit_interval_us;
 } store_config;
 

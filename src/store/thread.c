@@ -25,13 +25,15 @@
  * takes an fsync: at 54k telemetry messages/s that was 2,300 commits and
  * ~100 MB of WAL per second, and the disk's latency spikes under that
  * write load showed in the PUBACK tail. With a commit interval
- * (--commit-interval-us, off by default) a batch starts no sooner than
- * that after the previous one started: with 1 ms, at most 1,000 commits
- * per second, at most 1 ms more per request, and no wait at all for a
- * request that finds the store idle. Off by default because the extra
- * millisecond costs closed-loop callers with few requests outstanding
- * (twin patches, C2D sends over a few connections) 10-20 % of their
- * throughput; see docs/PERFORMANCE.md.
+ * (--commit-interval-us, 1 ms by default) a batch of telemetry appends
+ * starts no sooner than that after the previous batch started: at most
+ * 1,000 commits per second from telemetry, at most 1 ms more per append,
+ * and no wait at all for one that finds the store idle. Only appends wait
+ * (store_req.batchable): any other request is a round trip someone waits
+ * on with few requests outstanding (twin patches, C2D sends), where the
+ * extra millisecond cost 10-20 % of the throughput, so one of them in the
+ * queue starts the batch at once, taking the appends with it; see
+ * docs/PERFORMANCE.md.
  *
  * Durability (synchronous pragma, WAL journal):
  *   fsync  FULL   — the WAL is fsynced at every commit: a completion means
