@@ -134,6 +134,7 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
 static void *checkpoint_thread(void *arg)
 {
     store *st = arg;
+    pthread_setname_np(pthread_self(), "checkpoint");
     pthread_mutex_lock(&st->ck_lock);
     for (;;) {
         while (!(st->ck_wanted && !st->ck_held) && !st->ck_stopping)

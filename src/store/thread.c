@@ -517,6 +517,7 @@ static void wait_for_work(store *st, uint64_t commit_at_ns, uint64_t retention_a
 static void *store_thread(void *arg)
 {
     store *st = arg;
+    pthread_setname_np(pthread_self(), "store");
     bool retention = st->retention_ms > 0 || st->retention_bytes > 0;
     uint64_t next_retention = retention ? time_mono_ms() + st->retention_interval_ms : 0;
     uint64_t commit_at_ns = 0;
