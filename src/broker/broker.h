@@ -65,8 +65,11 @@ typedef struct broker_client_info {
     mqtt_bytes username;          /* empty if none */
     mqtt_bytes auth_method;       /* empty if none */
     net_conn *conn;
+    uint32_t max_packet;          /* the client's Maximum Packet Size; 0 = none */
     uint8_t protocol_version;     /* MQTT_V311 or MQTT_V5 */
-    bool has_username;            /* (small fields last: no padding holes) */
+    bool has_username;
+    bool request_problem_info;    /* Request Problem Information (MQTT 5) */
+    /* (small fields last: they fill what was the struct's tail padding) */
 } broker_client_info;
 
 typedef uint64_t broker_client_handle; /* 0 = none */

@@ -124,10 +124,10 @@ static void take_connect_options(broker_client *c, const mqtt_connect *pkt)
         c->session_expiry = MQTT_HAS(p, MQTT_PROP_SESSION_EXPIRY_INTERVAL)
                                 ? p->session_expiry_interval : 0;
         c->client_receive_max = MQTT_HAS(p, MQTT_PROP_RECEIVE_MAXIMUM) ? p->receive_maximum : 65535;
-        c->client_max_packet = MQTT_HAS(p, MQTT_PROP_MAXIMUM_PACKET_SIZE) ? p->maximum_packet_size : 0;
+        c->info.max_packet = MQTT_HAS(p, MQTT_PROP_MAXIMUM_PACKET_SIZE) ? p->maximum_packet_size : 0;
         c->client_alias_max = MQTT_HAS(p, MQTT_PROP_TOPIC_ALIAS_MAXIMUM) ? p->topic_alias_maximum : 0;
-        c->request_problem_info = !MQTT_HAS(p, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
-                                  p->request_problem_information;
+        c->info.request_problem_info = !MQTT_HAS(p, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
+                                       p->request_problem_information;
     } else {
         /* 3.1.1: a persistent session never expires on its own. */
         c->session_expiry = pkt->clean_start ? 0 : UINT32_MAX;

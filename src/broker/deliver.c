@@ -217,7 +217,7 @@ static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t
     size_t n = mqtt_encoded_size(&pkt, c->info.protocol_version);
     if (n == 0)
         return SEND_FAILED;
-    if (c->client_max_packet && n > c->client_max_packet)
+    if (c->info.max_packet && n > c->info.max_packet)
         return SEND_TOO_LARGE; /* [MQTT-3.1.2-24]: discard, as if sent */
     uint8_t *out = net_conn_reserve(c->info.conn, n);
     if (!out)

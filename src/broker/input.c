@@ -33,7 +33,7 @@ static void *on_open(net_conn *conn, void *listener_arg)
     c->limits = &b->limits;
     c->info.conn = conn;
     c->info.protocol_version = MQTT_V5; /* until CONNECT says otherwise */
-    c->request_problem_info = true;
+    c->info.request_problem_info = true;
     c->last_rx_ms = net_loop_now_ms(bl->loop);
     if (hmap_put(&bl->clients, &c->handle, sizeof c->handle, c) == c) {
         free(c);

@@ -211,7 +211,6 @@ struct broker_client {
 
     client_state state;
     uint32_t session_expiry;      /* requested, capped */
-    uint32_t client_max_packet;   /* 0 = no limit */
     uint32_t will_delay;
     /* Inbound QoS>0 publishes the app has not completed yet (count toward
      * our Receive Maximum), with their QoS (to answer PUBACK or PUBREC). */
@@ -225,7 +224,6 @@ struct broker_client {
     bool assigned_id;
     bool clean_start;
     bool server_keep_alive_sent;
-    bool request_problem_info;
     bool will_suppressed;         /* normal DISCONNECT received */
     bool app_notified;            /* authenticate() was called */
     bool id_in_session;           /* info.client_id is session's (borrow_client_id) */

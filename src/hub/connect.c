@@ -351,11 +351,7 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
         .device_id = ids.device_id,
         .host = ids.host,
         .x509 = mqtt_bytes_eq_str(info->auth_method, HUB_METHOD_X509),
-        .problem_info = !MQTT_HAS(&pkt->props, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
-                        pkt->props.request_problem_information,
     };
-    if (MQTT_HAS(&pkt->props, MQTT_PROP_MAXIMUM_PACKET_SIZE))
-        tmp.max_packet = pkt->props.maximum_packet_size;
     auth_props p;
     auth_failure f;
     read_auth_props(&pkt->props, &p);

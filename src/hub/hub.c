@@ -199,7 +199,6 @@ static void connected(void *ctx, broker_client *c)
         return;
     }
     hc->bc = c; /* unchanged by migration, but say so */
-    hc->loop = broker_client_loop(c);
     hc->present = hub_presence_put(h->presence, hc);
     if (!hc->present)
         log_warn("%s: not in the presence index (out of memory)", hc->client_id);

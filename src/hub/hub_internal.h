@@ -66,20 +66,24 @@ typedef struct hub_answer_buf {
  * client id and one byte. Strings are read-only once the client is
  * accepted. */
 typedef struct hub_client {
-    broker_client *bc;                  /* its handle: broker_client_get_handle */
-    net_loop *loop;                     /* once connected (presence index) */
+    broker_client *bc;                  /* its handle, loop, Maximum Packet Size:
+                                           broker_client_get_handle, _loop, _get_info */
     const char *client_id;              /* "dev" or "dev/mod" */
     const char *device_id;
     const char *host;                   /* as signed (the `host` property or SNI) */
     hub_answer_buf *answer;             /* NULL until first needed */
     uint64_t sas_expiry_ms;             /* wall clock; 0 = none (X509) */
-    uint32_t max_packet;                /* client's Maximum Packet Size; 0 = none */
     bool x509;                          /* else SAS */
-    bool problem_info;                  /* Request Problem Information */
     bool present;                       /* in the presence index */
     net_timer expiry_timer;
     char strings[];                     /* what the pointers above point into */
 } hub_client;
+
+/* The client's Maximum Packet Size (0 = none), kept by the broker. */
+static inline uint32_t hub_client_max_packet(const hub_client *hc)
+{
+    return broker_client_get_info(hc->bc)->max_packet;
+}
 
 /* The module id ("" for a device): what follows '/' in the client id. */
 static inline const char *hub_client_module(const hub_client *hc)
@@ -183,7 +187,8 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
 hub_presence *hub_presence_new(void);
 void hub_presence_free(hub_presence *p);
 /* Records the connection of hc (replacing an older one of its client id);
- * hc->loop and hc->bc must be set and stay so while it is listed. */
+ * hc->bc must be connected (on its session's loop, which it never leaves
+ * again) and stay so while hc is listed. */
 bool hub_presence_put(hub_presence *p, hub_client *hc);
 /* Removes hc if it is still the entry of its client id; true if it did. */
 bool hub_presence_remove(hub_presence *p, hub_client *hc);
