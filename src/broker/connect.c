@@ -301,7 +301,7 @@ static void finish_connect(broker_client *c)
     c->state = CLIENT_CONNECTED;
     log_debug("%s connected (v%u, keep-alive %us, session %s)", client_id_of(c),
               c->info.protocol_version, c->keep_alive, present ? "resumed" : "new");
-    client_arm_keepalive(c);
+    client_arm_liveness(c);
     if (b->app.connected)
         b->app.connected(b->app.ctx, c);
     if (c->state != CLIENT_CONNECTED)

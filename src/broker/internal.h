@@ -194,12 +194,16 @@ struct broker_client {
 
     /* Liveness. One timer, two uses that never overlap: the CONNECT
      * timeout until the client is connected (finish_connect stops it before
-     * the keep-alive is first armed; a migrating client has it stopped
-     * too), then the keep-alive. */
+     * the liveness timer is first armed; a migrating client has it stopped
+     * too), then the keep-alive and the application's deadline
+     * (broker_client_set_deadline: a SAS token's expiry), armed for
+     * whichever comes first (client_arm_liveness) — one timer and one heap
+     * slot per connection instead of one per use. */
     uint64_t last_rx_ms;
+    uint64_t deadline_wall_ms;    /* wall clock; 0 = none */
     union {
         net_timer connect_timer;
-        net_timer keepalive_timer;
+        net_timer liveness_timer;
     };
 
     /* Inbound topic aliases: index 1..limits.topic_alias_maximum. */
@@ -258,7 +262,9 @@ bool session_start_expiry(session *s);
 
 /* ---- input.c ---------------------------------------------------------- */
 void client_resume_input(broker_client *c);
-void client_arm_keepalive(broker_client *c);
+/* (Re-)arms the connected client's liveness timer for the earlier of its
+ * keep-alive and its deadline; stops it when it has neither. */
+void client_arm_liveness(broker_client *c);
 void client_start_connect_timer(broker_client *c);
 /* Sends DISCONNECT (MQTT 5, when connected) and closes; the Will is
  * published unless suppressed. */

@@ -72,11 +72,10 @@ typedef struct hub_client {
     const char *device_id;
     const char *host;                   /* as signed (the `host` property or SNI) */
     hub_answer_buf *answer;             /* NULL until first needed */
-    uint64_t sas_expiry_ms;             /* wall clock; 0 = none (X509) */
     bool x509;                          /* else SAS */
     bool present;                       /* in the presence index */
-    net_timer expiry_timer;
-    char strings[];                     /* what the pointers above point into */
+    char strings[];                     /* what the pointers above point into;
+                                           starts in the struct's tail padding */
 } hub_client;
 
 /* The client's Maximum Packet Size (0 = none), kept by the broker. */
@@ -123,8 +122,9 @@ hub_answer_buf *hub_client_answer(hub_client *hc);
 /* ---- connect.c -------------------------------------------------------- */
 void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt);
 void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet *pkt);
-/* Arms (or re-arms) the sas-expiry timer of a connected SAS client. */
-void hub_arm_expiry(hub_client *hc);
+/* The SAS token's expiry (the broker client's deadline) has passed:
+ * DISCONNECT 0x87. */
+void hub_sas_expired(hub_client *hc);
 /* Whether a registry change must end the connections of `old`. */
 bool hub_identity_change_revokes(const hub_identity *old, const hub_identity *now);
 
