@@ -182,7 +182,7 @@ static void protocol_violation(broker_client *c, uint8_t reason, const char *wha
 /* Whether a packet of this type is acceptable in the client's state. */
 static bool allowed_in_state(const broker_client *c, uint8_t type)
 {
-    switch (c->state) {
+    switch ((client_state)c->state) {
     case CLIENT_AWAIT_CONNECT:
         return type == MQTT_CONNECT;
     case CLIENT_AUTHENTICATING:
