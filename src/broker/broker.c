@@ -194,6 +194,13 @@ broker_client *broker_client_lookup(net_loop *loop, broker_client_handle h)
     return bl ? hmap_get(&bl->clients, &h, sizeof h) : NULL;
 }
 
+void broker_client_set_deadline(broker_client *c, uint64_t when_wall_ms)
+{
+    c->deadline_wall_ms = when_wall_ms;
+    if (c->state == CLIENT_CONNECTED) /* else finish_connect arms it */
+        client_arm_liveness(c);
+}
+
 void broker_client_disconnect(broker_client *c, uint8_t reason, const char *reason_string)
 {
     client_close(c, reason, reason_string);

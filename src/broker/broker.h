@@ -65,8 +65,11 @@ typedef struct broker_client_info {
     mqtt_bytes username;          /* empty if none */
     mqtt_bytes auth_method;       /* empty if none */
     net_conn *conn;
+    uint32_t max_packet;          /* the client's Maximum Packet Size; 0 = none */
     uint8_t protocol_version;     /* MQTT_V311 or MQTT_V5 */
-    bool has_username;            /* (small fields last: no padding holes) */
+    bool has_username;
+    bool request_problem_info;    /* Request Problem Information (MQTT 5) */
+    /* (small fields last: they fill what was the struct's tail padding) */
 } broker_client_info;
 
 typedef uint64_t broker_client_handle; /* 0 = none */
@@ -129,6 +132,10 @@ typedef struct broker_app {
      * (a resumed session does not send them again). */
     void (*settled)(void *ctx, broker_client *c, uint64_t app_tag,
                     const mqtt_ack *ack);
+    /* Optional: the deadline set with broker_client_set_deadline has
+     * passed (it is cleared first; set a new one to hear again). Typically
+     * ends the connection (a credential expired). */
+    void (*deadline_passed)(void *ctx, broker_client *c);
 } broker_app;
 
 /* ---- lifecycle (main) ------------------------------------------------- */
@@ -173,6 +180,15 @@ void broker_route(broker *b, net_loop *loop, broker_msg *msg);
  */
 bool broker_client_send(broker_client *c, broker_msg *msg, uint8_t qos,
                         uint64_t app_tag);
+
+/* Sets (or moves) the client's deadline: a wall-clock time (ms since the
+ * epoch, util/time.h) at which the app's deadline_passed() runs on the
+ * client's loop, for a credential that expires; 0 clears it. Any time
+ * from authenticate() on: it counts once the client is connected, and the
+ * broker checks it on the timer it already keeps for the keep-alive (an
+ * application needs no timer of its own per client). Late by as much as
+ * the wall clock jumps forward; a clock moved back delays it as much. */
+void broker_client_set_deadline(broker_client *c, uint64_t when_wall_ms);
 
 /* Disconnects with a DISCONNECT reason (MQTT 5) and an optional reason
  * string, then closes. */

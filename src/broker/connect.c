@@ -99,12 +99,15 @@ static uint8_t take_will(broker_client *c, const mqtt_connect *pkt)
         .props = pkt->will_props,
         .payload = pkt->will_payload,
     };
-    c->will = broker_msg_new(&will, pkt->will_topic, NULL, net_loop_now_ms(c->bl->loop));
-    if (!c->will)
+    client_ext *x = client_extra(c);
+    if (!x)
         return MQTT_RC_SERVER_BUSY;
-    c->will_qos = pkt->will_qos;
+    x->will = broker_msg_new(&will, pkt->will_topic, NULL, net_loop_now_ms(c->bl->loop));
+    if (!x->will)
+        return MQTT_RC_SERVER_BUSY;
+    x->will_qos = pkt->will_qos;
     if (MQTT_HAS(&pkt->will_props, MQTT_PROP_WILL_DELAY_INTERVAL))
-        c->will_delay = pkt->will_props.will_delay_interval;
+        x->will_delay = pkt->will_props.will_delay_interval;
     return 0;
 }
 
@@ -124,10 +127,10 @@ static void take_connect_options(broker_client *c, const mqtt_connect *pkt)
         c->session_expiry = MQTT_HAS(p, MQTT_PROP_SESSION_EXPIRY_INTERVAL)
                                 ? p->session_expiry_interval : 0;
         c->client_receive_max = MQTT_HAS(p, MQTT_PROP_RECEIVE_MAXIMUM) ? p->receive_maximum : 65535;
-        c->client_max_packet = MQTT_HAS(p, MQTT_PROP_MAXIMUM_PACKET_SIZE) ? p->maximum_packet_size : 0;
+        c->info.max_packet = MQTT_HAS(p, MQTT_PROP_MAXIMUM_PACKET_SIZE) ? p->maximum_packet_size : 0;
         c->client_alias_max = MQTT_HAS(p, MQTT_PROP_TOPIC_ALIAS_MAXIMUM) ? p->topic_alias_maximum : 0;
-        c->request_problem_info = !MQTT_HAS(p, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
-                                  p->request_problem_information;
+        c->info.request_problem_info = !MQTT_HAS(p, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
+                                       p->request_problem_information;
     } else {
         /* 3.1.1: a persistent session never expires on its own. */
         c->session_expiry = pkt->clean_start ? 0 : UINT32_MAX;
@@ -239,11 +242,12 @@ static void take_over(session *s)
 
 static void free_connack_pending(broker_client *c)
 {
-    if (!c->connack)
+    if (!c->x || !c->x->connack)
         return;
-    free(c->connack->mem);
-    free(c->connack);
-    c->connack = NULL;
+    free(c->x->connack->mem);
+    free(c->x->connack);
+    c->x->connack = NULL;
+    client_trim_extra(c);
 }
 
 /* From now on the client reads its id from the session's block (the same
@@ -290,10 +294,10 @@ static void finish_connect(broker_client *c)
     uint32_t requested = c->session_expiry;
     s->expiry_interval = c->session_expiry;
     persist_session(s);
-    if (c->will)
-        c->will->origin = s;
+    if (c->x && c->x->will)
+        c->x->will->origin = s;
 
-    mqtt_props props = c->connack ? c->connack->props : (mqtt_props){0};
+    mqtt_props props = c->x && c->x->connack ? c->x->connack->props : (mqtt_props){0};
     if (c->info.protocol_version == MQTT_V5)
         connack_limits(c, &props, requested);
     send_connack(c, present, MQTT_RC_SUCCESS, &props);
@@ -301,7 +305,7 @@ static void finish_connect(broker_client *c)
     c->state = CLIENT_CONNECTED;
     log_debug("%s connected (v%u, keep-alive %us, session %s)", client_id_of(c),
               c->info.protocol_version, c->keep_alive, present ? "resumed" : "new");
-    client_arm_keepalive(c);
+    client_arm_liveness(c);
     if (b->app.connected)
         b->app.connected(b->app.ctx, c);
     if (c->state != CLIENT_CONNECTED)
@@ -338,14 +342,16 @@ void broker_auth_accept(broker_client *c, const mqtt_props *props)
                                 MQTT_PROP_BIT(MQTT_PROP_SERVER_REFERENCE);
     if (props && ((props->present & app_fields) || props->user_count)) {
         free_connack_pending(c); /* not expected: one accept per CONNECT */
-        c->connack = malloc(sizeof *c->connack);
-        if (!c->connack || props_deep_copy(props, &c->connack->props, &c->connack->mem)) {
-            free(c->connack);
-            c->connack = NULL;
+        client_ext *x = client_extra(c);
+        connack_pending *pending = x ? malloc(sizeof *pending) : NULL;
+        if (!pending || props_deep_copy(props, &pending->props, &pending->mem)) {
+            free(pending);
+            client_trim_extra(c);
             refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
             return;
         }
-        c->connack->props.present &= app_fields;
+        pending->props.present &= app_fields;
+        x->connack = pending;
     }
     broker_loop *owner = broker_owner_loop(c->bl->b, client_id_of(c), c->info.client_id.len);
     if (owner == c->bl) {
@@ -444,6 +450,48 @@ void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt)
     net_conn_close(c->info.conn, false);
 }
 
+client_ext *client_extra(broker_client *c)
+{
+    if (!c->x)
+        c->x = calloc(1, sizeof *c->x);
+    return c->x;
+}
+
+void client_trim_extra(broker_client *c)
+{
+    client_ext *x = c->x;
+    if (x && !x->will && !x->connack && !x->alias_in && !x->alias_out) {
+        free(x);
+        c->x = NULL;
+    }
+}
+
+static void free_client_extra(broker_client *c)
+{
+    client_ext *x = c->x;
+    if (!x)
+        return;
+    if (x->connack) {
+        free(x->connack->mem);
+        free(x->connack);
+    }
+    if (x->will)
+        broker_msg_unref(x->will);
+    if (x->alias_in) {
+        for (uint32_t i = 0; i <= c->limits->topic_alias_maximum; i++)
+            free((void *)x->alias_in[i].p);
+        free(x->alias_in);
+    }
+    if (x->alias_out) {
+        for (uint16_t i = 0; i < x->alias_out->used; i++)
+            free((void *)x->alias_out->keys[i].p);
+        hmap_free(&x->alias_out->map);
+        free(x->alias_out);
+    }
+    free(x);
+    c->x = NULL;
+}
+
 void client_free_connect_state(broker_client *c)
 {
     if (c->id_in_session)
@@ -453,19 +501,5 @@ void client_free_connect_state(broker_client *c)
     free((void *)c->info.username.p);
     if (c->info.auth_method.len >= sizeof c->auth_method.small)
         free(c->auth_method.heap);
-    free_connack_pending(c);
-    if (c->will)
-        broker_msg_unref(c->will);
-    if (c->alias_in) {
-        for (uint32_t i = 0; i <= c->limits->topic_alias_maximum; i++)
-            free((void *)c->alias_in[i].p);
-        free(c->alias_in);
-    }
-    if (c->alias_out) {
-        for (uint16_t i = 0; i < c->alias_out->used; i++)
-            free((void *)c->alias_out->keys[i].p);
-        hmap_free(&c->alias_out->map);
-        free(c->alias_out);
-        c->alias_out = NULL;
-    }
+    free_client_extra(c);
 }

@@ -149,10 +149,11 @@ static uint16_t pick_alias(broker_client *c, mqtt_bytes topic, bool *is_new)
     *is_new = false;
     if (c->client_alias_max == 0)
         return 0;
-    void *v = c->alias_out ? hmap_get(&c->alias_out->map, topic.p, topic.len) : NULL;
+    const alias_out_map *a = c->x ? c->x->alias_out : NULL;
+    void *v = a ? hmap_get(&a->map, topic.p, topic.len) : NULL;
     if (v)
         return (uint16_t)(uintptr_t)v;
-    uint16_t used = c->alias_out ? c->alias_out->used : 0;
+    uint16_t used = a ? a->used : 0;
     if (used >= c->client_alias_max)
         return 0;
     *is_new = true;
@@ -166,22 +167,35 @@ static hmap_key alias_key(const void *value, const void *ctx)
     return (hmap_key){k.p, k.len};
 }
 
+/* The client's outbound alias map, allocated with its first alias; NULL
+ * when memory runs out (the alias is then not recorded, as if unsent). */
+static alias_out_map *alias_out_of(broker_client *c)
+{
+    client_ext *x = client_extra(c);
+    if (!x || x->alias_out)
+        return x ? x->alias_out : NULL;
+    x->alias_out = calloc(1, sizeof *x->alias_out +
+                                 (size_t)c->client_alias_max * sizeof x->alias_out->keys[0]);
+    if (!x->alias_out) {
+        client_trim_extra(c);
+        return NULL;
+    }
+    hmap_init(&x->alias_out->map, alias_key, x->alias_out);
+    return x->alias_out;
+}
+
 static void record_alias(broker_client *c, mqtt_bytes topic, uint16_t alias)
 {
-    if (!c->alias_out) {
-        c->alias_out = calloc(1, sizeof *c->alias_out +
-                                     (size_t)c->client_alias_max * sizeof c->alias_out->keys[0]);
-        if (!c->alias_out)
-            return;
-        hmap_init(&c->alias_out->map, alias_key, c->alias_out);
-    }
+    alias_out_map *a = alias_out_of(c);
+    if (!a)
+        return;
     uint8_t *key = malloc(topic.len ? topic.len : 1);
     if (!key)
         return;
     if (topic.len)
         memcpy(key, topic.p, topic.len);
-    c->alias_out->keys[c->alias_out->used++] = (mqtt_bytes){key, topic.len};
-    hmap_put(&c->alias_out->map, key, topic.len, (void *)(uintptr_t)alias);
+    a->keys[a->used++] = (mqtt_bytes){key, topic.len};
+    hmap_put(&a->map, key, topic.len, (void *)(uintptr_t)alias);
 }
 
 static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t qos,
@@ -217,7 +231,7 @@ static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t
     size_t n = mqtt_encoded_size(&pkt, c->info.protocol_version);
     if (n == 0)
         return SEND_FAILED;
-    if (c->client_max_packet && n > c->client_max_packet)
+    if (c->info.max_packet && n > c->info.max_packet)
         return SEND_TOO_LARGE; /* [MQTT-3.1.2-24]: discard, as if sent */
     uint8_t *out = net_conn_reserve(c->info.conn, n);
     if (!out)

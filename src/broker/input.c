@@ -9,6 +9,10 @@
  * client, a CONNACK with the code before CONNECT was accepted, or a silent
  * close where the standard says so (3.1.1, and anything before CONNECT).
  *
+ * Liveness: before CONNECT a timeout, once connected one timer for the
+ * keep-alive and the application's deadline together (whichever is due
+ * first; client_arm_liveness).
+ *
  * While the application decides on a CONNECT (or an AUTH exchange runs, or
  * the connection moves to its session's loop) input is paused: later
  * packets wait unread in the buffer until the client is connected.
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #include "util/log.h"
+#include "util/time.h"
 
 static void *on_open(net_conn *conn, void *listener_arg)
 {
@@ -33,7 +38,7 @@ static void *on_open(net_conn *conn, void *listener_arg)
     c->limits = &b->limits;
     c->info.conn = conn;
     c->info.protocol_version = MQTT_V5; /* until CONNECT says otherwise */
-    c->request_problem_info = true;
+    c->info.request_problem_info = true;
     c->last_rx_ms = net_loop_now_ms(bl->loop);
     if (hmap_put(&bl->clients, &c->handle, sizeof c->handle, c) == c) {
         free(c);
@@ -43,7 +48,7 @@ static void *on_open(net_conn *conn, void *listener_arg)
     return c;
 }
 
-static void on_keepalive_timer(net_loop *loop, net_timer *t);
+static void on_liveness_timer(net_loop *loop, net_timer *t);
 
 /* Milliseconds since the client's last packet. The two clocks are cached
  * per loop iteration on different loops: after a migration, this loop's
@@ -57,31 +62,67 @@ static uint64_t idle_ms(const broker_client *c)
 }
 
 /* Keep-alive: 1.5 × the negotiated interval without any packet from the
- * client [MQTT-3.1.2-22]. The timer is not re-armed per packet; when it
- * fires early it re-arms for the time that is really left. */
-void client_arm_keepalive(broker_client *c)
+ * client [MQTT-3.1.2-22]; UINT64_MAX when there is none. */
+static uint64_t keepalive_left_ms(const broker_client *c)
 {
-    if (c->keep_alive == 0) {
-        net_timer_stop(c->bl->loop, &c->keepalive_timer);
-        return;
-    }
+    if (c->keep_alive == 0)
+        return UINT64_MAX;
     uint64_t limit = (uint64_t)c->keep_alive * 1500u;
     uint64_t idle = idle_ms(c);
-    net_timer_start(c->bl->loop, &c->keepalive_timer, idle >= limit ? 0 : limit - idle,
-                    on_keepalive_timer);
+    return idle >= limit ? 0 : limit - idle;
 }
 
-static void on_keepalive_timer(net_loop *loop, net_timer *t)
+/* The application's deadline is wall-clock time (a token's expiry); the
+ * timer is monotonic, armed with the difference. UINT64_MAX when none. */
+static uint64_t deadline_left_ms(const broker_client *c)
 {
-    broker_client *c = (broker_client *)((char *)t - offsetof(broker_client, keepalive_timer));
-    uint64_t limit = (uint64_t)c->keep_alive * 1500u;
+    if (c->deadline_wall_ms == 0)
+        return UINT64_MAX;
+    uint64_t now = time_wall_ms();
+    return c->deadline_wall_ms > now ? c->deadline_wall_ms - now : 0;
+}
+
+/* The timer is not re-armed per packet; when it fires early it re-arms
+ * for the time that is really left. */
+void client_arm_liveness(broker_client *c)
+{
+    uint64_t delay = keepalive_left_ms(c);
+    uint64_t deadline = deadline_left_ms(c);
+    if (deadline < delay)
+        delay = deadline;
+    if (delay == UINT64_MAX)
+        net_timer_stop(c->bl->loop, &c->liveness_timer);
+    else
+        net_timer_start(c->bl->loop, &c->liveness_timer, delay, on_liveness_timer);
+}
+
+/* The deadline has passed (by the wall clock, which may have moved back
+ * since the timer was armed: then it is not due yet). It is cleared before
+ * the application hears of it, so the application may set a new one. */
+static bool deadline_due(broker_client *c)
+{
+    if (c->deadline_wall_ms == 0 || time_wall_ms() < c->deadline_wall_ms)
+        return false;
+    c->deadline_wall_ms = 0;
+    return true;
+}
+
+static void on_liveness_timer(net_loop *loop, net_timer *t)
+{
+    broker_client *c = (broker_client *)((char *)t - offsetof(broker_client, liveness_timer));
+    broker *b = c->bl->b;
     (void)loop;
-    if (idle_ms(c) < limit) {
-        client_arm_keepalive(c);
+    if (deadline_due(c) && b->app.deadline_passed) {
+        b->app.deadline_passed(b->app.ctx, c);
+        if (c->state != CLIENT_CONNECTED)
+            return; /* the application closed it */
+    }
+    if (c->keep_alive && keepalive_left_ms(c) == 0) {
+        log_info("%s: keep-alive timeout (%us)", client_id_or(c, "?"), c->keep_alive);
+        client_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, NULL);
         return;
     }
-    log_info("%s: keep-alive timeout (%us)", client_id_or(c, "?"), c->keep_alive);
-    client_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, NULL);
+    client_arm_liveness(c);
 }
 
 static void on_connect_timer(net_loop *loop, net_timer *t)
@@ -141,7 +182,7 @@ static void protocol_violation(broker_client *c, uint8_t reason, const char *wha
 /* Whether a packet of this type is acceptable in the client's state. */
 static bool allowed_in_state(const broker_client *c, uint8_t type)
 {
-    switch (c->state) {
+    switch ((client_state)c->state) {
     case CLIENT_AWAIT_CONNECT:
         return type == MQTT_CONNECT;
     case CLIENT_AUTHENTICATING:
@@ -261,7 +302,7 @@ static void on_close(net_conn *conn, void *user)
     (void)conn;
     broker_client *c = user;
     broker_loop *bl = c->bl;
-    net_timer_stop(bl->loop, &c->keepalive_timer);
+    net_timer_stop(bl->loop, &c->liveness_timer);
     net_timer_stop(bl->loop, &c->connect_timer);
     if (c->state != CLIENT_CLOSED && !c->close_reason)
         c->close_reason = MQTT_RC_UNSPECIFIED_ERROR; /* network loss */

@@ -162,6 +162,26 @@ typedef struct connack_pending {
     uint8_t *mem; /* the strings props points at */
 } connack_pending;
 
+/* What only some clients hold: a Will (from CONNECT until the connection
+ * ends), the app's CONNACK properties (until CONNACK is sent) and topic
+ * aliases (from the first one on). An idle device has none of them, so
+ * they live in this part, allocated when the first is needed
+ * (client_extra) and freed when the last is gone (client_trim_extra):
+ * one pointer in broker_client instead of 37 bytes. */
+typedef struct client_ext {
+    broker_msg *will;
+    /* Answers the app gave before CONNACK could be sent (owned copy),
+     * allocated only when there are some and freed once CONNACK is out:
+     * a 248-byte property set. */
+    connack_pending *connack;
+    /* Inbound topic aliases: index 1..limits.topic_alias_maximum. */
+    mqtt_bytes *alias_in;
+    /* Outbound topic aliases; NULL until the first one. */
+    alias_out_map *alias_out;
+    uint32_t will_delay;
+    uint8_t will_qos;
+} client_ext;
+
 /* Ordered for an idle connection's size: within each group 8-byte fields
  * first, then 4-, 2- and 1-byte ones, so the struct has no padding holes
  * (one is held per connection). */
@@ -185,47 +205,40 @@ struct broker_client {
         char *heap;
         char small[8];
     } auth_method;
-    broker_msg *will;
 
-    /* Answers the app gave before CONNACK could be sent (owned copy),
-     * allocated only when there are some and freed once CONNACK is out:
-     * an idle connection should not carry a 248-byte property set. */
-    struct connack_pending *connack;
+    /* The Will, the pending CONNACK properties, the topic aliases: NULL
+     * while the client has none of them (client_extra). */
+    client_ext *x;
 
     /* Liveness. One timer, two uses that never overlap: the CONNECT
      * timeout until the client is connected (finish_connect stops it before
-     * the keep-alive is first armed; a migrating client has it stopped
-     * too), then the keep-alive. */
+     * the liveness timer is first armed; a migrating client has it stopped
+     * too), then the keep-alive and the application's deadline
+     * (broker_client_set_deadline: a SAS token's expiry), armed for
+     * whichever comes first (client_arm_liveness) — one timer and one heap
+     * slot per connection instead of one per use. */
     uint64_t last_rx_ms;
+    uint64_t deadline_wall_ms;    /* wall clock; 0 = none */
     union {
         net_timer connect_timer;
-        net_timer keepalive_timer;
+        net_timer liveness_timer;
     };
-
-    /* Inbound topic aliases: index 1..limits.topic_alias_maximum. */
-    mqtt_bytes *alias_in;
-    /* Outbound topic aliases; NULL until the first one. */
-    alias_out_map *alias_out;
 
     session *session;
 
-    client_state state;
     uint32_t session_expiry;      /* requested, capped */
-    uint32_t client_max_packet;   /* 0 = no limit */
-    uint32_t will_delay;
     /* Inbound QoS>0 publishes the app has not completed yet (count toward
      * our Receive Maximum), with their QoS (to answer PUBACK or PUBREC). */
     uint32_t pending_in;
     uint16_t keep_alive;          /* effective, seconds */
     uint16_t client_receive_max;  /* outbound window */
     uint16_t client_alias_max;    /* outbound topic aliases allowed */
-    uint8_t will_qos;
+    uint8_t state;                /* client_state, in one byte */
     uint8_t close_reason;         /* for the app's disconnected() */
     bool reauthenticating;
     bool assigned_id;
     bool clean_start;
     bool server_keep_alive_sent;
-    bool request_problem_info;
     bool will_suppressed;         /* normal DISCONNECT received */
     bool app_notified;            /* authenticate() was called */
     bool id_in_session;           /* info.client_id is session's (borrow_client_id) */
@@ -260,7 +273,9 @@ bool session_start_expiry(session *s);
 
 /* ---- input.c ---------------------------------------------------------- */
 void client_resume_input(broker_client *c);
-void client_arm_keepalive(broker_client *c);
+/* (Re-)arms the connected client's liveness timer for the earlier of its
+ * keep-alive and its deadline; stops it when it has neither. */
+void client_arm_liveness(broker_client *c);
 void client_start_connect_timer(broker_client *c);
 /* Sends DISCONNECT (MQTT 5, when connected) and closes; the Will is
  * published unless suppressed. */
@@ -284,6 +299,11 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt);
 void handle_auth(broker_client *c, const mqtt_reason_packet *pkt);
 void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt);
 void client_free_connect_state(broker_client *c);
+/* The client's extra part, allocated on first use; NULL when memory runs
+ * out. Readers that only look test c->x instead. */
+client_ext *client_extra(broker_client *c);
+/* Frees the extra part once it holds nothing any more. */
+void client_trim_extra(broker_client *c);
 
 /* ---- session.c -------------------------------------------------------- */
 session *session_find(broker_loop *bl, const char *id, size_t len);

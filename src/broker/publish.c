@@ -26,12 +26,17 @@ static uint8_t resolve_topic_alias(broker_client *c, const mqtt_publish *pkt, mq
     uint16_t alias = pkt->props.topic_alias;
     if (alias == 0 || alias > max)
         return MQTT_RC_TOPIC_ALIAS_INVALID;
-    if (!c->alias_in) {
-        c->alias_in = calloc((size_t)max + 1, sizeof *c->alias_in);
-        if (!c->alias_in)
+    client_ext *x = client_extra(c);
+    if (!x)
+        return MQTT_RC_SERVER_BUSY;
+    if (!x->alias_in) {
+        x->alias_in = calloc((size_t)max + 1, sizeof *x->alias_in);
+        if (!x->alias_in) {
+            client_trim_extra(c);
             return MQTT_RC_SERVER_BUSY;
+        }
     }
-    mqtt_bytes *slot = &c->alias_in[alias];
+    mqtt_bytes *slot = &x->alias_in[alias];
     if (pkt->topic.len == 0) {
         if (slot->len == 0)
             return MQTT_RC_PROTOCOL_ERROR;

@@ -37,19 +37,19 @@ bool send_packet(broker_client *c, const mqtt_packet *pkt)
 static bool fit_to_client(broker_client *c, mqtt_packet *pkt, mqtt_props *props,
                           bool problem_info_allowed)
 {
-    if (!problem_info_allowed && !c->request_problem_info) {
+    if (!problem_info_allowed && !c->info.request_problem_info) {
         props->present &= ~MQTT_PROP_BIT(MQTT_PROP_REASON_STRING);
         props->user_count = 0;
     }
-    if (c->client_max_packet == 0)
+    if (c->info.max_packet == 0)
         return true;
-    if (mqtt_encoded_size(pkt, c->info.protocol_version) <= c->client_max_packet)
+    if (mqtt_encoded_size(pkt, c->info.protocol_version) <= c->info.max_packet)
         return true;
     props->present &= ~MQTT_PROP_BIT(MQTT_PROP_REASON_STRING);
-    if (mqtt_encoded_size(pkt, c->info.protocol_version) <= c->client_max_packet)
+    if (mqtt_encoded_size(pkt, c->info.protocol_version) <= c->info.max_packet)
         return true;
     props->user_count = 0;
-    return mqtt_encoded_size(pkt, c->info.protocol_version) <= c->client_max_packet;
+    return mqtt_encoded_size(pkt, c->info.protocol_version) <= c->info.max_packet;
 }
 
 void send_ack(broker_client *c, uint8_t type, uint16_t packet_id, uint8_t reason,

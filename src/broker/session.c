@@ -175,21 +175,25 @@ void session_detach(session *s, broker_client *c)
     broker_loop *bl = s->bl;
     s->client = NULL;
     c->session = NULL;
-    broker_msg *will = c->will;
-    c->will = NULL;
+    client_ext *cx = c->x;
+    broker_msg *will = cx ? cx->will : NULL;
     if (will && !c->will_suppressed) {
         session_ext *x = NULL;
-        if (c->will_delay == 0 || s->expiry_interval == 0 || !(x = session_extra(s))) {
-            session_publish_will(bl, will, c->will_qos); /* no memory to wait: now */
+        if (cx->will_delay == 0 || s->expiry_interval == 0 || !(x = session_extra(s))) {
+            session_publish_will(bl, will, cx->will_qos); /* no memory to wait: now */
         } else {
-            uint32_t delay = c->will_delay < s->expiry_interval ? c->will_delay : s->expiry_interval;
+            uint32_t delay = cx->will_delay < s->expiry_interval ? cx->will_delay
+                                                                 : s->expiry_interval;
             x->pending_will = broker_msg_ref(will);
-            x->pending_will_qos = c->will_qos;
+            x->pending_will_qos = cx->will_qos;
             net_timer_start(bl->loop, &x->will_timer, (uint64_t)delay * 1000u, on_will_timer);
         }
     }
-    if (will)
+    if (will) {
+        cx->will = NULL;
         broker_msg_unref(will);
+        client_trim_extra(c);
+    }
     session_drop_app_messages(s);
     if (s->expiry_interval == 0 || !session_start_expiry(s))
         session_end(s);

@@ -17,10 +17,12 @@
  * hub's connection rate (hub/throttle.h) is asked last, once the device
  * has proved who it is: CONNACK 0x9F with status 0501.
  *
- * SAS expiry: a connected SAS client carries a timer on its loop, armed
- * in connected() and re-armed by a successful re-authentication; when it
- * fires the client gets DISCONNECT 0x87. The token's times are wall clock
- * (ms since the epoch); the timer is monotonic, armed with the difference.
+ * SAS expiry: the token's expiry is the broker client's deadline
+ * (broker_client_set_deadline), set when the CONNECT is accepted and moved
+ * by a successful re-authentication; when it passes (hub_sas_expired) the
+ * client gets DISCONNECT 0x87. The broker checks it on the timer it keeps
+ * for the keep-alive anyway, so a device costs no timer of its own. The
+ * token's times are wall clock (ms since the epoch), as deadlines are.
  */
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -294,9 +296,10 @@ static bool check_connect_form(hub *h, hub_client_ids *ids, const mqtt_connect *
     return take_host(h, ids, p, conn, f);
 }
 
+/* On success *expiry_ms is the SAS token's expiry (0 for X509). */
 static bool check_connect_credential(hub *h, hub_client *hc, hub_client_ids *ids,
-                                     const mqtt_connect *pkt,
-                                     const auth_props *p, net_conn *conn, auth_failure *f)
+                                     const mqtt_connect *pkt, const auth_props *p,
+                                     net_conn *conn, uint64_t *expiry_ms, auth_failure *f)
 {
     bool has_data = MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_DATA);
     if (hc->x509) {
@@ -318,7 +321,7 @@ static bool check_connect_credential(hub *h, hub_client *hc, hub_client_ids *ids
     if (!hub_check_sas_signature(h, hc, &s, pkt->props.authentication_data, f))
         return false;
     strcpy(ids->policy, s.policy);
-    hc->sas_expiry_ms = s.expiry_ms;
+    *expiry_ms = s.expiry_ms;
     return true;
 }
 
@@ -351,16 +354,13 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
         .device_id = ids.device_id,
         .host = ids.host,
         .x509 = mqtt_bytes_eq_str(info->auth_method, HUB_METHOD_X509),
-        .problem_info = !MQTT_HAS(&pkt->props, MQTT_PROP_REQUEST_PROBLEM_INFORMATION) ||
-                        pkt->props.request_problem_information,
     };
-    if (MQTT_HAS(&pkt->props, MQTT_PROP_MAXIMUM_PACKET_SIZE))
-        tmp.max_packet = pkt->props.maximum_packet_size;
     auth_props p;
     auth_failure f;
+    uint64_t expiry_ms = 0;
     read_auth_props(&pkt->props, &p);
     if (!check_connect_form(h, &ids, pkt, &p, info->conn, &f) ||
-        !check_connect_credential(h, &tmp, &ids, pkt, &p, info->conn, &f)) {
+        !check_connect_credential(h, &tmp, &ids, pkt, &p, info->conn, &expiry_ms, &f)) {
         refuse(c, ids.client_id, &f);
         return;
     }
@@ -372,6 +372,7 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
         return;
     }
     broker_client_set_app_data(c, hc); /* freed by disconnected() */
+    broker_client_set_deadline(c, expiry_ms); /* counts once connected */
     log_info("%s: device authenticated (%s)", hc->client_id, hc->x509 ? "X509" : "SAS");
     broker_auth_accept(c, NULL);
 }
@@ -417,33 +418,16 @@ void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet 
         reauth_failed(hc, NOT_AUTHORIZED_TEXT);
         return;
     }
-    hc->sas_expiry_ms = s.expiry_ms;
-    hub_arm_expiry(hc);
+    broker_client_set_deadline(hc->bc, s.expiry_ms);
     log_info("%s: re-authenticated (SAS valid for %llu s)", hc->client_id,
              (unsigned long long)((s.expiry_ms - time_wall_ms()) / 1000));
     broker_auth_accept(hc->bc, NULL);
 }
 
-static void on_sas_expired(net_loop *loop, net_timer *t)
+void hub_sas_expired(hub_client *hc)
 {
-    (void)loop;
-    hub_client *hc = (hub_client *)((char *)t - offsetof(hub_client, expiry_timer));
-    uint64_t now = time_wall_ms();
-    if (now < hc->sas_expiry_ms) { /* the wall clock moved back: wait the rest */
-        hub_arm_expiry(hc);
-        return;
-    }
     log_info("%s: SAS token expired without re-authentication", hc->client_id);
     broker_client_disconnect(hc->bc, MQTT_RC_NOT_AUTHORIZED, "SAS token expired");
-}
-
-void hub_arm_expiry(hub_client *hc)
-{
-    if (hc->x509 || hc->sas_expiry_ms == 0)
-        return;
-    uint64_t now = time_wall_ms();
-    uint64_t delay = hc->sas_expiry_ms > now ? hc->sas_expiry_ms - now : 0;
-    net_timer_start(broker_client_loop(hc->bc), &hc->expiry_timer, delay, on_sas_expired);
 }
 
 bool hub_identity_change_revokes(const hub_identity *old, const hub_identity *now)

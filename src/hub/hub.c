@@ -25,6 +25,7 @@
  * names the device's loop and client handle, a task is posted there, and
  * the task looks the handle up; a device gone in between is not found.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,12 +65,15 @@ hub_client *hub_client_new(const hub *h, const hub_client *tmp, const char *poli
     size_t tail = plen + strlen(tmp->client_id) + 1 +
                   (is_device ? 0 : strlen(tmp->device_id) + 1) +
                   (own_host ? strlen(tmp->host) + 1 : 0);
-    hub_client *hc = malloc(sizeof *hc + tail);
+    /* The strings start at their own offset, inside the struct's tail
+     * padding (a 64-byte block instead of 80 for a 12-character id); at
+     * least sizeof *hc for the copy below. */
+    size_t size = offsetof(hub_client, strings) + tail;
+    hub_client *hc = malloc(size > sizeof *hc ? size : sizeof *hc);
     if (!hc)
         return NULL;
     *hc = *tmp;
     hc->answer = NULL;
-    hc->expiry_timer = (net_timer){0};
     memcpy(hc->strings, policy, plen); /* first: hub_client_policy */
     size_t pos = plen;
     hc->client_id = put_string(hc->strings, &pos, tmp->client_id);
@@ -199,13 +203,11 @@ static void connected(void *ctx, broker_client *c)
         return;
     }
     hc->bc = c; /* unchanged by migration, but say so */
-    hc->loop = broker_client_loop(c);
     hc->present = hub_presence_put(h->presence, hc);
     if (!hc->present)
         log_warn("%s: not in the presence index (out of memory)", hc->client_id);
     registry_note_connection(h->reg, hc->device_id, hub_client_module(hc), true,
                              (int64_t)time_wall_ms());
-    hub_arm_expiry(hc);
     hub_methods_device_ready(h->methods, broker_client_loop(c), hc->client_id);
     hub_commands_may_deliver(h, hc); /* a resumed session may hold the subscription */
 }
@@ -221,8 +223,6 @@ static void disconnected(void *ctx, broker_client *c, uint8_t reason)
     hub_client *hc = broker_client_app_data(c);
     if (!hc)
         return;
-    if (net_timer_armed(&hc->expiry_timer))
-        net_timer_stop(broker_client_loop(c), &hc->expiry_timer);
     /* After a take-over the new connection owns the entry: leave it. */
     if (hc->present && hub_presence_remove(h->presence, hc))
         registry_note_connection(h->reg, hc->device_id, hub_client_module(hc), false,
@@ -278,6 +278,16 @@ static void settled(void *ctx, broker_client *c, uint64_t app_tag, const mqtt_ac
         hub_commands_settled(h, hc, app_tag, ack);
     else if (h->open_cbs.settled)
         h->open_cbs.settled(h->open_cbs.ctx, c, app_tag, ack);
+}
+
+static void deadline_passed(void *ctx, broker_client *c)
+{
+    hub *h = ctx;
+    hub_client *hc = hub_client_of(c);
+    if (hc)
+        hub_sas_expired(hc);
+    else if (h->open_cbs.deadline_passed)
+        h->open_cbs.deadline_passed(h->open_cbs.ctx, c);
 }
 
 /* ---- reaching connected devices ----------------------------------------- */
@@ -441,5 +451,6 @@ void hub_bind(hub *h, broker_app *out)
         .authorize_subscribe = authorize_subscribe,
         .publish = publish,
         .settled = settled,
+        .deadline_passed = deadline_passed,
     };
 }

@@ -66,20 +66,23 @@ typedef struct hub_answer_buf {
  * client id and one byte. Strings are read-only once the client is
  * accepted. */
 typedef struct hub_client {
-    broker_client *bc;                  /* its handle: broker_client_get_handle */
-    net_loop *loop;                     /* once connected (presence index) */
+    broker_client *bc;                  /* its handle, loop, Maximum Packet Size:
+                                           broker_client_get_handle, _loop, _get_info */
     const char *client_id;              /* "dev" or "dev/mod" */
     const char *device_id;
     const char *host;                   /* as signed (the `host` property or SNI) */
     hub_answer_buf *answer;             /* NULL until first needed */
-    uint64_t sas_expiry_ms;             /* wall clock; 0 = none (X509) */
-    uint32_t max_packet;                /* client's Maximum Packet Size; 0 = none */
     bool x509;                          /* else SAS */
-    bool problem_info;                  /* Request Problem Information */
     bool present;                       /* in the presence index */
-    net_timer expiry_timer;
-    char strings[];                     /* what the pointers above point into */
+    char strings[];                     /* what the pointers above point into;
+                                           starts in the struct's tail padding */
 } hub_client;
+
+/* The client's Maximum Packet Size (0 = none), kept by the broker. */
+static inline uint32_t hub_client_max_packet(const hub_client *hc)
+{
+    return broker_client_get_info(hc->bc)->max_packet;
+}
 
 /* The module id ("" for a device): what follows '/' in the client id. */
 static inline const char *hub_client_module(const hub_client *hc)
@@ -119,8 +122,9 @@ hub_answer_buf *hub_client_answer(hub_client *hc);
 /* ---- connect.c -------------------------------------------------------- */
 void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt);
 void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet *pkt);
-/* Arms (or re-arms) the sas-expiry timer of a connected SAS client. */
-void hub_arm_expiry(hub_client *hc);
+/* The SAS token's expiry (the broker client's deadline) has passed:
+ * DISCONNECT 0x87. */
+void hub_sas_expired(hub_client *hc);
 /* Whether a registry change must end the connections of `old`. */
 bool hub_identity_change_revokes(const hub_identity *old, const hub_identity *now);
 
@@ -183,7 +187,8 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
 hub_presence *hub_presence_new(void);
 void hub_presence_free(hub_presence *p);
 /* Records the connection of hc (replacing an older one of its client id);
- * hc->loop and hc->bc must be set and stay so while it is listed. */
+ * hc->bc must be connected (on its session's loop, which it never leaves
+ * again) and stay so while hc is listed. */
 bool hub_presence_put(hub_presence *p, hub_client *hc);
 /* Removes hc if it is still the entry of its client id; true if it did. */
 bool hub_presence_remove(hub_presence *p, hub_client *hc);

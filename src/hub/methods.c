@@ -360,7 +360,8 @@ static bool fits_device(const method_call *call, broker_client *c)
 {
     const hub_client *hc = hub_client_of(c);
     mqtt_packet pkt = {.type = MQTT_PUBLISH, .u.publish = call_publish(call)};
-    return !hc || hc->max_packet == 0 || mqtt_encoded_size(&pkt, MQTT_V5) <= hc->max_packet;
+    uint32_t max = hc ? hub_client_max_packet(hc) : 0;
+    return max == 0 || mqtt_encoded_size(&pkt, MQTT_V5) <= max;
 }
 
 /* Publishes the invocation to the device. */

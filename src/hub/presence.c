@@ -13,9 +13,12 @@
  * to MQTT traffic. The entries are the hub_clients themselves (key: their
  * client id, read through the map's key function), so a connected device
  * costs the index one 8-byte slot and no block of its own. That is safe
- * across threads because a hub_client's loop, handle and client id never
- * change once it is in the index, lookups copy them out under the lock,
- * and the client leaves the index (under the lock) before it is freed.
+ * across threads because a hub_client's client id, and its broker
+ * client's handle and loop, never change once it is in the index (it is
+ * put there in connected(), after any move to the session's loop, and a
+ * connected client never moves again), lookups copy them out under the
+ * lock (which also orders them after the put), and the client leaves the
+ * index (under the lock) before either is freed.
  * Take-over: the new connection's put replaces the entry before the old
  * connection's disconnect runs, so remove only deletes an entry that is
  * still the caller's.
@@ -85,7 +88,7 @@ bool hub_presence_find(hub_presence *p, const char *key, net_loop **loop,
     pthread_mutex_lock(&p->lock);
     const hub_client *hc = hmap_get(&p->map, key, strlen(key));
     if (hc) {
-        *loop = hc->loop;
+        *loop = broker_client_loop(hc->bc);
         *h = broker_client_get_handle(hc->bc);
     }
     pthread_mutex_unlock(&p->lock);

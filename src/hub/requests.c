@@ -149,7 +149,7 @@ bool hub_correlated_publish_ok(hub_client *hc, const mqtt_publish *pkt, const ch
 {
     if (pkt->qos) {
         hub_answer_failure(hub_client_answer(hc), MQTT_PUBACK, HUB_BAD_REQUEST, 0, qos_error,
-                           hc->max_packet, answer);
+                           hub_client_max_packet(hc), answer);
         *action = BROKER_PUBLISH_DONE;
         return false;
     }
@@ -160,7 +160,7 @@ bool hub_correlated_publish_ok(hub_client *hc, const mqtt_publish *pkt, const ch
                  corr.len);
         hub_answer_failure(hub_client_answer(hc), MQTT_DISCONNECT, HUB_BAD_REQUEST,
                            MQTT_RC_IMPLEMENTATION_SPECIFIC,
-                           "Correlation Data is required, at most 16 bytes", hc->max_packet,
+                           "Correlation Data is required, at most 16 bytes", hub_client_max_packet(hc),
                            answer);
         *action = BROKER_PUBLISH_REFUSE;
         return false;
@@ -280,7 +280,7 @@ static void telemetry_done(net_loop *loop, void *arg, hub_status st)
         broker_answer answer = {0};
         if (st != HUB_OK)
             hub_answer_failure(hub_client_answer(hc), MQTT_PUBACK, st, 0, "telemetry not stored",
-                               hc->max_packet, &answer);
+                               hub_client_max_packet(hc), &answer);
         broker_publish_complete(hc->bc, op->packet_id, 1, &answer);
     }
     free(op);
@@ -293,7 +293,7 @@ static broker_publish_action refuse_telemetry(hub_client *hc, const mqtt_publish
 {
     log_info("%s: telemetry refused: %s", hc->client_id, reason);
     hub_answer_failure(hub_client_answer(hc), pkt->qos ? MQTT_PUBACK : MQTT_DISCONNECT, st,
-                       pkt->qos ? 0 : MQTT_RC_IMPLEMENTATION_SPECIFIC, reason, hc->max_packet,
+                       pkt->qos ? 0 : MQTT_RC_IMPLEMENTATION_SPECIFIC, reason, hub_client_max_packet(hc),
                        answer);
     return pkt->qos ? BROKER_PUBLISH_DONE : BROKER_PUBLISH_REFUSE;
 }
@@ -313,13 +313,13 @@ static broker_publish_action refuse_over_limit(hub *h, hub_client *hc, const mqt
     hub_throttle_describe(h->cfg.throttle, HUB_THROTTLE_TELEMETRY, st, reason, sizeof reason);
     log_debug("%s: telemetry refused: %s", hc->client_id, reason);
     if (pkt->qos) {
-        hub_answer_failure(hub_client_answer(hc), MQTT_PUBACK, st, 0, reason, hc->max_packet,
+        hub_answer_failure(hub_client_answer(hc), MQTT_PUBACK, st, 0, reason, hub_client_max_packet(hc),
                            answer);
         return BROKER_PUBLISH_DONE;
     }
     if (st == HUB_QUOTA_EXCEEDED) {
         hub_answer_failure(hub_client_answer(hc), MQTT_DISCONNECT, st, MQTT_RC_QUOTA_EXCEEDED,
-                           reason, hc->max_packet, answer);
+                           reason, hub_client_max_packet(hc), answer);
         return BROKER_PUBLISH_REFUSE;
     }
     answer->reason = 0;

@@ -110,7 +110,7 @@ static broker_publish_action refuse_undefined(hub_client *hc, mqtt_bytes topic, 
              (const char *)topic.p);
     log_info("%s: %s (QoS %u)", hc->client_id, reason, qos);
     hub_answer_failure(hub_client_answer(hc), qos ? MQTT_PUBACK : MQTT_DISCONNECT, HUB_NOT_FOUND,
-                       qos ? 0 : MQTT_RC_TOPIC_NAME_INVALID, reason, hc->max_packet, answer);
+                       qos ? 0 : MQTT_RC_TOPIC_NAME_INVALID, reason, hub_client_max_packet(hc), answer);
     return qos ? BROKER_PUBLISH_DONE : BROKER_PUBLISH_REFUSE;
 }
 

@@ -14,7 +14,10 @@
  * client's Receive Maximum holding back messages until a slot is released,
  * session resume (Session Present, redelivery with DUP and of PUBREL,
  * messages queued while offline), Clean Start, Session Expiry 0 (in CONNECT
- * or in DISCONNECT), MQTT 3.1.1 clean session, and session take-over.
+ * or in DISCONNECT), MQTT 3.1.1 clean session, session take-over, and the
+ * application's deadline (broker_client_set_deadline) on the timer it
+ * shares with the keep-alive: it passes, moves, clears, and the keep-alive
+ * still fires beside it.
  *
  * Every socket has a receive timeout (SOCKET_TIMEOUT_S) so a missing packet
  * fails the test instead of hanging it; "nothing arrives" is checked by
@@ -33,6 +36,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +48,7 @@
 #include "mqtt/codec.h"
 #include "net/server.h"
 #include "util/log.h"
+#include "util/time.h"
 
 #define SOCKET_TIMEOUT_S 3
 #define SILENCE_MS 300
@@ -67,7 +72,44 @@ static void *run_server_thread(void *arg)
     return NULL;
 }
 
-static int server_setup(void **state)
+/* The deadline tests' application: the open broker's, plus a deadline set
+ * in connected() (deadline_app.first_ms from then), moved by a QoS 0
+ * PUBLISH to "deadline/move" whose payload is the new distance in ms (0
+ * clears it), and DISCONNECT 0x87 when it passes. */
+static struct {
+    broker_app open;
+    uint64_t first_ms;
+    atomic_int passed;
+} deadline_app;
+
+static void deadline_connected(void *ctx, broker_client *c)
+{
+    if (deadline_app.open.connected)
+        deadline_app.open.connected(ctx, c);
+    broker_client_set_deadline(c, time_wall_ms() + deadline_app.first_ms);
+}
+
+static broker_publish_action deadline_publish(void *ctx, broker_client *c, mqtt_bytes topic,
+                                              const mqtt_publish *pkt, broker_answer *answer)
+{
+    if (!mqtt_bytes_eq_str(topic, "deadline/move"))
+        return deadline_app.open.publish(ctx, c, topic, pkt, answer);
+    char ms[16] = "";
+    snprintf(ms, sizeof ms, "%.*s", (int)pkt->payload.len, (const char *)pkt->payload.p);
+    uint64_t distance = strtoull(ms, NULL, 10);
+    broker_client_set_deadline(c, distance ? time_wall_ms() + distance : 0);
+    answer->reason = MQTT_RC_SUCCESS;
+    return BROKER_PUBLISH_DONE;
+}
+
+static void deadline_passed(void *ctx, broker_client *c)
+{
+    (void)ctx;
+    atomic_fetch_add(&deadline_app.passed, 1);
+    broker_client_disconnect(c, MQTT_RC_NOT_AUTHORIZED, "deadline passed");
+}
+
+static int server_start(void **state, bool with_deadlines)
 {
     char err[256];
     test_server *srv = calloc(1, sizeof *srv);
@@ -79,6 +121,13 @@ static int server_setup(void **state)
     assert_non_null(srv->net);
     broker_app callbacks;
     open_app_bind(srv->app, &callbacks);
+    if (with_deadlines) {
+        deadline_app.open = callbacks;
+        atomic_store(&deadline_app.passed, 0);
+        callbacks.connected = deadline_connected;
+        callbacks.publish = deadline_publish;
+        callbacks.deadline_passed = deadline_passed;
+    }
     broker_limits limits;
     broker_limits_default(&limits);
     srv->broker = broker_new(srv->net, &limits, &callbacks);
@@ -90,6 +139,9 @@ static int server_setup(void **state)
     *state = srv;
     return 0;
 }
+
+static int server_setup(void **state) { return server_start(state, false); }
+static int deadline_server_setup(void **state) { return server_start(state, true); }
 
 static int server_teardown(void **state)
 {
@@ -120,6 +172,7 @@ typedef struct connect_opts {
     bool clean_start;
     uint32_t session_expiry;  /* MQTT 5; 0 = property left out */
     uint16_t receive_maximum; /* MQTT 5; 0 = property left out */
+    uint16_t keep_alive;      /* seconds; 0 = 60 */
 } connect_opts;
 
 static test_client *tc_open(int port, uint8_t version)
@@ -238,7 +291,7 @@ static test_client *tc_connect(int port, const connect_opts *o, bool *session_pr
     c->protocol_name = MQTT_BYTES_LIT("MQTT");
     c->protocol_version = o->version;
     c->clean_start = o->clean_start;
-    c->keep_alive = 60;
+    c->keep_alive = o->keep_alive ? o->keep_alive : 60;
     c->client_id = (mqtt_bytes){(const uint8_t *)o->client_id, (uint32_t)strlen(o->client_id)};
     if (o->session_expiry) {
         c->props.session_expiry_interval = o->session_expiry;
@@ -682,6 +735,77 @@ static void test_session_takeover(void **state)
     }
 }
 
+/* ---- the application's deadline ------------------------------------------- */
+
+/* Expects DISCONNECT `reason`, then the close; returns the ms it took from
+ * `since` (time_mono_ms). */
+static uint64_t expect_disconnect_after(test_client *tc, uint8_t reason, uint64_t since)
+{
+    mqtt_packet pkt;
+    tc_expect(tc, MQTT_DISCONNECT, &pkt);
+    uint64_t took = time_mono_ms() - since;
+    assert_int_equal(pkt.u.disconnect.reason, reason);
+    tc_expect_eof(tc);
+    tc_close(tc);
+    return took;
+}
+
+static void tc_move_deadline(test_client *tc, const char *ms)
+{
+    tc_publish(tc, "deadline/move", ms, 0, 0, false);
+}
+
+static void test_deadline_passes(void **state)
+{
+    test_server *srv = *state;
+    deadline_app.first_ms = 400;
+    uint64_t start = time_mono_ms();
+    test_client *tc = tc_connect_v5(srv->port, "deadline-passes");
+    uint64_t took = expect_disconnect_after(tc, MQTT_RC_NOT_AUTHORIZED, start);
+    if (took < 350 || took > 2500)
+        fail_msg("DISCONNECT after %llu ms, deadline 400 ms", (unsigned long long)took);
+    assert_int_equal(atomic_load(&deadline_app.passed), 1);
+}
+
+/* Moving the deadline (a re-authentication) re-arms the shared timer. */
+static void test_deadline_moves(void **state)
+{
+    test_server *srv = *state;
+    deadline_app.first_ms = 500;
+    test_client *tc = tc_connect_v5(srv->port, "deadline-moves");
+    uint64_t moved = time_mono_ms();
+    tc_move_deadline(tc, "1500");
+    for (int i = 0; i < 3; i++)
+        tc_expect_silence(tc); /* 900 ms: the first deadline is gone */
+    uint64_t took = expect_disconnect_after(tc, MQTT_RC_NOT_AUTHORIZED, moved);
+    if (took < 1400)
+        fail_msg("DISCONNECT %llu ms after the move to 1500 ms", (unsigned long long)took);
+    assert_int_equal(atomic_load(&deadline_app.passed), 1);
+}
+
+/* A deadline cleared before it passes is never heard of, and the
+ * keep-alive (1 s: the timeout at 1.5 s) still fires on the same timer;
+ * one far away does not hold the keep-alive back either. */
+static void test_deadline_beside_keepalive(void **state)
+{
+    test_server *srv = *state;
+    const char *moves[] = {"0", "60000"};
+    for (size_t k = 0; k < 2; k++) {
+        deadline_app.first_ms = 800; /* moved long before it passes */
+        char id[32];
+        snprintf(id, sizeof id, "deadline-keepalive-%zu", k);
+        connect_opts o = {.version = MQTT_V5, .client_id = id, .clean_start = true,
+                          .keep_alive = 1};
+        test_client *tc = tc_connect(srv->port, &o, NULL);
+        uint64_t start = time_mono_ms();
+        tc_move_deadline(tc, moves[k]);
+        uint64_t took = expect_disconnect_after(tc, MQTT_RC_KEEP_ALIVE_TIMEOUT, start);
+        if (took < 1300 || took > 3000)
+            fail_msg("keep-alive timeout after %llu ms", (unsigned long long)took);
+    }
+    assert_int_equal(atomic_load(&deadline_app.passed), 0);
+}
+
 int main(void)
 {
     alarm(180);
@@ -699,6 +823,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_session_lifetime_table, server_setup,
                                         server_teardown),
         cmocka_unit_test_setup_teardown(test_session_takeover, server_setup, server_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_passes, deadline_server_setup,
+                                        server_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_moves, deadline_server_setup,
+                                        server_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_beside_keepalive, deadline_server_setup,
+                                        server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
