@@ -120,7 +120,7 @@ const char *net_conn_peer_str(const net_conn *c)
 
 /* ---- lists and epoll interest ------------------------------------------- */
 
-static void mark_dirty(net_conn *c)
+void net_conn_mark_dirty(net_conn *c)
 {
     if (c->flags & (NC_IN_DIRTY | NC_CLOSING | NC_MIGRATING))
         return;
@@ -143,7 +143,7 @@ bool net_conns_have_work(const net_loop *l)
     return l->pending || l->dirty || l->closing || l->migrations;
 }
 
-static uint32_t wanted_events(const net_conn *c)
+uint32_t net_conn_wanted_events(const net_conn *c)
 {
     uint32_t f = c->flags, ev = 0;
     if (f & NC_HANDSHAKE) {
@@ -161,7 +161,7 @@ void net_conn_update_events(net_conn *c)
 {
     if (c->flags & (NC_CLOSING | NC_MIGRATING))
         return; /* closing: the fd goes at the end of the iteration anyway */
-    uint32_t ev = wanted_events(c);
+    uint32_t ev = net_conn_wanted_events(c);
     if (ev == c->events)
         return;
     struct epoll_event e = {.events = ev, .data.ptr = c};
@@ -171,6 +171,45 @@ void net_conn_update_events(net_conn *c)
         return;
     }
     c->events = ev;
+}
+
+void net_conn_link(net_loop *l, net_conn *c)
+{
+    c->loop = l;
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+    l->nconns++;
+}
+
+static void unlink_from(net_conn **head, net_conn *c, size_t next_off)
+{
+    for (net_conn **pp = head; *pp; pp = (net_conn **)((char *)*pp + next_off)) {
+        if (*pp == c) {
+            *pp = *(net_conn **)((char *)c + next_off);
+            return;
+        }
+    }
+}
+
+/* Not the closing list: close and migration handle that themselves. */
+void net_conn_unlink(net_conn *c)
+{
+    net_loop *l = c->loop;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    l->nconns--;
+    if (c->flags & NC_IN_DIRTY)
+        unlink_from(&l->dirty, c, offsetof(net_conn, dirty_next));
+    if (c->flags & NC_IN_PENDING)
+        unlink_from(&l->pending, c, offsetof(net_conn, pending_next));
+    c->flags &= ~(NC_IN_DIRTY | NC_IN_PENDING | NC_REOFFER);
 }
 
 /* ---- creation ----------------------------------------------------------- */
@@ -207,11 +246,7 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
         free(c);
         return;
     }
-    c->next = l->conns;
-    if (l->conns)
-        l->conns->prev = c;
-    l->conns = c;
-    l->nconns++;
+    net_conn_link(l, c);
     log_debug("%s: connection %llu from %s", cfg->name, (unsigned long long)c->id,
               net_conn_peer_str(c));
 
@@ -449,7 +484,7 @@ void net_conn_commit(net_conn *c, size_t used)
         c->out->head = c->out->len = 0;
         return;
     }
-    mark_dirty(c);
+    net_conn_mark_dirty(c);
     const net_conn_limits *lim = &c->cfg->limits;
     size_t q = out_queued(c);
     if (lim->out_cap && q > lim->out_cap) {
@@ -576,7 +611,7 @@ static void conn_handshake(net_conn *c)
     if (c->flags & NC_CLOSING)
         return;
     if (out_queued(c))
-        mark_dirty(c);
+        net_conn_mark_dirty(c);
     net_conn_update_events(c);
     if (net_tls_has_pending(c))
         net_conn_add_pending(c);
@@ -605,12 +640,12 @@ void net_conn_event(net_conn *c, uint32_t events)
             do_read = !input_paused(c);
         }
         if (c->flags & NC_OUT_BLOCKED)
-            mark_dirty(c); /* flushed at the end of the iteration */
+            net_conn_mark_dirty(c); /* flushed at the end of the iteration */
     }
     if (events & (EPOLLIN | EPOLLHUP)) {
         if (c->flags & NC_WR_WANT_RD) {
             c->flags &= ~NC_WR_WANT_RD;
-            mark_dirty(c);
+            net_conn_mark_dirty(c);
         }
         if (!input_paused(c)) {
             do_read = true;
@@ -644,8 +679,6 @@ void net_conns_run_pending(net_loop *l)
 
 /* ---- close -------------------------------------------------------------- */
 
-static void detach(net_conn *c);
-
 void net_conn_close(net_conn *c, bool flush)
 {
     if (c->flags & NC_CLOSING) {
@@ -658,16 +691,6 @@ void net_conn_close(net_conn *c, bool flush)
     c->flags |= NC_CLOSING | (flush ? NC_CLOSE_FLUSH : NC_DISCARD);
     c->close_next = c->loop->closing;
     c->loop->closing = c;
-}
-
-static void unlink_from(net_conn **head, net_conn *c, size_t next_off)
-{
-    for (net_conn **pp = head; *pp; pp = (net_conn **)((char *)*pp + next_off)) {
-        if (*pp == c) {
-            *pp = *(net_conn **)((char *)c + next_off);
-            return;
-        }
-    }
 }
 
 static void conn_finish(net_conn *c)
@@ -691,13 +714,18 @@ static void conn_finish(net_conn *c)
     close(c->fd);
     c->fd = -1;
 
-    detach(c);
+    net_conn_unlink(c);
     c->flags = (c->flags & ~NC_CLOSE_FLUSH) | NC_DISCARD;
     log_debug("%s: connection %llu closed", net_conn_peer_str(c), (unsigned long long)c->id);
     if ((c->flags & NC_OPENED) && c->cfg->handler.on_close) {
         l->hook_due = true; /* it ran after this iteration's hook */
         c->cfg->handler.on_close(c, c->user);
     }
+    net_conn_release(c);
+}
+
+void net_conn_release(net_conn *c)
+{
     if (c->tls)
         net_tls_conn_free(c);
     free(c->in);
@@ -719,119 +747,4 @@ void net_conns_close_all(net_loop *l)
 {
     for (net_conn *c = l->conns; c; c = c->next)
         net_conn_close(c, true);
-}
-
-/* ---- migration ---------------------------------------------------------- */
-
-/*
- * Migration is split in two so that no two threads ever touch a connection
- * at once: net_conn_migrate only takes it out of epoll and marks it (the
- * caller may still be inside its on_input, with the read path about to store
- * the unconsumed tail); at the end of the iteration, once this loop is done
- * with it, net_conns_hand_off unlinks it and posts it to the target, whose
- * mailbox gives the hand-over its memory ordering. A close requested before
- * the hand-off wins: the connection is closed here, on_close runs here, and
- * `done` never runs.
- */
-void net_conn_migrate(net_conn *c, net_loop *target,
-                      void (*done)(net_loop *target, net_conn *c, void *arg), void *arg)
-{
-    if (c->flags & (NC_CLOSING | NC_MIGRATING))
-        return;
-    net_migration *m = malloc(sizeof *m);
-    if (!m) {
-        log_warn("%s: out of memory migrating the connection", net_conn_peer_str(c));
-        net_conn_close(c, false);
-        return;
-    }
-    net_loop *l = c->loop;
-    *m = (net_migration){.c = c, .done = done, .arg = arg, .target = target,
-                         .next = l->migrations};
-    l->migrations = m;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
-        log_warn("%s: epoll_ctl: %s", net_conn_peer_str(c), strerror(errno));
-    c->events = 0;
-    c->flags |= NC_MIGRATING | NC_USER_PAUSED;
-}
-
-static void detach(net_conn *c)
-{
-    net_loop *l = c->loop;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    l->nconns--;
-    if (c->flags & NC_IN_DIRTY)
-        unlink_from(&l->dirty, c, offsetof(net_conn, dirty_next));
-    if (c->flags & NC_IN_PENDING)
-        unlink_from(&l->pending, c, offsetof(net_conn, pending_next));
-    c->flags &= ~(NC_IN_DIRTY | NC_IN_PENDING | NC_REOFFER);
-}
-
-void net_conns_hand_off(net_loop *l)
-{
-    net_migration *m = l->migrations;
-    l->migrations = NULL;
-    while (m) {
-        net_migration *next = m->next;
-        net_conn *c = m->c;
-        if (c->flags & NC_CLOSING) {
-            free(m); /* closed before it left: handled by the close phase */
-        } else {
-            detach(c);
-            c->flags |= NC_USER_PAUSED;
-            log_debug("%s: connection %llu moves from loop %u to loop %u",
-                      net_conn_peer_str(c), (unsigned long long)c->id, l->index,
-                      m->target->index);
-            net_loop_post(m->target, net_conn_migrate_attach, m);
-        }
-        m = next;
-    }
-}
-
-void net_conn_migrate_attach(net_loop *l, void *arg)
-{
-    net_migration *m = arg;
-    net_conn *c = m->c;
-    c->loop = l;
-    c->next = l->conns;
-    if (l->conns)
-        l->conns->prev = c;
-    l->conns = c;
-    l->nconns++;
-    c->flags &= ~NC_MIGRATING;
-    uint32_t ev = wanted_events(c);
-    struct epoll_event e = {.events = ev, .data.ptr = c};
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &e) < 0) {
-        log_warn("%s: epoll_ctl: %s", net_conn_peer_str(c), strerror(errno));
-        net_conn_close(c, false);
-        free(m);
-        return;
-    }
-    c->events = ev;
-    if (out_queued(c))
-        mark_dirty(c);
-    if (m->done)
-        m->done(l, c, m->arg);
-    if (l->stopping)
-        net_conn_close(c, true); /* arrived after this loop closed the rest */
-    free(m);
-}
-
-void net_conn_migrate_abandon(net_migration *m)
-{
-    /* The target loop exited before the task ran (shutdown race): nobody
-     * can run on_close any more; release what the connection holds. */
-    net_conn *c = m->c;
-    close(c->fd);
-    if (c->tls)
-        net_tls_conn_free(c);
-    free(c->in);
-    free(c->out);
-    free(c);
-    free(m);
 }

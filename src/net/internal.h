@@ -231,6 +231,17 @@ bool net_conns_have_work(const net_loop *l);
 void net_conn_open(net_conn *c);            /* calls on_open */
 void net_conn_update_events(net_conn *c);
 void net_conn_add_pending(net_conn *c);
+/* Queues c's output for this iteration's flush (the dirty list). */
+void net_conn_mark_dirty(net_conn *c);
+/* The epoll events c needs now (handshake, back-pressure, blocked output). */
+uint32_t net_conn_wanted_events(const net_conn *c);
+/* Puts c on loop l's connection list / takes it off its loop's lists. */
+void net_conn_link(net_loop *l, net_conn *c);
+void net_conn_unlink(net_conn *c);
+/* Frees c and its buffers and TLS state (the socket is already closed). */
+void net_conn_release(net_conn *c);
+
+/* migrate.c */
 void net_conns_hand_off(net_loop *l);
 void net_conn_migrate_attach(net_loop *l, void *arg); /* a mailbox task */
 void net_conn_migrate_abandon(net_migration *m);      /* its loop is gone */
