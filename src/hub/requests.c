@@ -160,8 +160,8 @@ bool hub_correlated_publish_ok(hub_client *hc, const mqtt_publish *pkt, const ch
                  corr.len);
         hub_answer_failure(hub_client_answer(hc), MQTT_DISCONNECT, HUB_BAD_REQUEST,
                            MQTT_RC_IMPLEMENTATION_SPECIFIC,
-                           "Correlation Data is required, at most 16 bytes", hub_client_max_packet(hc),
-                           answer);
+                           "Correlation Data is required, at most 16 bytes",
+                           hub_client_max_packet(hc), answer);
         *action = BROKER_PUBLISH_REFUSE;
         return false;
     }
@@ -293,8 +293,8 @@ static broker_publish_action refuse_telemetry(hub_client *hc, const mqtt_publish
 {
     log_info("%s: telemetry refused: %s", hc->client_id, reason);
     hub_answer_failure(hub_client_answer(hc), pkt->qos ? MQTT_PUBACK : MQTT_DISCONNECT, st,
-                       pkt->qos ? 0 : MQTT_RC_IMPLEMENTATION_SPECIFIC, reason, hub_client_max_packet(hc),
-                       answer);
+                       pkt->qos ? 0 : MQTT_RC_IMPLEMENTATION_SPECIFIC, reason,
+                       hub_client_max_packet(hc), answer);
     return pkt->qos ? BROKER_PUBLISH_DONE : BROKER_PUBLISH_REFUSE;
 }
 
@@ -313,8 +313,8 @@ static broker_publish_action refuse_over_limit(hub *h, hub_client *hc, const mqt
     hub_throttle_describe(h->cfg.throttle, HUB_THROTTLE_TELEMETRY, st, reason, sizeof reason);
     log_debug("%s: telemetry refused: %s", hc->client_id, reason);
     if (pkt->qos) {
-        hub_answer_failure(hub_client_answer(hc), MQTT_PUBACK, st, 0, reason, hub_client_max_packet(hc),
-                           answer);
+        hub_answer_failure(hub_client_answer(hc), MQTT_PUBACK, st, 0, reason,
+                           hub_client_max_packet(hc), answer);
         return BROKER_PUBLISH_DONE;
     }
     if (st == HUB_QUOTA_EXCEEDED) {
