@@ -103,8 +103,10 @@ static uint8_t take_will(broker_client *c, const mqtt_connect *pkt)
     if (!x)
         return MQTT_RC_SERVER_BUSY;
     x->will = broker_msg_new(&will, pkt->will_topic, NULL, net_loop_now_ms(c->bl->loop));
-    if (!x->will)
+    if (!x->will) {
+        client_trim_extra(c);
         return MQTT_RC_SERVER_BUSY;
+    }
     x->will_qos = pkt->will_qos;
     if (MQTT_HAS(&pkt->will_props, MQTT_PROP_WILL_DELAY_INTERVAL))
         x->will_delay = pkt->will_props.will_delay_interval;

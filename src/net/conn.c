@@ -225,7 +225,6 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
     }
     c->kind = NET_K_CONN;
     c->fd = fd;
-    c->loop = l;
     c->cfg = cfg;
     c->peer.family = peer->ss_family;
     if (peer->ss_family == AF_INET) {

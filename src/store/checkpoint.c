@@ -174,15 +174,9 @@ bool store_checkpointer_start(store *st, const char *path, char *err, size_t err
      * and see that it is in WAL mode; until then a checkpoint is a no-op. */
     const char *setup[] = {"PRAGMA wal_autocheckpoint=0", store_synchronous_pragma(st),
                            "PRAGMA journal_mode"};
-    for (size_t i = 0; i < sizeof setup / sizeof setup[0]; i++) {
-        char *msg = NULL;
-        if (sqlite3_exec(st->ck_db, setup[i], NULL, NULL, &msg) != SQLITE_OK) {
-            snprintf(err, errlen, "checkpoint connection: %s: %s", setup[i],
-                     msg ? msg : sqlite3_errmsg(st->ck_db));
-            sqlite3_free(msg);
+    for (size_t i = 0; i < sizeof setup / sizeof setup[0]; i++)
+        if (!store_exec_sql(st->ck_db, setup[i], err, errlen))
             return false;
-        }
-    }
     pthread_mutex_init(&st->ck_lock, NULL);
     pthread_cond_init(&st->ck_wake, NULL);
     st->ck_initialised = true;

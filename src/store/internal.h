@@ -118,6 +118,9 @@ char *store_copy_str(char **cursor, const char *s);
 void *store_copy_mem(char **cursor, const void *p, size_t n);
 int64_t store_now_ms(void);
 
+/* Runs `sql` (no results) on `db`; false with "sql: message" in err. */
+bool store_exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen);
+
 /* "PRAGMA synchronous=…" for the store's durability setting (both
  * connections use it: a checkpoint syncs as its connection says). */
 const char *store_synchronous_pragma(const store *st);

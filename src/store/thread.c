@@ -221,7 +221,7 @@ store_status store_db_error(store *st, store_req *r, const char *what)
     return last_error_status(st);
 }
 
-static bool exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
+bool store_exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
@@ -467,14 +467,14 @@ static void run_retention(store *st)
     store_req r = {0};
     char err[256];
     uint64_t deleted = 0;
-    if (!exec_sql(st->db, "BEGIN IMMEDIATE", err, sizeof err)) {
+    if (!store_exec_sql(st->db, "BEGIN IMMEDIATE", err, sizeof err)) {
         log_error("store: retention: %s", err);
         return;
     }
     if (store_retention_apply(st, &r, store_now_ms(), &deleted) != STORE_OK ||
-        !exec_sql(st->db, "COMMIT", err, sizeof err)) {
+        !store_exec_sql(st->db, "COMMIT", err, sizeof err)) {
         log_error("store: retention: %s", r.err[0] ? r.err : err);
-        exec_sql(st->db, "ROLLBACK", err, sizeof err);
+        store_exec_sql(st->db, "ROLLBACK", err, sizeof err);
         return;
     }
     if (deleted)
@@ -615,18 +615,18 @@ static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
         return false;
     }
     store_set_busy_handler(st->db);
-    if ((exclusive && !exec_sql(st->db, "PRAGMA locking_mode=EXCLUSIVE", err, errlen)) ||
-        !exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
+    if ((exclusive && !store_exec_sql(st->db, "PRAGMA locking_mode=EXCLUSIVE", err, errlen)) ||
+        !store_exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
         /* a WAL that grew under a burst is cut back when it restarts */
-        !exec_sql(st->db, "PRAGMA journal_size_limit=33554432", err, errlen) ||
-        !exec_sql(st->db, store_synchronous_pragma(st), err, errlen) ||
-        !exec_sql(st->db, "PRAGMA foreign_keys=OFF", err, errlen) ||
+        !store_exec_sql(st->db, "PRAGMA journal_size_limit=33554432", err, errlen) ||
+        !store_exec_sql(st->db, store_synchronous_pragma(st), err, errlen) ||
+        !store_exec_sql(st->db, "PRAGMA foreign_keys=OFF", err, errlen) ||
         /* 32 MiB instead of 2: a batch under load dirties a few MiB of new
          * log pages; with the default cache SQLite spilled them into the
          * WAL mid-transaction and wrote them again at commit (6 pwrite and
          * 0.7 pread per message instead of 0.3). Only pages actually used
          * take memory. */
-        !exec_sql(st->db, "PRAGMA cache_size=-32768", err, errlen))
+        !store_exec_sql(st->db, "PRAGMA cache_size=-32768", err, errlen))
         return false;
     if (!store_migrate(st->db, STORE_SCHEMA_VERSION, err, errlen) ||
         !store_telemetry_init_partitions(st->db, st->partitions, err, errlen))
