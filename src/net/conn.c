@@ -2,8 +2,9 @@
  * net/conn.c — connections: input path, output queue, back-pressure, close.
  *
  * Design (after Redis's networking.c): a connection is one calloc'd struct
- * (see net/internal.h; 136 bytes) and nothing else while idle. Buffers come
- * and go with traffic, each a net_buf carrying its own positions:
+ * (see net/internal.h; 120 bytes, plus a pointer for TLS) and nothing else
+ * while idle. Buffers come and go with traffic, each a net_buf carrying its
+ * own positions:
  *
  * Input. Reads go into the loop's shared 64 KiB buffer and are offered to
  * on_input straight from there. Only what on_input leaves unconsumed (an
@@ -64,6 +65,11 @@
 #define OUT_FIRST_CAP (256u - sizeof(net_buf))
 #define OUT_MIN_ALLOC 4096u
 #define IN_MIN_FREE (16u * 1024u)
+
+/* An idle connection's size is one of the per-connection figures of
+ * docs/PERFORMANCE.md: a field added here moves it to the next malloc size
+ * class (x86-64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(net_conn) <= 120, "net_conn outgrew 120 bytes");
 
 static atomic_uint_fast64_t next_conn_id = 1;
 
@@ -162,7 +168,7 @@ void net_conn_update_events(net_conn *c)
     if (c->flags & (NC_CLOSING | NC_MIGRATING))
         return; /* closing: the fd goes at the end of the iteration anyway */
     uint32_t ev = net_conn_wanted_events(c);
-    if (ev == c->events)
+    if (ev == net_conn_registered_events(c))
         return;
     struct epoll_event e = {.events = ev, .data.ptr = c};
     if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &e) < 0) {
@@ -170,7 +176,7 @@ void net_conn_update_events(net_conn *c)
         net_conn_close(c, false);
         return;
     }
-    c->events = ev;
+    net_conn_set_registered_events(c, ev);
 }
 
 void net_conn_link(net_loop *l, net_conn *c)
@@ -217,7 +223,7 @@ void net_conn_unlink(net_conn *c)
 void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
                        const struct sockaddr_storage *peer)
 {
-    net_conn *c = calloc(1, sizeof *c);
+    net_conn *c = calloc(1, sizeof *c + (cfg->ssl_ctx ? sizeof(net_tls *) : 0));
     if (!c) {
         log_warn("%s: out of memory accepting a connection", cfg->name);
         close(fd);
@@ -226,6 +232,8 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
     c->kind = NET_K_CONN;
     c->fd = fd;
     c->cfg = cfg;
+    if (cfg->ssl_ctx)
+        c->flags |= NC_TLS;
     c->peer.family = peer->ss_family;
     if (peer->ss_family == AF_INET) {
         const struct sockaddr_in *v4 = (const struct sockaddr_in *)peer;
@@ -237,7 +245,7 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
         memcpy(c->peer.addr, &v6->sin6_addr, sizeof v6->sin6_addr);
     }
     c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
-    c->events = EPOLLIN;
+    net_conn_set_registered_events(c, EPOLLIN);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         log_warn("%s: epoll_ctl: %s", cfg->name, strerror(errno));
@@ -389,7 +397,8 @@ static void conn_read(net_conn *c)
         }
         if (space > budget)
             space = budget;
-        ssize_t n = c->tls ? net_tls_read(c, buf, space) : plain_read(c, buf, space);
+        bool tls = net_conn_tls(c) != NULL;
+        ssize_t n = tls ? net_tls_read(c, buf, space) : plain_read(c, buf, space);
         if (n > 0) {
             budget -= (size_t)n;
             if (in_place) {
@@ -400,7 +409,7 @@ static void conn_read(net_conn *c)
                     drop_input(c); /* now in front of the shared buffer */
                 deliver(c, l->rbuf, base + (size_t)n, false);
             }
-            if (!c->tls && (size_t)n < space)
+            if (!tls && (size_t)n < space)
                 break; /* socket drained; level triggering tells us if more comes */
             continue;
         }
@@ -412,7 +421,8 @@ static void conn_read(net_conn *c)
         }
         break;
     }
-    if (c->tls && !(c->flags & NC_CLOSING) && !input_paused(c) && net_tls_has_pending(c))
+    if ((c->flags & NC_TLS) && !(c->flags & NC_CLOSING) && !input_paused(c) &&
+        net_tls_has_pending(c))
         net_conn_add_pending(c);
 }
 
@@ -421,7 +431,7 @@ static void input_resumed(net_conn *c)
     if (in_len(c)) {
         c->flags |= NC_REOFFER;
         net_conn_add_pending(c);
-    } else if (c->tls) {
+    } else if (net_conn_tls(c)) {
         net_conn_add_pending(c); /* OpenSSL may hold decrypted bytes */
     }
 }
@@ -534,10 +544,10 @@ static bool write_out(net_conn *c)
     while (out_queued(c)) {
         size_t len = out_queued(c);
         const uint8_t *p = c->out->data + c->out->head;
-        ssize_t n = c->tls ? net_tls_write(c, p, len) : plain_write(c, p, len);
+        ssize_t n = net_conn_tls(c) ? net_tls_write(c, p, len) : plain_write(c, p, len);
         if (n > 0) {
             c->out->head += (size_t)n;
-            if (!c->tls && (size_t)n < len) {
+            if (!net_conn_tls(c) && (size_t)n < len) {
                 c->flags |= NC_OUT_BLOCKED; /* short write: socket buffer full */
                 break;
             }
@@ -699,7 +709,7 @@ static void conn_finish(net_conn *c)
     if (flush) {
         if (out_queued(c))
             (void)write_out(c); /* best effort, non-blocking */
-        if (c->tls)
+        if (net_conn_tls(c))
             net_tls_shutdown(c);
         shutdown(c->fd, SHUT_WR);
         /* Unread input would turn close() into a reset that may destroy
@@ -725,7 +735,7 @@ static void conn_finish(net_conn *c)
 
 void net_conn_release(net_conn *c)
 {
-    if (c->tls)
+    if (net_conn_tls(c))
         net_tls_conn_free(c);
     free(c->in);
     free(c->out);

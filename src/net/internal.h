@@ -9,8 +9,8 @@
  *                net_listener sockets (one per configured address) and the
  *                net_conn it accepted.
  *   net_conn     owns its fd, its input tail, its output queue and, for TLS,
- *                a separately allocated net_tls (so plain connections do not
- *                pay for TLS state).
+ *                a separately allocated net_tls, whose pointer only TLS
+ *                connections carry (plain ones do not pay for TLS state).
  *
  * epoll_event.data.ptr always points at an `int kind` that is the first
  * member of what was registered (a conn, a listener, or a loop's wake /
@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -169,6 +170,9 @@ enum net_conn_flag {
     NC_WR_WANT_RD = 1u << 13, /* SSL_write wants the socket readable */
     NC_DISCARD = 1u << 14,    /* closing without flush: drop output */
     NC_MIGRATING = 1u << 15,  /* net_conn_migrate: owned by no loop's epoll */
+    NC_EV_IN = 1u << 16,      /* EPOLLIN is registered */
+    NC_EV_OUT = 1u << 17,     /* EPOLLOUT is registered */
+    NC_TLS = 1u << 18,        /* a TLS listener's: the net_tls slot follows */
 };
 
 /* A connection in transit between loops (net_conn_migrate). */
@@ -192,22 +196,14 @@ typedef struct net_buf {
     uint8_t data[];
 } net_buf;
 
+/* Ordered so that an idle plain connection is 120 bytes, a 128-byte malloc
+ * block: the registered epoll interest is two flag bits, and only a TLS
+ * connection carries a net_tls pointer, allocated right behind the struct
+ * (net_conn_tls). */
 struct net_conn {
     int kind; /* NET_K_CONN; must be first */
     int fd;
     uint32_t flags;
-    uint32_t events; /* epoll interest currently registered */
-    net_loop *loop;
-    const net_listen_cfg *cfg;
-    void *user;
-    uint64_t id;
-    net_conn *prev, *next;                          /* loop->conns */
-    net_conn *dirty_next, *pending_next, *close_next; /* work lists */
-
-    net_buf *in;  /* incomplete input tail; NULL when none */
-    net_buf *out; /* output queue; NULL when empty */
-
-    net_tls *tls;
     /* The peer's address, kept only for logs: family, port (network
      * order) and the 4 or 16 address bytes — 20 bytes instead of a 28-byte
      * sockaddr_in6, and formatted when a log line asks (an idle connection
@@ -217,7 +213,38 @@ struct net_conn {
         uint16_t port;
         uint8_t addr[16];
     } peer;
+    net_loop *loop;
+    const net_listen_cfg *cfg;
+    void *user;
+    uint64_t id;
+    net_conn *prev, *next;                          /* loop->conns */
+    net_conn *dirty_next, *pending_next, *close_next; /* work lists */
+
+    net_buf *in;  /* incomplete input tail; NULL when none */
+    net_buf *out; /* output queue; NULL when empty */
 };
+
+/* The TLS state's slot of a connection accepted on a TLS listener. */
+static inline net_tls **net_conn_tls_slot(net_conn *c) { return (net_tls **)(c + 1); }
+
+/* The connection's TLS state; NULL for plain TCP (and once freed). */
+static inline net_tls *net_conn_tls(const net_conn *c)
+{
+    return (c->flags & NC_TLS) ? *(net_tls *const *)(c + 1) : NULL;
+}
+
+/* The epoll events registered for c (NC_EV_IN / NC_EV_OUT). */
+static inline uint32_t net_conn_registered_events(const net_conn *c)
+{
+    return ((c->flags & NC_EV_IN) ? (uint32_t)EPOLLIN : 0) |
+           ((c->flags & NC_EV_OUT) ? (uint32_t)EPOLLOUT : 0);
+}
+
+static inline void net_conn_set_registered_events(net_conn *c, uint32_t ev)
+{
+    c->flags = (c->flags & ~(uint32_t)(NC_EV_IN | NC_EV_OUT)) |
+               ((ev & EPOLLIN) ? NC_EV_IN : 0) | ((ev & EPOLLOUT) ? NC_EV_OUT : 0);
+}
 
 /* conn.c */
 void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,

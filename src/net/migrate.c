@@ -37,7 +37,7 @@ void net_conn_migrate(net_conn *c, net_loop *target,
     l->migrations = m;
     if (epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL) < 0)
         log_warn("%s: epoll_ctl: %s", net_conn_peer_str(c), strerror(errno));
-    c->events = 0;
+    net_conn_set_registered_events(c, 0);
     c->flags |= NC_MIGRATING | NC_USER_PAUSED;
 }
 
@@ -77,7 +77,7 @@ void net_conn_migrate_attach(net_loop *l, void *arg)
         free(m);
         return;
     }
-    c->events = ev;
+    net_conn_set_registered_events(c, ev);
     if (net_conn_out_queued(c))
         net_conn_mark_dirty(c);
     if (m->done)

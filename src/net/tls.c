@@ -60,8 +60,9 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     if (!ok) {
         SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
         net_conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
-        if (c && c->tls)
-            c->tls->chain_failed = true;
+        net_tls *tls = c ? net_conn_tls(c) : NULL;
+        if (tls)
+            tls->chain_failed = true;
     }
     return 1; /* the application decides what to accept */
 }
@@ -72,8 +73,9 @@ static int servername_cb(SSL *ssl, int *alert, void *arg)
     (void)arg;
     net_conn *c = SSL_get_app_data(ssl);
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (c && c->tls && name && !c->tls->sni)
-        c->tls->sni = strdup(name);
+    net_tls *tls = c ? net_conn_tls(c) : NULL;
+    if (tls && name && !tls->sni)
+        tls->sni = strdup(name);
     return SSL_TLSEXT_ERR_OK;
 }
 
@@ -143,7 +145,7 @@ bool net_tls_conn_start(net_conn *c, SSL_CTX *ctx)
     if (!tls)
         return false;
     tls->conn = c;
-    c->tls = tls;
+    *net_conn_tls_slot(c) = tls;
     ERR_clear_error();
     tls->ssl = SSL_new(ctx);
     if (!tls->ssl || SSL_set_fd(tls->ssl, c->fd) != 1) {
@@ -159,19 +161,19 @@ bool net_tls_conn_start(net_conn *c, SSL_CTX *ctx)
 
 void net_tls_conn_free(net_conn *c)
 {
-    net_tls *tls = c->tls;
+    net_tls *tls = net_conn_tls(c);
     if (!tls)
         return;
     net_timer_stop(c->loop, &tls->hs_timer);
     SSL_free(tls->ssl);
     free(tls->sni);
     free(tls);
-    c->tls = NULL;
+    *net_conn_tls_slot(c) = NULL;
 }
 
 int net_tls_handshake(net_conn *c)
 {
-    net_tls *tls = c->tls;
+    net_tls *tls = net_conn_tls(c);
     ERR_clear_error();
     int r = SSL_do_handshake(tls->ssl);
     c->flags &= ~(NC_HS_WANT_READ | NC_HS_WANT_WRITE);
@@ -206,7 +208,7 @@ int net_tls_handshake(net_conn *c)
 static ssize_t io_error(net_conn *c, int r, bool writing)
 {
     const char *op = writing ? "SSL_write" : "SSL_read";
-    int e = SSL_get_error(c->tls->ssl, r);
+    int e = SSL_get_error(net_conn_tls(c)->ssl, r);
     switch (e) {
     case SSL_ERROR_WANT_READ:
         if (writing)
@@ -243,7 +245,7 @@ ssize_t net_tls_read(net_conn *c, uint8_t *buf, size_t len)
         len = INT_MAX;
     ERR_clear_error();
     errno = 0;
-    int r = SSL_read(c->tls->ssl, buf, (int)len);
+    int r = SSL_read(net_conn_tls(c)->ssl, buf, (int)len);
     if (r > 0)
         return r;
     return io_error(c, r, false);
@@ -255,7 +257,7 @@ ssize_t net_tls_write(net_conn *c, const uint8_t *buf, size_t len)
         len = INT_MAX;
     ERR_clear_error();
     errno = 0;
-    int r = SSL_write(c->tls->ssl, buf, (int)len);
+    int r = SSL_write(net_conn_tls(c)->ssl, buf, (int)len);
     if (r > 0)
         return r;
     ssize_t n = io_error(c, r, true);
@@ -264,33 +266,37 @@ ssize_t net_tls_write(net_conn *c, const uint8_t *buf, size_t len)
 
 bool net_tls_has_pending(const net_conn *c)
 {
-    return c->tls && c->tls->ssl && SSL_has_pending(c->tls->ssl);
+    const net_tls *tls = net_conn_tls(c);
+    return tls && tls->ssl && SSL_has_pending(tls->ssl);
 }
 
 void net_tls_shutdown(net_conn *c)
 {
     ERR_clear_error();
-    (void)SSL_shutdown(c->tls->ssl); /* sends close_notify; no waiting */
+    (void)SSL_shutdown(net_conn_tls(c)->ssl); /* sends close_notify; no waiting */
     ERR_clear_error();
 }
 
 /* ---- public accessors (conn.h) ------------------------------------------ */
 
-bool net_conn_is_tls(const net_conn *c) { return c->tls != NULL; }
+bool net_conn_is_tls(const net_conn *c) { return net_conn_tls(c) != NULL; }
 
 X509 *net_conn_peer_cert(const net_conn *c)
 {
-    if (!c->tls || !c->tls->ssl || (c->flags & NC_HANDSHAKE))
+    const net_tls *tls = net_conn_tls(c);
+    if (!tls || !tls->ssl || (c->flags & NC_HANDSHAKE))
         return NULL;
-    return SSL_get0_peer_certificate(c->tls->ssl);
+    return SSL_get0_peer_certificate(tls->ssl);
 }
 
 bool net_conn_peer_cert_verified(const net_conn *c)
 {
-    return c->tls && c->tls->verified;
+    const net_tls *tls = net_conn_tls(c);
+    return tls && tls->verified;
 }
 
 const char *net_conn_sni(const net_conn *c)
 {
-    return c->tls ? c->tls->sni : NULL;
+    const net_tls *tls = net_conn_tls(c);
+    return tls ? tls->sni : NULL;
 }
