@@ -90,6 +90,8 @@ broker *broker_new(net_server *server, const broker_limits *limits,
     b->server = server;
     b->limits = *limits;
     b->app = *app;
+    if (b->app.client_data_size < sizeof(void *))
+        b->app.client_data_size = sizeof(void *);
     b->subs = topic_tree_new(&tree_ops);
     b->retained = retain_store_new();
     b->nloops = net_server_loop_count(server);
@@ -183,9 +185,18 @@ bool broker_listen(broker *b, const char *hostport, const net_tls_config *tls,
 /* ---- accessors for the application ------------------------------------ */
 
 const broker_client_info *broker_client_get_info(const broker_client *c) { return &c->info; }
+
+mqtt_bytes broker_client_auth_method(const broker_client *c)
+{
+    const char *m = client_auth_method(c);
+    return (mqtt_bytes){(const uint8_t *)m, m ? (uint32_t)strlen(m) : 0};
+}
 broker_client_handle broker_client_get_handle(const broker_client *c) { return c->handle; }
-void broker_client_set_app_data(broker_client *c, void *data) { c->app_data = data; }
-void *broker_client_app_data(const broker_client *c) { return c->app_data; }
+void *broker_client_app_data(const broker_client *c) { return (void *)c->app_data; }
+broker_client *broker_client_of_app_data(void *data)
+{
+    return (broker_client *)((char *)data - offsetof(broker_client, app_data));
+}
 net_loop *broker_client_loop(const broker_client *c) { return c->bl->loop; }
 
 broker_client *broker_client_lookup(net_loop *loop, broker_client_handle h)

@@ -63,7 +63,6 @@ void broker_limits_default(broker_limits *l);
 typedef struct broker_client_info {
     mqtt_bytes client_id;         /* as sent (may be empty before assignment) */
     mqtt_bytes username;          /* empty if none */
-    mqtt_bytes auth_method;       /* empty if none */
     net_conn *conn;
     uint32_t max_packet;          /* the client's Maximum Packet Size; 0 = none */
     uint8_t protocol_version;     /* MQTT_V311 or MQTT_V5 */
@@ -91,6 +90,9 @@ typedef struct broker_answer {
 
 typedef struct broker_app {
     void *ctx;
+    /* Bytes the application keeps in each client (broker_client_app_data);
+     * 0 gives it one pointer's worth. */
+    size_t client_data_size;
     /*
      * CONNECT arrived and is well-formed. Answer with broker_auth_accept,
      * broker_auth_reject or broker_auth_challenge, now or later.
@@ -150,11 +152,19 @@ bool broker_listen(broker *b, const char *hostport, const net_tls_config *tls,
 /* ---- for the application ---------------------------------------------- */
 
 const broker_client_info *broker_client_get_info(const broker_client *c);
+/* The CONNECT's Authentication Method; p is NULL when it had none. */
+mqtt_bytes broker_client_auth_method(const broker_client *c);
 broker_client_handle broker_client_get_handle(const broker_client *c);
 /* The client with this handle on the current loop, or NULL if gone. */
 broker_client *broker_client_lookup(net_loop *loop, broker_client_handle h);
-void broker_client_set_app_data(broker_client *c, void *data);
+/* The application's bytes in this client: broker_app.client_data_size of
+ * them (at least a pointer's worth), zeroed when the client is created,
+ * 8-byte aligned and freed with the client. They live in the client's own
+ * block, so a connection costs the application no allocation (and no
+ * pointer) of its own. */
 void *broker_client_app_data(const broker_client *c);
+/* The client whose app data this is (the inverse of the above). */
+broker_client *broker_client_of_app_data(void *data);
 net_loop *broker_client_loop(const broker_client *c);
 
 /* Answers to authenticate / auth_packet. `assigned_props` may carry

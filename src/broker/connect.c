@@ -49,12 +49,15 @@ static bool keep_client_id(broker_client *c, mqtt_bytes id)
 static bool keep_auth_method(broker_client *c, mqtt_bytes m)
 {
     char *to = c->auth_method.small;
-    if (m.len >= sizeof c->auth_method.small && !(to = c->auth_method.heap = malloc(m.len + 1u)))
-        return false;
+    if (m.len >= sizeof c->auth_method.small) {
+        if (!(to = c->auth_method.heap = malloc(m.len + 1u)))
+            return false;
+        c->auth_method_on_heap = true;
+    }
     if (m.len)
         memcpy(to, m.p, m.len);
     to[m.len] = '\0';
-    c->info.auth_method = (mqtt_bytes){(const uint8_t *)to, m.len};
+    c->has_auth_method = true;
     return true;
 }
 
@@ -222,8 +225,8 @@ static void connack_limits(broker_client *c, mqtt_props *p, uint32_t requested_e
         p->session_expiry_interval = c->session_expiry;
         MQTT_SET(p, MQTT_PROP_SESSION_EXPIRY_INTERVAL);
     }
-    if (c->info.auth_method.p) { /* [MQTT-4.12.0-5] */
-        p->authentication_method = c->info.auth_method;
+    if (c->has_auth_method) { /* [MQTT-4.12.0-5] */
+        p->authentication_method = broker_client_auth_method(c);
         MQTT_SET(p, MQTT_PROP_AUTHENTICATION_METHOD);
     }
     if (c->assigned_id) {
@@ -399,12 +402,12 @@ void handle_auth(broker_client *c, const mqtt_reason_packet *pkt)
 {
     broker *b = c->bl->b;
     const mqtt_props *p = &pkt->props;
-    if (!c->info.auth_method.p) {
+    if (!c->has_auth_method) {
         client_close(c, MQTT_RC_PROTOCOL_ERROR, "AUTH without Authentication Method in CONNECT");
         return;
     }
     if (!MQTT_HAS(p, MQTT_PROP_AUTHENTICATION_METHOD) ||
-        !mqtt_bytes_eq_str(p->authentication_method, (const char *)c->info.auth_method.p)) {
+        !mqtt_bytes_eq_str(p->authentication_method, client_auth_method(c))) {
         client_close(c, MQTT_RC_PROTOCOL_ERROR, "Authentication Method differs from CONNECT");
         return;
     }
@@ -501,7 +504,7 @@ void client_free_connect_state(broker_client *c)
     else
         free((void *)c->info.client_id.p);
     free((void *)c->info.username.p);
-    if (c->info.auth_method.len >= sizeof c->auth_method.small)
+    if (c->auth_method_on_heap)
         free(c->auth_method.heap);
     free_client_extra(c);
 }

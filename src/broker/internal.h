@@ -190,17 +190,17 @@ struct broker_client {
     broker_client_handle handle;
     const broker_limits *limits; /* the server's, or the app's for this client */
     broker_client_info info;
-    void *app_data;
 
     /* From CONNECT, owned copies (the small fields are further down); the
      * client id and the username are info's (NUL-terminated, freed by
      * client_free_connect_state), not held twice. Once the client has a
      * session, its id is the session's bytes (borrow_client_id).
      *
-     * The Authentication Method, NUL-terminated, as info.auth_method
-     * (whose p is NULL when the CONNECT had none): in `small` when shorter
-     * than 8 bytes (SAS, X509: every device), else an owned copy — a
-     * 32-byte block per device less. */
+     * The Authentication Method, NUL-terminated (client_auth_method; none
+     * unless has_auth_method): in `small` when shorter than 8 bytes (SAS,
+     * X509: every device), else an owned copy — a 32-byte block per device
+     * less. Its length is read back with strlen (an MQTT string holds no
+     * U+0000), which keeps a 16-byte mqtt_bytes out of every client. */
     union {
         char *heap;
         char small[8];
@@ -235,14 +235,29 @@ struct broker_client {
     uint16_t client_alias_max;    /* outbound topic aliases allowed */
     uint8_t state;                /* client_state, in one byte */
     uint8_t close_reason;         /* for the app's disconnected() */
-    bool reauthenticating;
-    bool assigned_id;
-    bool clean_start;
-    bool server_keep_alive_sent;
-    bool will_suppressed;         /* normal DISCONNECT received */
-    bool app_notified;            /* authenticate() was called */
-    bool id_in_session;           /* info.client_id is session's (borrow_client_id) */
+    /* One bit each: the client is touched by its own loop only. */
+    bool reauthenticating : 1;
+    bool assigned_id : 1;
+    bool clean_start : 1;
+    bool server_keep_alive_sent : 1;
+    bool will_suppressed : 1;     /* normal DISCONNECT received */
+    bool app_notified : 1;        /* authenticate() was called */
+    bool id_in_session : 1;       /* info.client_id is session's (borrow_client_id) */
+    bool has_auth_method : 1;     /* the CONNECT had one (auth_method) */
+    bool auth_method_on_heap : 1; /* auth_method.heap, else .small */
+    /* The application's bytes (broker_app.client_data_size), in the same
+     * block: the hub keeps its device state here instead of in a block of
+     * its own behind a pointer. */
+    _Alignas(8) unsigned char app_data[];
 };
+
+/* The Authentication Method, NUL-terminated; NULL when the CONNECT had none. */
+static inline const char *client_auth_method(const broker_client *c)
+{
+    if (!c->has_auth_method)
+        return NULL;
+    return c->auth_method_on_heap ? c->auth_method.heap : c->auth_method.small;
+}
 
 /* The client id, NUL-terminated; NULL before CONNECT. */
 static inline const char *client_id_of(const broker_client *c)

@@ -202,16 +202,23 @@ static bool bytes_eq(mqtt_bytes a, mqtt_bytes b)
 
 /* ---- enhanced authentication ------------------------------------------ */
 
+/* The client's enhanced-authentication state: the pointer the open broker
+ * keeps in the client's app data (NULL until the first challenge). */
+static auth_state **auth_state_slot(broker_client *c)
+{
+    return broker_client_app_data(c);
+}
+
 static void send_challenge(broker_client *c)
 {
-    auth_state *st = broker_client_app_data(c);
+    auth_state *st = *auth_state_slot(c);
     if (!st) {
         st = calloc(1, sizeof *st);
         if (!st) {
             broker_auth_reject(c, MQTT_RC_SERVER_BUSY, NULL);
             return;
         }
-        broker_client_set_app_data(c, st);
+        *auth_state_slot(c) = st;
     }
     if (RAND_bytes(st->nonce, sizeof st->nonce) != 1) {
         broker_auth_reject(c, MQTT_RC_SERVER_BUSY, NULL);
@@ -223,7 +230,7 @@ static void send_challenge(broker_client *c)
 static void check_response(open_app *a, broker_client *c, const mqtt_reason_packet *pkt)
 {
     const broker_client_info *info = broker_client_get_info(c);
-    auth_state *st = broker_client_app_data(c);
+    auth_state *st = *auth_state_slot(c);
     const credential *cred = find_user(a, info->username);
     uint8_t mac[32];
     unsigned maclen = 0;
@@ -288,8 +295,8 @@ static void disconnected(void *ctx, broker_client *c, uint8_t reason)
 {
     (void)ctx;
     (void)reason;
-    free(broker_client_app_data(c));
-    broker_client_set_app_data(c, NULL);
+    free(*auth_state_slot(c));
+    *auth_state_slot(c) = NULL;
 }
 
 /* Expands %c and %u of a pattern rule; false if it does not fit. */

@@ -93,8 +93,8 @@ void send_auth(broker_client *c, uint8_t reason, const mqtt_props *props)
     pkt.u.auth.reason = reason;
     if (props)
         pkt.u.auth.props = *props;
-    if (c->info.auth_method.p) {
-        pkt.u.auth.props.authentication_method = c->info.auth_method;
+    if (c->has_auth_method) {
+        pkt.u.auth.props.authentication_method = broker_client_auth_method(c);
         MQTT_SET(&pkt.u.auth.props, MQTT_PROP_AUTHENTICATION_METHOD);
     }
     if (fit_to_client(c, &pkt, &pkt.u.auth.props, false))

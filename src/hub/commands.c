@@ -30,7 +30,7 @@ static void deliver_task_run(net_loop *loop, void *arg)
     broker_client *c = broker_client_lookup(loop, t->handle);
     hub_client *hc = c ? hub_client_of(c) : NULL;
     if (hc && t->h->c2d)
-        c2d_deliver(t->h->c2d, c, hc->device_id);
+        c2d_deliver(t->h->c2d, c, hub_client_device_id(hc));
     free(t);
 }
 
@@ -65,19 +65,19 @@ void hub_set_c2d(hub *h, hub_c2d *c2d)
 void hub_commands_may_deliver(hub *h, hub_client *hc)
 {
     if (h->c2d && !hub_client_module(hc)[0])
-        post_delivery(h, broker_client_loop(hc->bc), broker_client_get_handle(hc->bc));
+        post_delivery(h, broker_client_loop(hub_client_broker(hc)), broker_client_get_handle(hub_client_broker(hc)));
 }
 
 void hub_commands_disconnected(hub *h, hub_client *hc)
 {
     if (h->c2d && !hub_client_module(hc)[0])
-        c2d_connection_gone(h->c2d, hc->device_id, broker_client_get_handle(hc->bc));
+        c2d_connection_gone(h->c2d, hub_client_device_id(hc), broker_client_get_handle(hub_client_broker(hc)));
 }
 
 void hub_commands_settled(hub *h, hub_client *hc, uint64_t app_tag, const mqtt_ack *ack)
 {
     if (h->c2d && !hub_client_module(hc)[0])
-        c2d_settled(h->c2d, hc->bc, hc->device_id, app_tag, ack);
+        c2d_settled(h->c2d, hub_client_broker(hc), hub_client_device_id(hc), app_tag, ack);
 }
 
 void hub_commands_identity_changed(hub *h, const hub_identity *old, const hub_identity *now)

@@ -45,6 +45,13 @@ typedef struct auth_props {
     bool duplicate;
 } auth_props;
 
+/* Who a device says it is: what its SAS signature covers and its
+ * certificate must match. From the CONNECT's ids, or, on re-authentication,
+ * from the connected client (claim_of). */
+typedef struct device_claim {
+    const char *client_id, *device_id, *module_id, *host;
+} device_claim;
+
 /* A refusal: reason code, status, reason text. */
 typedef struct auth_failure {
     uint8_t code;
@@ -176,13 +183,13 @@ static bool read_sas_fields(const auth_props *p, sas_fields *s, auth_failure *f)
 }
 
 /* Whether `sig` is the MQTT 5 SAS signature of these fields under key_b64. */
-static bool signed_with(const char *key_b64, const hub_client *hc, const sas_fields *s,
+static bool signed_with(const char *key_b64, const device_claim *who, const sas_fields *s,
                         mqtt_bytes sig)
 {
     uint8_t want[32];
     if (!*key_b64 || sig.len != sizeof want)
         return false;
-    if (!sas_mqtt5_sign(key_b64, hc->host, hc->client_id, s->policy[0] ? s->policy : NULL,
+    if (!sas_mqtt5_sign(key_b64, who->host, who->client_id, s->policy[0] ? s->policy : NULL,
                         s->at[0] ? s->at : NULL, s->expiry, want))
         return false;
     return crypto_equal(want, sig.p, sizeof want);
@@ -192,26 +199,26 @@ static bool signed_with(const char *key_b64, const hub_client *hc, const sas_fie
  * policy's (which must grant DeviceConnect). The identity must exist and
  * be enabled. On failure *f says why (0x8C when the identity is not a SAS
  * identity and no policy is used). */
-static bool hub_check_sas_signature(hub *h, const hub_client *hc, const sas_fields *s,
+static bool hub_check_sas_signature(hub *h, const device_claim *who, const sas_fields *s,
                                     mqtt_bytes sig, auth_failure *f)
 {
     hub_identity id;
     *f = (auth_failure){MQTT_RC_NOT_AUTHORIZED, HUB_NOT_AUTHORIZED, NOT_AUTHORIZED_TEXT};
-    if (!registry_get(h->reg, hc->device_id, hub_client_module(hc), &id) || !id.enabled)
+    if (!registry_get(h->reg, who->device_id, who->module_id, &id) || !id.enabled)
         return false;
     if (s->policy[0]) {
         hub_policy pol;
         return registry_policy_get(h->reg, s->policy, &pol) &&
                (pol.rights & HUB_RIGHT_DEVICE_CONNECT) &&
-               (signed_with(pol.primary_key, hc, s, sig) ||
-                signed_with(pol.secondary_key, hc, s, sig));
+               (signed_with(pol.primary_key, who, s, sig) ||
+                signed_with(pol.secondary_key, who, s, sig));
     }
     if (id.auth_type != HUB_AUTH_SAS) {
         *f = (auth_failure){MQTT_RC_BAD_AUTHENTICATION_METHOD, HUB_NOT_AUTHORIZED,
                             "the identity does not use SAS"};
         return false;
     }
-    return signed_with(id.primary_key, hc, s, sig) || signed_with(id.secondary_key, hc, s, sig);
+    return signed_with(id.primary_key, who, s, sig) || signed_with(id.secondary_key, who, s, sig);
 }
 
 /* ---- X.509 -------------------------------------------------------------- */
@@ -233,16 +240,16 @@ static bool thumbprint_matches(const char *registered, const char *sha1, const c
 /* Checks the TLS client certificate against the identity: a registered
  * thumbprint (selfSigned), or a chain to a configured CA whose subject CN
  * is the device id (certificateAuthority). */
-static bool hub_check_x509_certificate(hub *h, const hub_client *hc, net_conn *conn,
+static bool hub_check_x509_certificate(hub *h, const device_claim *who, net_conn *conn,
                                        auth_failure *f)
 {
     hub_identity id;
     X509 *cert = net_conn_peer_cert(conn);
     *f = (auth_failure){MQTT_RC_NOT_AUTHORIZED, HUB_NOT_AUTHORIZED, NOT_AUTHORIZED_TEXT};
-    if (!cert || !registry_get(h->reg, hc->device_id, hub_client_module(hc), &id) || !id.enabled)
+    if (!cert || !registry_get(h->reg, who->device_id, who->module_id, &id) || !id.enabled)
         return false;
     if (id.auth_type == HUB_AUTH_CA)
-        return net_conn_peer_cert_verified(conn) && cert_common_name_is(cert, hc->device_id);
+        return net_conn_peer_cert_verified(conn) && cert_common_name_is(cert, who->device_id);
     if (id.auth_type != HUB_AUTH_SELF_SIGNED) {
         *f = (auth_failure){MQTT_RC_BAD_AUTHENTICATION_METHOD, HUB_NOT_AUTHORIZED,
                             "the identity does not use X.509"};
@@ -297,18 +304,19 @@ static bool check_connect_form(hub *h, hub_client_ids *ids, const mqtt_connect *
 }
 
 /* On success *expiry_ms is the SAS token's expiry (0 for X509). */
-static bool check_connect_credential(hub *h, hub_client *hc, hub_client_ids *ids,
-                                     const mqtt_connect *pkt, const auth_props *p,
-                                     net_conn *conn, uint64_t *expiry_ms, auth_failure *f)
+static bool check_connect_credential(hub *h, const device_claim *who, bool x509,
+                                     hub_client_ids *ids, const mqtt_connect *pkt,
+                                     const auth_props *p, net_conn *conn, uint64_t *expiry_ms,
+                                     auth_failure *f)
 {
     bool has_data = MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_DATA);
-    if (hc->x509) {
+    if (x509) {
         if (has_data) {
             *f = (auth_failure){MQTT_RC_IMPLEMENTATION_SPECIFIC, HUB_BAD_REQUEST,
                                 "X509 takes no Authentication Data"};
             return false;
         }
-        return hub_check_x509_certificate(h, hc, conn, f);
+        return hub_check_x509_certificate(h, who, conn, f);
     }
     sas_fields s;
     if (!read_sas_fields(p, &s, f))
@@ -318,7 +326,7 @@ static bool check_connect_credential(hub *h, hub_client *hc, hub_client_ids *ids
                             "SAS needs the signature as Authentication Data"};
         return false;
     }
-    if (!hub_check_sas_signature(h, hc, &s, pkt->props.authentication_data, f))
+    if (!hub_check_sas_signature(h, who, &s, pkt->props.authentication_data, f))
         return false;
     strcpy(ids->policy, s.policy);
     *expiry_ms = s.expiry_ms;
@@ -328,7 +336,7 @@ static bool check_connect_credential(hub *h, hub_client *hc, hub_client_ids *ids
 /* The hub's connection rate (spec §1: CONNACK 0x9F, status 0501). Asked
  * after authentication, so clients with bad credentials cannot use up the
  * budget of real devices; what a refusal saves then is only the session. */
-static bool admit_connect(hub *h, broker_client *c, const hub_client *hc)
+static bool admit_connect(hub *h, broker_client *c, const char *client_id)
 {
     hub_status st = hub_throttle_admit(h->cfg.throttle, HUB_THROTTLE_CONNECT);
     if (st == HUB_OK)
@@ -336,7 +344,7 @@ static bool admit_connect(hub *h, broker_client *c, const hub_client *hc)
     char reason[128];
     hub_throttle_describe(h->cfg.throttle, HUB_THROTTLE_CONNECT, st, reason, sizeof reason);
     auth_failure f = {MQTT_RC_CONNECTION_RATE_EXCEEDED, st, reason};
-    refuse(c, hc->client_id, &f);
+    refuse(c, client_id, &f);
     return false;
 }
 
@@ -348,43 +356,44 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
     const broker_client_info *info = broker_client_get_info(c);
     hub_client_ids ids;
     memset(&ids, 0, sizeof ids);
-    hub_client tmp = {
-        .bc = c,
-        .client_id = ids.client_id,
-        .device_id = ids.device_id,
-        .host = ids.host,
-        .x509 = mqtt_bytes_eq_str(info->auth_method, HUB_METHOD_X509),
-    };
+    const device_claim who = {ids.client_id, ids.device_id, ids.module_id, ids.host};
+    bool x509 = mqtt_bytes_eq_str(broker_client_auth_method(c), HUB_METHOD_X509);
     auth_props p;
     auth_failure f;
     uint64_t expiry_ms = 0;
     read_auth_props(&pkt->props, &p);
     if (!check_connect_form(h, &ids, pkt, &p, info->conn, &f) ||
-        !check_connect_credential(h, &tmp, &ids, pkt, &p, info->conn, &expiry_ms, &f)) {
+        !check_connect_credential(h, &who, x509, &ids, pkt, &p, info->conn, &expiry_ms, &f)) {
         refuse(c, ids.client_id, &f);
         return;
     }
-    if (!admit_connect(h, c, &tmp))
+    if (!admit_connect(h, c, ids.client_id))
         return;
-    hub_client *hc = hub_client_new(h, &tmp, ids.policy);
-    if (!hc) {
+    if (!hub_client_init(h, c, &ids, x509)) { /* released by disconnected() */
         broker_auth_reject(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
     }
-    broker_client_set_app_data(c, hc); /* freed by disconnected() */
     broker_client_set_deadline(c, expiry_ms); /* counts once connected */
-    log_info("%s: device authenticated (%s)", hc->client_id, hc->x509 ? "X509" : "SAS");
+    log_info("%s: device authenticated (%s)", ids.client_id, x509 ? "X509" : "SAS");
     broker_auth_accept(c, NULL);
 }
 
 /* ---- re-authentication and expiry --------------------------------------- */
+
+/* What a connected device proved at CONNECT, to check its new credential
+ * against. */
+static device_claim claim_of(const hub *h, const hub_client *hc)
+{
+    return (device_claim){hub_client_id(hc), hub_client_device_id(hc), hub_client_module(hc),
+                          hub_client_host(hc, h)};
+}
 
 static void reauth_failed(hub_client *hc, const char *why)
 {
     mqtt_props props = {0};
     props.reason_string = (mqtt_bytes){(const uint8_t *)why, (uint32_t)strlen(why)};
     MQTT_SET(&props, MQTT_PROP_REASON_STRING);
-    broker_auth_reject(hc->bc, MQTT_RC_NOT_AUTHORIZED, &props);
+    broker_auth_reject(hub_client_broker(hc), MQTT_RC_NOT_AUTHORIZED, &props);
 }
 
 void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet *pkt)
@@ -397,9 +406,10 @@ void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet 
         return;
     }
     if (hc->x509) { /* nothing new to prove: the certificate must still be registered */
-        net_conn *conn = broker_client_get_info(hc->bc)->conn;
-        if (hub_check_x509_certificate(h, hc, conn, &f))
-            broker_auth_accept(hc->bc, NULL);
+        net_conn *conn = broker_client_get_info(hub_client_broker(hc))->conn;
+        device_claim who = claim_of(h, hc);
+        if (hub_check_x509_certificate(h, &who, conn, &f))
+            broker_auth_accept(hub_client_broker(hc), NULL);
         else
             reauth_failed(hc, f.reason);
         return;
@@ -413,21 +423,22 @@ void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet 
         reauth_failed(hc, "sas-policy differs from CONNECT");
         return;
     }
+    device_claim who = claim_of(h, hc);
     if (!MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_DATA) ||
-        !hub_check_sas_signature(h, hc, &s, pkt->props.authentication_data, &f)) {
+        !hub_check_sas_signature(h, &who, &s, pkt->props.authentication_data, &f)) {
         reauth_failed(hc, NOT_AUTHORIZED_TEXT);
         return;
     }
-    broker_client_set_deadline(hc->bc, s.expiry_ms);
-    log_info("%s: re-authenticated (SAS valid for %llu s)", hc->client_id,
+    broker_client_set_deadline(hub_client_broker(hc), s.expiry_ms);
+    log_info("%s: re-authenticated (SAS valid for %llu s)", hub_client_id(hc),
              (unsigned long long)((s.expiry_ms - time_wall_ms()) / 1000));
-    broker_auth_accept(hc->bc, NULL);
+    broker_auth_accept(hub_client_broker(hc), NULL);
 }
 
 void hub_sas_expired(hub_client *hc)
 {
-    log_info("%s: SAS token expired without re-authentication", hc->client_id);
-    broker_client_disconnect(hc->bc, MQTT_RC_NOT_AUTHORIZED, "SAS token expired");
+    log_info("%s: SAS token expired without re-authentication", hub_client_id(hc));
+    broker_client_disconnect(hub_client_broker(hc), MQTT_RC_NOT_AUTHORIZED, "SAS token expired");
 }
 
 bool hub_identity_change_revokes(const hub_identity *old, const hub_identity *now)

@@ -36,58 +36,68 @@
 
 bool hub_is_device_client(const broker_client *c)
 {
-    mqtt_bytes m = broker_client_get_info(c)->auth_method;
+    mqtt_bytes m = broker_client_auth_method(c);
     return mqtt_bytes_eq_str(m, HUB_METHOD_SAS) || mqtt_bytes_eq_str(m, HUB_METHOD_X509);
 }
 
+/* What the hub adds to every broker client (broker_app.client_data_size):
+ * with it, a device's broker client stays a 192-byte block (x86-64). */
+_Static_assert(sizeof(void *) != 8 || sizeof(hub_client_data) <= 24,
+               "hub_client outgrew 24 bytes");
+
 hub_client *hub_client_of(const broker_client *c)
 {
-    return hub_is_device_client(c) ? broker_client_app_data(c) : NULL;
-}
-
-/* Copies one string into the tail at *pos; returns where it went. */
-static const char *put_string(char *tail, size_t *pos, const char *s)
-{
-    if (!*s)
-        return "";
-    size_t len = strlen(s) + 1;
-    char *at = memcpy(tail + *pos, s, len);
-    *pos += len;
-    return at;
-}
-
-hub_client *hub_client_new(const hub *h, const hub_client *tmp, const char *policy)
-{
-    /* The host is nearly always the hub's name byte for byte: share it. */
-    bool own_host = strcmp(tmp->host, h->hostname) != 0;
-    bool is_device = strcmp(tmp->client_id, tmp->device_id) == 0; /* no module: share */
-    size_t plen = strlen(policy) + 1;
-    size_t tail = plen + strlen(tmp->client_id) + 1 +
-                  (is_device ? 0 : strlen(tmp->device_id) + 1) +
-                  (own_host ? strlen(tmp->host) + 1 : 0);
-    /* The strings start at their own offset, inside the struct's tail
-     * padding (a 64-byte block instead of 80 for a 12-character id); at
-     * least sizeof *hc for the copy below. */
-    size_t size = offsetof(hub_client, strings) + tail;
-    hub_client *hc = malloc(size > sizeof *hc ? size : sizeof *hc);
-    if (!hc)
+    if (!hub_is_device_client(c))
         return NULL;
-    *hc = *tmp;
-    hc->answer = NULL;
-    memcpy(hc->strings, policy, plen); /* first: hub_client_policy */
-    size_t pos = plen;
-    hc->client_id = put_string(hc->strings, &pos, tmp->client_id);
-    hc->device_id = is_device ? hc->client_id : put_string(hc->strings, &pos, tmp->device_id);
-    hc->host = own_host ? put_string(hc->strings, &pos, tmp->host) : h->hostname;
-    return hc;
+    hub_client *hc = broker_client_app_data(c);
+    return hc->live ? hc : NULL;
 }
 
-void hub_client_free(hub_client *hc)
+/* Appends s (with its NUL) at *pos; returns the offset it went to. */
+static uint16_t put_string(char *strings, size_t *pos, const char *s)
 {
-    if (!hc)
-        return;
+    size_t at = *pos, len = strlen(s) + 1;
+    memcpy(strings + at, s, len);
+    *pos += len;
+    return (uint16_t)at;
+}
+
+bool hub_client_init(const hub *h, broker_client *c, const hub_client_ids *ids, bool x509)
+{
+    hub_client *hc = broker_client_app_data(c);
+    bool is_module = ids->module_id[0] != '\0';
+    /* The host is nearly always the hub's name byte for byte: share it. */
+    bool own_host = strcmp(ids->host, h->hostname) != 0;
+    *hc = (hub_client){.x509 = x509};
+    if (ids->policy[0] || is_module || own_host) {
+        /* The policy comes first, so the offsets of the others are never 0;
+         * ids are at most HUB_*_MAX bytes, so they fit in 16 bits. */
+        size_t size = strlen(ids->policy) + 1 + (is_module ? strlen(ids->device_id) + 1 : 0) +
+                      (own_host ? strlen(ids->host) + 1 : 0);
+        hc->strings = malloc(size);
+        if (!hc->strings)
+            return false;
+        size_t pos = 0;
+        put_string(hc->strings, &pos, ids->policy);
+        if (is_module)
+            hc->device_at = put_string(hc->strings, &pos, ids->device_id);
+        if (own_host)
+            hc->host_at = put_string(hc->strings, &pos, ids->host);
+    }
+    hc->live = true;
+    return true;
+}
+
+const char *hub_client_host(const hub_client *hc, const hub *h)
+{
+    return hc->host_at ? hc->strings + hc->host_at : h->hostname;
+}
+
+void hub_client_release(hub_client *hc)
+{
+    free(hc->strings);
     free(hc->answer);
-    free(hc);
+    *hc = (hub_client){0};
 }
 
 hub_answer_buf *hub_client_answer(hub_client *hc)
@@ -202,13 +212,12 @@ static void connected(void *ctx, broker_client *c)
             h->open_cbs.connected(h->open_cbs.ctx, c);
         return;
     }
-    hc->bc = c; /* unchanged by migration, but say so */
     hc->present = hub_presence_put(h->presence, hc);
     if (!hc->present)
-        log_warn("%s: not in the presence index (out of memory)", hc->client_id);
-    registry_note_connection(h->reg, hc->device_id, hub_client_module(hc), true,
+        log_warn("%s: not in the presence index (out of memory)", hub_client_id(hc));
+    registry_note_connection(h->reg, hub_client_device_id(hc), hub_client_module(hc), true,
                              (int64_t)time_wall_ms());
-    hub_methods_device_ready(h->methods, broker_client_loop(c), hc->client_id);
+    hub_methods_device_ready(h->methods, broker_client_loop(c), hub_client_id(hc));
     hub_commands_may_deliver(h, hc); /* a resumed session may hold the subscription */
 }
 
@@ -220,17 +229,16 @@ static void disconnected(void *ctx, broker_client *c, uint8_t reason)
             h->open_cbs.disconnected(h->open_cbs.ctx, c, reason);
         return;
     }
-    hub_client *hc = broker_client_app_data(c);
+    hub_client *hc = hub_client_of(c);
     if (!hc)
         return;
     /* After a take-over the new connection owns the entry: leave it. */
     if (hc->present && hub_presence_remove(h->presence, hc))
-        registry_note_connection(h->reg, hc->device_id, hub_client_module(hc), false,
+        registry_note_connection(h->reg, hub_client_device_id(hc), hub_client_module(hc), false,
                                  (int64_t)time_wall_ms());
     hub_commands_disconnected(h, hc);
-    log_debug("%s: device disconnected (0x%02x)", hc->client_id, reason);
-    broker_client_set_app_data(c, NULL);
-    hub_client_free(hc);
+    log_debug("%s: device disconnected (0x%02x)", hub_client_id(hc), reason);
+    hub_client_release(hc);
 }
 
 static uint8_t authorize_subscribe(void *ctx, broker_client *c, mqtt_bytes group,
@@ -245,7 +253,7 @@ static uint8_t authorize_subscribe(void *ctx, broker_client *c, mqtt_bytes group
     bool open = false;
     uint8_t rc = hub_subscribe_rule(filter, qos, &open);
     if (rc < 0x80 && hub_is_methods_filter(filter))
-        hub_methods_device_ready(h->methods, broker_client_loop(c), hub_client_of(c)->client_id);
+        hub_methods_device_ready(h->methods, broker_client_loop(c), hub_client_id(hub_client_of(c)));
     if (rc < 0x80 && mqtt_bytes_eq_str(filter, "$iothub/commands"))
         hub_commands_may_deliver(h, hub_client_of(c));
     if (!open)
@@ -330,7 +338,7 @@ static void revoke_task(net_loop *loop, void *arg)
     broker_client *c = broker_client_lookup(loop, t->handle);
     hub_client *hc = c ? hub_client_of(c) : NULL;
     if (hc) {
-        log_info("%s: identity disabled, deleted or its credentials changed", hc->client_id);
+        log_info("%s: identity disabled, deleted or its credentials changed", hub_client_id(hc));
         broker_client_disconnect(c, MQTT_RC_NOT_AUTHORIZED, "identity changed");
     }
     free(t);
@@ -366,7 +374,7 @@ static void desired_task(net_loop *loop, void *arg)
         pub.payload = (mqtt_bytes){(const uint8_t *)t->patch, (uint32_t)strlen(t->patch)};
         broker_msg *msg = broker_msg_new(&pub, pub.topic, NULL, net_loop_now_ms(loop));
         if (!msg || !broker_client_send(c, msg, 0, 0))
-            log_info("%s: desired patch v%llu not sent", hc->client_id,
+            log_info("%s: desired patch v%llu not sent", hub_client_id(hc),
                      (unsigned long long)t->version);
         if (msg)
             broker_msg_unref(msg);
@@ -443,6 +451,7 @@ void hub_bind(hub *h, broker_app *out)
 {
     *out = (broker_app){
         .ctx = h,
+        .client_data_size = sizeof(hub_client_data),
         .authenticate = authenticate,
         .limits_for = limits_for,
         .auth_packet = auth_packet,

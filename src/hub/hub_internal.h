@@ -56,47 +56,71 @@ typedef struct hub_answer_buf {
     char status[5];
 } hub_answer_buf;
 
-/* One device connection. Sized for an idle connection: the strings are
- * kept at their length in the allocation's tail (hub_client_new), the
- * answer buffer exists only once the device was refused something
- * (hub_client_answer), and the host points at the hub's own name when the
- * device signed exactly that (the usual case). The module id is read from
- * the client id (hub_client_module), the sas-policy is the tail's first
- * string, and a device's id is its client id, so a plain device keeps its
- * client id and one byte. Strings are read-only once the client is
- * accepted. */
+/* One device connection, kept in its broker client's app data (the same
+ * block: no allocation and no pointer of its own). Sized for an idle
+ * connection: the client id is the broker's (broker_client_get_info), the
+ * module id is read from it (hub_client_module), and a device's id is its
+ * client id; the answer buffer exists only once the device was refused
+ * something (hub_client_answer). Only what differs from those defaults is
+ * stored, in `strings`, each NUL-terminated: the sas-policy (first), then
+ * the device id when the client is a module, then the host when the
+ * device signed another name than the hub's. A device that signs with its
+ * own key on the hub's name (the usual case) has no strings at all.
+ * Read-only once the client is accepted. */
 typedef struct hub_client {
-    broker_client *bc;                  /* its handle, loop, Maximum Packet Size:
-                                           broker_client_get_handle, _loop, _get_info */
-    const char *client_id;              /* "dev" or "dev/mod" */
-    const char *device_id;
-    const char *host;                   /* as signed (the `host` property or SNI) */
-    hub_answer_buf *answer;             /* NULL until first needed */
-    bool x509;                          /* else SAS */
-    bool present;                       /* in the presence index */
-    char strings[];                     /* what the pointers above point into;
-                                           starts in the struct's tail padding */
+    char *strings;            /* NULL: no policy, not a module, the hub's name */
+    hub_answer_buf *answer;   /* NULL until first needed */
+    uint16_t device_at;       /* the device id's offset in strings; 0 = the client id */
+    uint16_t host_at;         /* the host's offset in strings; 0 = the hub's name */
+    bool live;                /* accepted, and not yet disconnected */
+    bool x509;                /* else SAS */
+    bool present;             /* in the presence index */
 } hub_client;
+
+/* A broker client's app data (broker_app.client_data_size): a device's
+ * hub_client, or, for an open-broker client, the open app's pointer. */
+typedef union hub_client_data {
+    hub_client device;
+    void *open_state;
+} hub_client_data;
+
+static inline broker_client *hub_client_broker(const hub_client *hc)
+{
+    return broker_client_of_app_data((void *)hc);
+}
+
+/* "dev" or "dev/mod": the broker's copy, NUL-terminated. */
+static inline const char *hub_client_id(const hub_client *hc)
+{
+    return (const char *)broker_client_get_info(hub_client_broker(hc))->client_id.p;
+}
+
+static inline const char *hub_client_device_id(const hub_client *hc)
+{
+    return hc->device_at ? hc->strings + hc->device_at : hub_client_id(hc);
+}
 
 /* The client's Maximum Packet Size (0 = none), kept by the broker. */
 static inline uint32_t hub_client_max_packet(const hub_client *hc)
 {
-    return broker_client_get_info(hc->bc)->max_packet;
+    return broker_client_get_info(hub_client_broker(hc))->max_packet;
 }
 
 /* The module id ("" for a device): what follows '/' in the client id. */
 static inline const char *hub_client_module(const hub_client *hc)
 {
-    const char *slash = strchr(hc->client_id, '/');
+    const char *slash = strchr(hub_client_id(hc), '/');
     return slash ? slash + 1 : "";
 }
 
-/* The sas-policy the device signed with ("" when none): the tail's first
- * string (hub_client_new). */
-static inline const char *hub_client_policy(const hub_client *hc) { return hc->strings; }
+/* The sas-policy the device signed with ("" when none). */
+static inline const char *hub_client_policy(const hub_client *hc)
+{
+    return hc->strings ? hc->strings : "";
+}
 
-/* Fixed-size storage for the strings while a CONNECT is judged, before the
- * client's exact size is known. */
+/* Fixed-size storage for the strings while a CONNECT is judged, before
+ * what the client keeps is known (hub_client_init). */
 typedef struct hub_client_ids {
     char client_id[2 * HUB_ID_MAX + 2];
     char device_id[HUB_ID_MAX + 1];
@@ -108,12 +132,17 @@ typedef struct hub_client_ids {
 /* ---- hub.c ------------------------------------------------------------ */
 /* Whether this client is the hub's (SAS or X509) rather than the open broker's. */
 bool hub_is_device_client(const broker_client *c);
-/* The hub's data of a device client, or NULL for an open-broker client. */
+/* The hub's data of an accepted device client; NULL for an open-broker
+ * client, and for a device not yet accepted or already disconnected. */
 hub_client *hub_client_of(const broker_client *c);
-/* A heap copy of `tmp` (whose strings point anywhere) with its strings and
- * the sas-policy in one exact-length tail; NULL when memory runs out. */
-hub_client *hub_client_new(const hub *h, const hub_client *tmp, const char *policy);
-void hub_client_free(hub_client *hc);
+/* Makes c's app data an accepted device with these ids (policy, host and
+ * device id copied when they differ from the defaults); false when out of
+ * memory. */
+bool hub_client_init(const hub *h, broker_client *c, const hub_client_ids *ids, bool x509);
+/* The host the device signed: its own, or the hub's name. */
+const char *hub_client_host(const hub_client *hc, const hub *h);
+/* Frees what the client holds and marks it gone (hub_client_of: NULL). */
+void hub_client_release(hub_client *hc);
 /* The client's answer buffer, allocated on first use and kept until the
  * client goes (a device refused once is likely refused again); NULL when
  * memory runs out, which hub_answer_failure accepts. */

@@ -540,7 +540,7 @@ static method_call *claim_call(hub_methods *m, const hub_client *hc, mqtt_bytes 
     pthread_mutex_lock(&m->lock);
     if (corr.len == CORRELATION_LEN)
         call = hmap_get(&m->pending, corr.p, CORRELATION_LEN);
-    if (call && (strcmp(call->client_id, hc->client_id) != 0 || call->device_loop != loop))
+    if (call && (strcmp(call->client_id, hub_client_id(hc)) != 0 || call->device_loop != loop))
         call = NULL;
     if (call) {
         hmap_del(&m->pending, call->correlation, CORRELATION_LEN);
@@ -559,11 +559,11 @@ broker_publish_action hub_methods_reply(hub *h, hub_client *hc, const mqtt_publi
         return refused;
     mqtt_bytes corr = pkt->props.correlation_data;
     answer->reason = 0;
-    net_loop *loop = broker_client_loop(hc->bc);
+    net_loop *loop = broker_client_loop(hub_client_broker(hc));
     method_call *call = claim_call(h->methods, hc, corr, loop);
     if (!call) {
         log_debug("%s: method reply matches no pending call (late or unknown): dropped",
-                  hc->client_id);
+                  hub_client_id(hc));
         return BROKER_PUBLISH_DONE;
     }
     net_timer_stop(loop, &call->reply_timer);

@@ -40,7 +40,7 @@ static hmap_key client_key(const void *value, const void *ctx)
 {
     (void)ctx;
     const hub_client *hc = value;
-    return (hmap_key){hc->client_id, strlen(hc->client_id)};
+    return (hmap_key){hub_client_id(hc), strlen(hub_client_id(hc))};
 }
 
 hub_presence *hub_presence_new(void)
@@ -66,18 +66,18 @@ void hub_presence_free(hub_presence *p)
 bool hub_presence_put(hub_presence *p, hub_client *hc)
 {
     pthread_mutex_lock(&p->lock);
-    bool ok = hmap_put(&p->map, hc->client_id, strlen(hc->client_id), hc) != hc;
+    bool ok = hmap_put(&p->map, hub_client_id(hc), strlen(hub_client_id(hc)), hc) != hc;
     pthread_mutex_unlock(&p->lock);
     return ok;
 }
 
 bool hub_presence_remove(hub_presence *p, hub_client *hc)
 {
-    size_t len = strlen(hc->client_id);
+    size_t len = strlen(hub_client_id(hc));
     bool gone = false;
     pthread_mutex_lock(&p->lock);
-    if (hmap_get(&p->map, hc->client_id, len) == hc)
-        gone = hmap_del(&p->map, hc->client_id, len) != NULL;
+    if (hmap_get(&p->map, hub_client_id(hc), len) == hc)
+        gone = hmap_del(&p->map, hub_client_id(hc), len) != NULL;
     pthread_mutex_unlock(&p->lock);
     return gone;
 }
@@ -88,8 +88,8 @@ bool hub_presence_find(hub_presence *p, const char *key, net_loop **loop,
     pthread_mutex_lock(&p->lock);
     const hub_client *hc = hmap_get(&p->map, key, strlen(key));
     if (hc) {
-        *loop = broker_client_loop(hc->bc);
-        *h = broker_client_get_handle(hc->bc);
+        *loop = broker_client_loop(hub_client_broker(hc));
+        *h = broker_client_get_handle(hub_client_broker(hc));
     }
     pthread_mutex_unlock(&p->lock);
     return hc != NULL;

@@ -170,12 +170,12 @@ void hub_send_response(hub_client *hc, mqtt_bytes correlation, hub_status st, co
     pub.props.user = (mqtt_bytes){users, (uint32_t)ulen};
     pub.payload = (mqtt_bytes){(const uint8_t *)payload, (uint32_t)len};
     broker_msg *msg = broker_msg_new(&pub, pub.topic, NULL, net_loop_now_ms(
-                                         broker_client_loop(hc->bc)));
+                                         broker_client_loop(hub_client_broker(hc))));
     if (!msg) {
-        log_warn("%s: out of memory for a response", hc->client_id);
+        log_warn("%s: out of memory for a response", hub_client_id(hc));
         return;
     }
-    if (!broker_client_send(hc->bc, msg, 0, 0))
-        log_info("%s: response not sent (client not ready)", hc->client_id);
+    if (!broker_client_send(hub_client_broker(hc), msg, 0, 0))
+        log_info("%s: response not sent (client not ready)", hub_client_id(hc));
     broker_msg_unref(msg);
 }

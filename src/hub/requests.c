@@ -49,7 +49,7 @@ static pending_op *pending_new(hub *h, hub_client *hc, uint16_t packet_id, mqtt_
     if (!op)
         return NULL;
     op->h = h;
-    op->handle = broker_client_get_handle(hc->bc);
+    op->handle = broker_client_get_handle(hub_client_broker(hc));
     op->packet_id = packet_id;
     op->correlation_len = (uint8_t)corr.len;
     if (corr.len)
@@ -96,7 +96,7 @@ static void get_twin(hub *h, hub_client *hc, mqtt_bytes corr)
 {
     hub_status st = HUB_SERVER_ERROR;
     char *doc =
-        h->twins ? twins_device_view(h->twins, hc->device_id, hub_client_module(hc), &st) : NULL;
+        h->twins ? twins_device_view(h->twins, hub_client_device_id(hc), hub_client_module(hc), &st) : NULL;
     if (!doc) {
         hub_send_response(hc, corr, st, h->twins ? "twin not found" : "twins unavailable",
                           false, 0, NULL, 0);
@@ -126,9 +126,9 @@ static void patch_reported(hub *h, hub_client *hc, const mqtt_publish *pkt, int6
                           h->twins ? "out of memory" : "twins unavailable", false, 0, NULL, 0);
         return;
     }
-    twins_patch_reported(h->twins, hc->device_id, hub_client_module(hc),
+    twins_patch_reported(h->twins, hub_client_device_id(hc), hub_client_module(hc),
                          (const char *)pkt->payload.p, pkt->payload.len, if_version,
-                         broker_client_loop(hc->bc), reported_done, op);
+                         broker_client_loop(hub_client_broker(hc)), reported_done, op);
 }
 
 /* The hub's twin read or update rate for a request of `kind`: HUB_OK, or
@@ -156,7 +156,7 @@ bool hub_correlated_publish_ok(hub_client *hc, const mqtt_publish *pkt, const ch
     mqtt_bytes corr = pkt->props.correlation_data;
     if (!MQTT_HAS(&pkt->props, MQTT_PROP_CORRELATION_DATA) || corr.len == 0 ||
         corr.len > HUB_CORRELATION_MAX) {
-        log_info("%s: %s without usable Correlation Data (%u bytes)", hc->client_id, what,
+        log_info("%s: %s without usable Correlation Data (%u bytes)", hub_client_id(hc), what,
                  corr.len);
         hub_answer_failure(hub_client_answer(hc), MQTT_DISCONNECT, HUB_BAD_REQUEST,
                            MQTT_RC_IMPLEMENTATION_SPECIFIC,
@@ -176,7 +176,7 @@ broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
                                    &refused))
         return refused;
     mqtt_bytes corr = pkt->props.correlation_data;
-    registry_note_activity(h->reg, hc->device_id, hub_client_module(hc), (int64_t)time_wall_ms());
+    registry_note_activity(h->reg, hub_client_device_id(hc), hub_client_module(hc), (int64_t)time_wall_ms());
     char reason[128];
     int64_t if_version;
     hub_status st = request_properties(kind, pkt, &if_version, reason, sizeof reason);
@@ -281,7 +281,7 @@ static void telemetry_done(net_loop *loop, void *arg, hub_status st)
         if (st != HUB_OK)
             hub_answer_failure(hub_client_answer(hc), MQTT_PUBACK, st, 0, "telemetry not stored",
                                hub_client_max_packet(hc), &answer);
-        broker_publish_complete(hc->bc, op->packet_id, 1, &answer);
+        broker_publish_complete(hub_client_broker(hc), op->packet_id, 1, &answer);
     }
     free(op);
 }
@@ -291,7 +291,7 @@ static broker_publish_action refuse_telemetry(hub_client *hc, const mqtt_publish
                                               hub_status st, const char *reason,
                                               broker_answer *answer)
 {
-    log_info("%s: telemetry refused: %s", hc->client_id, reason);
+    log_info("%s: telemetry refused: %s", hub_client_id(hc), reason);
     hub_answer_failure(hub_client_answer(hc), pkt->qos ? MQTT_PUBACK : MQTT_DISCONNECT, st,
                        pkt->qos ? 0 : MQTT_RC_IMPLEMENTATION_SPECIFIC, reason,
                        hub_client_max_packet(hc), answer);
@@ -311,7 +311,7 @@ static broker_publish_action refuse_over_limit(hub *h, hub_client *hc, const mqt
 {
     char reason[128];
     hub_throttle_describe(h->cfg.throttle, HUB_THROTTLE_TELEMETRY, st, reason, sizeof reason);
-    log_debug("%s: telemetry refused: %s", hc->client_id, reason);
+    log_debug("%s: telemetry refused: %s", hub_client_id(hc), reason);
     if (pkt->qos) {
         hub_answer_failure(hub_client_answer(hc), MQTT_PUBACK, st, 0, reason,
                            hub_client_max_packet(hc), answer);
@@ -356,7 +356,7 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
                                 h->tel ? "out of memory" : "telemetry unavailable", answer);
     }
     telemetry_msg m = {
-        .device_id = hc->device_id,
+        .device_id = hub_client_device_id(hc),
         .module_id = hub_client_module(hc),
         .auth_method = hc->x509 ? "x509" : "sas",
         .content_type = has_ct ? content_type : NULL,
@@ -365,9 +365,9 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
         .body = pkt->payload.p,
         .body_len = pkt->payload.len,
     };
-    telemetry_accept(h->tel, &m, broker_client_loop(hc->bc), telemetry_done, op);
+    telemetry_accept(h->tel, &m, broker_client_loop(hub_client_broker(hc)), telemetry_done, op);
     free(tp.arena);
-    registry_note_activity(h->reg, hc->device_id, hub_client_module(hc), (int64_t)time_wall_ms());
+    registry_note_activity(h->reg, hub_client_device_id(hc), hub_client_module(hc), (int64_t)time_wall_ms());
     answer->reason = 0;
     return pkt->qos ? BROKER_PUBLISH_PENDING : BROKER_PUBLISH_DONE;
 }

@@ -108,7 +108,7 @@ static broker_publish_action refuse_undefined(hub_client *hc, mqtt_bytes topic, 
     snprintf(reason, sizeof reason, "Unsupported topic: %.*s",
              (int)utf8_fit((const char *)topic.p, topic.len, 120),
              (const char *)topic.p);
-    log_info("%s: %s (QoS %u)", hc->client_id, reason, qos);
+    log_info("%s: %s (QoS %u)", hub_client_id(hc), reason, qos);
     hub_answer_failure(hub_client_answer(hc), qos ? MQTT_PUBACK : MQTT_DISCONNECT, HUB_NOT_FOUND,
                        qos ? 0 : MQTT_RC_TOPIC_NAME_INVALID, reason, hub_client_max_packet(hc), answer);
     return qos ? BROKER_PUBLISH_DONE : BROKER_PUBLISH_REFUSE;
@@ -128,7 +128,7 @@ broker_publish_action hub_device_publish(hub *h, hub_client *hc, mqtt_bytes topi
         return hub_methods_reply(h, hc, pkt, answer); /* methods.c */
     case HUB_TOPIC_OPEN:
         if (h->cfg.open_topics && h->open)
-            return h->open_cbs.publish(h->open_cbs.ctx, hc->bc, topic, pkt, answer);
+            return h->open_cbs.publish(h->open_cbs.ctx, hub_client_broker(hc), topic, pkt, answer);
         return refuse_undefined(hc, topic, pkt->qos, answer);
     case HUB_TOPIC_UNDEFINED:
     default:
