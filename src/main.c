@@ -213,6 +213,7 @@ static bool build_engine(iothubd *d, char *err, size_t errlen)
     if (d->iothub) {
         hub_bind(d->iothub, &bapp);
         d->b = broker_new(d->server, &cfg->limits, &bapp);
+        hub_set_broker(d->iothub, d->b);
     }
     if (d->b)
         d->svc = service_new(d->server, d->reg, &scfg);

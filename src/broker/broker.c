@@ -205,6 +205,25 @@ broker_client *broker_client_lookup(net_loop *loop, broker_client_handle h)
     return bl ? hmap_get(&bl->clients, &h, sizeof h) : NULL;
 }
 
+/* Reads only what broker_new set before any loop ran (the loop table and
+ * each broker_loop's net_loop), so any thread may call it. */
+net_loop *broker_owner_net_loop(broker *b, const char *client_id, size_t len)
+{
+    return broker_owner_loop(b, client_id, len)->loop;
+}
+
+/* The session map is the owner loop's own, read on that loop. A session's
+ * `client` is attached in finish_connect (take_over detaches the old one
+ * first) and detached before the app's disconnected() runs, and the state
+ * test leaves out a client that is closing but not yet detached. */
+broker_client *broker_find_connected(broker *b, net_loop *loop, const char *client_id,
+                                     size_t len)
+{
+    session *s = session_find(broker_loop_of(b, loop), client_id, len);
+    broker_client *c = s ? s->client : NULL;
+    return c && c->state == CLIENT_CONNECTED ? c : NULL;
+}
+
 void broker_client_set_deadline(broker_client *c, uint64_t when_wall_ms)
 {
     c->deadline_wall_ms = when_wall_ms;

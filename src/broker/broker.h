@@ -157,6 +157,24 @@ mqtt_bytes broker_client_auth_method(const broker_client *c);
 broker_client_handle broker_client_get_handle(const broker_client *c);
 /* The client with this handle on the current loop, or NULL if gone. */
 broker_client *broker_client_lookup(net_loop *loop, broker_client_handle h);
+
+/*
+ * Finding a connected client by its client id, from any thread, in two
+ * steps. The loop that owns a client id's session (and serves its
+ * connection once connected: a connected client never leaves it) is a pure
+ * function of the id and the number of loops, so any thread may ask for it
+ * (broker_owner_net_loop) and post a task there. On that loop the task
+ * asks for the client connected under the id *now*
+ * (broker_find_connected): the session's attached connection if it is
+ * connected, so after a take-over the new connection, and NULL when the
+ * id is not connected (or is still authenticating or moving to its loop).
+ * The answer holds only for the current task: hold the client no longer.
+ */
+net_loop *broker_owner_net_loop(broker *b, const char *client_id, size_t len);
+/* On `loop` only. NULL also when `loop` is not the id's owner. */
+broker_client *broker_find_connected(broker *b, net_loop *loop, const char *client_id,
+                                     size_t len);
+
 /* The application's bytes in this client: broker_app.client_data_size of
  * them (at least a pointer's worth), zeroed when the client is created,
  * 8-byte aligned and freed with the client. They live in the client's own

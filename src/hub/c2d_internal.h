@@ -3,9 +3,9 @@
  * c2d_deliver.c (the MQTT side) share, and nothing outside them.
  *
  * Lock: `lock` guards every queue, the tag counter, the deadline and the
- * feedback ring. Order: c2d lock, then the registry's or the presence
- * index's (the ready listener runs under the c2d lock; it only looks the
- * device up and posts a task). Store calls under the lock only queue.
+ * feedback ring. Order: c2d lock, then the registry's or a loop's task
+ * queue's (the ready listener runs under the c2d lock; it only posts a
+ * task to the device's loop). Store calls under the lock only queue.
  */
 #ifndef IOTHUBD_HUB_C2D_INTERNAL_H
 #define IOTHUBD_HUB_C2D_INTERNAL_H

@@ -21,9 +21,16 @@
  * subtree or one inside it, without proving anything (0x87, status 0101).
  *
  * Reaching a device from another loop (a registry change that revokes it,
- * a desired-property change) goes through the presence index: the entry
- * names the device's loop and client handle, a task is posted there, and
- * the task looks the handle up; a device gone in between is not found.
+ * a desired-property change, a cloud-to-device command, a direct method)
+ * needs no index of our own: the broker shards sessions over the loops by
+ * client id, and a connected client always lives on its session's loop,
+ * so the device's loop follows from its client id alone
+ * (hub_device_loop). A task posted there asks the loop's session map for
+ * the client connected under the id when the task runs (hub_find_device):
+ * after a take-over that is the new connection, and a device that left in
+ * between is simply not found. Both run on that one loop, the only thread
+ * that changes the map, so there is nothing to lock and no stale pointer
+ * to guard against; an idle connection costs the hub nothing for it.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -105,6 +112,28 @@ hub_answer_buf *hub_client_answer(hub_client *hc)
     if (!hc->answer)
         hc->answer = malloc(sizeof *hc->answer);
     return hc->answer;
+}
+
+void hub_client_id_of(const char *device_id, const char *module_id, char *out, size_t cap)
+{
+    if (module_id && *module_id)
+        snprintf(out, cap, "%s/%s", device_id, module_id);
+    else
+        snprintf(out, cap, "%s", device_id);
+}
+
+net_loop *hub_device_loop(const hub *h, const char *client_id)
+{
+    return broker_owner_net_loop(h->b, client_id, strlen(client_id));
+}
+
+/* An open-broker client cannot hold a registered device's id (the hub
+ * refuses it), but one may hold it after the identity was deleted and
+ * created again: only a device client counts. */
+hub_client *hub_find_device(const hub *h, net_loop *loop, const char *client_id)
+{
+    broker_client *c = broker_find_connected(h->b, loop, client_id, strlen(client_id));
+    return c ? hub_client_of(c) : NULL;
 }
 
 static bool is_device_connect(const mqtt_connect *pkt)
@@ -212,9 +241,7 @@ static void connected(void *ctx, broker_client *c)
             h->open_cbs.connected(h->open_cbs.ctx, c);
         return;
     }
-    hc->present = hub_presence_put(h->presence, hc);
-    if (!hc->present)
-        log_warn("%s: not in the presence index (out of memory)", hub_client_id(hc));
+    hc->connected = true;
     registry_note_connection(h->reg, hub_client_device_id(hc), hub_client_module(hc), true,
                              (int64_t)time_wall_ms());
     hub_methods_device_ready(h->methods, broker_client_loop(c), hub_client_id(hc));
@@ -232,8 +259,11 @@ static void disconnected(void *ctx, broker_client *c, uint8_t reason)
     hub_client *hc = hub_client_of(c);
     if (!hc)
         return;
-    /* After a take-over the new connection owns the entry: leave it. */
-    if (hc->present && hub_presence_remove(h->presence, hc))
+    /* The registry hears of the end unless the id is connected again: a
+     * take-over's new connection was connected (and the registry told)
+     * before this one's close ran. Both happen on this loop, the id's. */
+    const char *id = hub_client_id(hc);
+    if (hc->connected && !broker_find_connected(h->b, broker_client_loop(c), id, strlen(id)))
         registry_note_connection(h->reg, hub_client_device_id(hc), hub_client_module(hc), false,
                                  (int64_t)time_wall_ms());
     hub_commands_disconnected(h, hc);
@@ -300,46 +330,46 @@ static void deadline_passed(void *ctx, broker_client *c)
 
 /* ---- reaching connected devices ----------------------------------------- */
 
+/* A change to apply to the device connected under `text` (its client id)
+ * when the task runs on the id's loop. */
 typedef struct device_task {
     hub *h;
-    broker_client_handle handle;
     uint64_t version;   /* desired notification */
-    char patch[];       /* desired notification; "" for a revocation */
+    const char *patch;  /* desired notification, after the id in text[];
+                           "" for a revocation */
+    char text[];
 } device_task;
 
-/* Posts fn(task) to the loop of the connected identity; false if it is
- * not connected. */
+/* Posts fn(task) to the loop of the identity, where the task finds whether
+ * it is connected; false only when out of memory. */
 static bool post_to_device(hub *h, const char *device_id, const char *module_id,
                            net_task_fn fn, uint64_t version, const char *patch)
 {
     char key[2 * HUB_ID_MAX + 2];
-    net_loop *loop;
-    broker_client_handle handle;
     hub_client_id_of(device_id, module_id, key, sizeof key);
-    if (!hub_presence_find(h->presence, key, &loop, &handle))
-        return false;
-    size_t len = patch ? strlen(patch) : 0;
-    device_task *t = malloc(sizeof *t + len + 1);
+    size_t klen = strlen(key) + 1;
+    size_t plen = patch ? strlen(patch) + 1 : 1;
+    device_task *t = malloc(sizeof *t + klen + plen);
     if (!t) {
         log_warn("%s: out of memory, device not reached", key);
         return false;
     }
     t->h = h;
-    t->handle = handle;
     t->version = version;
-    memcpy(t->patch, patch ? patch : "", len + 1);
-    net_loop_post(loop, fn, t);
+    memcpy(t->text, key, klen);
+    t->patch = memcpy(t->text + klen, patch ? patch : "", plen);
+    net_loop_post(hub_device_loop(h, key), fn, t);
     return true;
 }
 
 static void revoke_task(net_loop *loop, void *arg)
 {
     device_task *t = arg;
-    broker_client *c = broker_client_lookup(loop, t->handle);
-    hub_client *hc = c ? hub_client_of(c) : NULL;
+    hub_client *hc = hub_find_device(t->h, loop, t->text);
     if (hc) {
         log_info("%s: identity disabled, deleted or its credentials changed", hub_client_id(hc));
-        broker_client_disconnect(c, MQTT_RC_NOT_AUTHORIZED, "identity changed");
+        broker_client_disconnect(hub_client_broker(hc), MQTT_RC_NOT_AUTHORIZED,
+                                 "identity changed");
     }
     free(t);
 }
@@ -359,8 +389,8 @@ static void on_identity_changed(void *arg, const hub_identity *old, const hub_id
 static void desired_task(net_loop *loop, void *arg)
 {
     device_task *t = arg;
-    broker_client *c = broker_client_lookup(loop, t->handle);
-    hub_client *hc = c ? hub_client_of(c) : NULL;
+    hub_client *hc = hub_find_device(t->h, loop, t->text);
+    broker_client *c = hc ? hub_client_broker(hc) : NULL;
     if (hc && broker_client_has_subscription(c, "$iothub/twin/patch/desired")) {
         char num[24];
         uint8_t users[64];
@@ -416,9 +446,8 @@ hub *hub_new(const hub_config *cfg, hub_registry *reg, hub_twins *twins, hub_tel
         return NULL;
     h->cfg = *cfg;
     h->hostname = strdup(cfg->hostname ? cfg->hostname : "localhost");
-    h->presence = hub_presence_new();
     h->methods = hub_methods_new(h);
-    if (!h->hostname || !h->presence || !h->methods) {
+    if (!h->hostname || !h->methods) {
         hub_free(h);
         return NULL;
     }
@@ -442,9 +471,13 @@ void hub_free(hub *h)
     if (h->reg)
         registry_set_change_listener(h->reg, NULL, NULL);
     hub_methods_free(h->methods); /* ends the calls still under way */
-    hub_presence_free(h->presence);
     free(h->hostname);
     free(h);
+}
+
+void hub_set_broker(hub *h, broker *b)
+{
+    h->b = b;
 }
 
 void hub_bind(hub *h, broker_app *out)

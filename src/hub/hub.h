@@ -12,9 +12,11 @@
  * the hub's delegate, when the open broker serves anyone at all; the hub
  * keeps the `$iothub/` topic space closed to those clients.
  *
- * Threads: the callbacks run on the broker's loops; the registry and twin
- * listeners may run on any loop and reach a device through the presence
- * index (hub/presence.c), which names its loop and client handle.
+ * Threads: the callbacks run on the broker's loops; the registry, twin and
+ * command-queue listeners and direct-method calls may run on any loop and
+ * reach a device through the broker (hub_set_broker): its client id names
+ * the loop that serves it, where the broker's session map tells which
+ * connection, if any, is the device's now (see hub.c).
  */
 #ifndef IOTHUBD_HUB_HUB_H
 #define IOTHUBD_HUB_HUB_H
@@ -54,6 +56,11 @@ hub *hub_new(const hub_config *cfg, hub_registry *reg, hub_twins *twins, hub_tel
 void hub_free(hub *h);
 /* Fills `out` with the hub's callbacks, to give to broker_new. */
 void hub_bind(hub *h, broker_app *out);
+/* The broker made with those callbacks, through which the hub finds
+ * connected devices. Right after broker_new: before the loops run and
+ * before anything can change the registry, the twins or the command
+ * queues (their listeners reach devices through it). */
+void hub_set_broker(hub *h, broker *b);
 /* Connects the cloud-to-device command queues (hub/c2d.h): delivery on
  * $iothub/commands and PUBACK settlement. Before the loops run. */
 void hub_set_c2d(hub *h, hub_c2d *c2d);

@@ -1,11 +1,10 @@
 /*
  * hub/hub_internal.h — what the files of the IoT Hub application share
- * (hub.c, connect.c, topics.c, requests.c, properties.c, presence.c,
+ * (hub.c, connect.c, topics.c, requests.c, properties.c, commands.c,
  * methods.c), and nothing outside them.
  *
  * Two kinds of state:
- *   struct hub         process-wide and read-only once the loops run
- *                      (except the presence index, which has its own lock).
+ *   struct hub         process-wide and read-only once the loops run.
  *   struct hub_client  one per device connection (SAS or X509), the
  *                      broker client's app data; touched only on the loop
  *                      that serves the connection.
@@ -31,19 +30,18 @@
 #define HUB_POLICY_MAX 63
 #define HUB_CORRELATION_MAX 16
 
-typedef struct hub_presence hub_presence;
 typedef struct hub_methods hub_methods;
 
 struct hub {
     hub_config cfg;
     char *hostname;            /* owned copy of cfg.hostname */
     broker_limits device_limits;
+    broker *b;                 /* hub_set_broker: finds connected devices */
     hub_registry *reg;
     hub_twins *twins;          /* may be NULL */
     hub_telemetry *tel;        /* may be NULL */
     open_app *open;            /* may be NULL */
     broker_app open_cbs;       /* the open broker's callbacks */
-    hub_presence *presence;
     hub_methods *methods;      /* methods.c */
     hub_c2d *c2d;              /* commands.c; NULL until hub_set_c2d */
 };
@@ -74,7 +72,7 @@ typedef struct hub_client {
     uint16_t host_at;         /* the host's offset in strings; 0 = the hub's name */
     bool live;                /* accepted, and not yet disconnected */
     bool x509;                /* else SAS */
-    bool present;             /* in the presence index */
+    bool connected;           /* connected() ran: the registry was told */
 } hub_client;
 
 /* A broker client's app data (broker_app.client_data_size): a device's
@@ -147,6 +145,14 @@ void hub_client_release(hub_client *hc);
  * client goes (a device refused once is likely refused again); NULL when
  * memory runs out, which hub_answer_failure accepts. */
 hub_answer_buf *hub_client_answer(hub_client *hc);
+/* The client id of an identity: "dev" or "dev/mod" (out: 2*HUB_ID_MAX+2). */
+void hub_client_id_of(const char *device_id, const char *module_id, char *out, size_t cap);
+/* Reaching a device from any thread (see hub.c): the loop that serves the
+ * client id whenever it is connected, where a task then finds the device
+ * connected under it now (hub_find_device; NULL when none is). */
+net_loop *hub_device_loop(const hub *h, const char *client_id);
+/* On hub_device_loop(client_id) only. */
+hub_client *hub_find_device(const hub *h, net_loop *loop, const char *client_id);
 
 /* ---- connect.c -------------------------------------------------------- */
 void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt);
@@ -212,19 +218,6 @@ broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
 broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_publish *pkt,
                                            broker_answer *answer);
 
-/* ---- presence.c ------------------------------------------------------- */
-hub_presence *hub_presence_new(void);
-void hub_presence_free(hub_presence *p);
-/* Records the connection of hc (replacing an older one of its client id);
- * hc->bc must be connected (on its session's loop, which it never leaves
- * again) and stay so while hc is listed. */
-bool hub_presence_put(hub_presence *p, hub_client *hc);
-/* Removes hc if it is still the entry of its client id; true if it did. */
-bool hub_presence_remove(hub_presence *p, hub_client *hc);
-/* Where `key` is connected; false if it is not. */
-bool hub_presence_find(hub_presence *p, const char *key, net_loop **loop,
-                       broker_client_handle *h);
-
 /* ---- methods.c -------------------------------------------------------- */
 hub_methods *hub_methods_new(hub *h);
 /* After the loops are gone: completes the calls still under way. */
@@ -242,8 +235,5 @@ void hub_commands_may_deliver(hub *h, hub_client *hc);
 void hub_commands_disconnected(hub *h, hub_client *hc);
 void hub_commands_settled(hub *h, hub_client *hc, uint64_t app_tag, const mqtt_ack *ack);
 void hub_commands_identity_changed(hub *h, const hub_identity *old, const hub_identity *now);
-
-/* The client id of an identity: "dev" or "dev/mod" (out: 2*HUB_ID_MAX+2). */
-void hub_client_id_of(const char *device_id, const char *module_id, char *out, size_t cap);
 
 #endif

@@ -5,7 +5,8 @@
  * Two loops take part: the caller's loop L (the HTTP request's) and the
  * device's loop D (a device's connection always lives on the loop its
  * client id hashes to, so every connect, SUBSCRIBE and reply of one client
- * id happens on one thread). A call is one heap record owned by L: only L
+ * id happens on one thread, and L knows D from the client id alone:
+ * hub_device_loop). A call is one heap record owned by L: only L
  * frees it, in `finish_task`, and L frees nothing any other loop may still
  * reach. What the loops share about a call is its `phase`, guarded by the
  * engine's one mutex:
@@ -28,13 +29,15 @@
  * the call went to, so one device cannot answer another's calls.
  *
  * No lost wake-ups: the device's readiness (connected, or a method
- * subscription granted) is announced on D under the mutex, and the test
- * "ready?" followed by "wait" is made atomic with it: on D by the
- * send_task (same thread as the announcements), and on L for a device not
- * connected at all by looking the presence index up while holding the
- * mutex (the hub enters a device in the index before it announces it).
- * A woken call runs its send_task again on D, a later iteration, when the
- * SUBSCRIBE that woke it has been recorded in the session.
+ * subscription granted) is announced on D, and every call starts with a
+ * send_task on D, whatever the device's state: the test "ready?" (the
+ * client connected under the id now, from D's session map, and its
+ * subscriptions) followed by "wait" runs on the same thread as the
+ * announcements, so none can fall between them. A device that is not
+ * online and no connect timeout: the send_task ends the call with 06A0,
+ * and the answer comes back through `done` like every other. A woken call
+ * runs its send_task again on D, a later iteration, when the SUBSCRIBE
+ * that woke it has been recorded in the session.
  *
  * Timeouts: the connect timeout runs on L from the start of the call; the
  * response timeout on D from the moment of publishing. Correlation Data is
@@ -320,26 +323,15 @@ static void connect_timer_fired(net_loop *loop, net_timer *t)
 
 static void send_task(net_loop *loop, void *arg);
 
-/* The connected device client of this call on this loop, if subscribed to
- * the method. *elsewhere is set when the device is connected on another
- * loop (it was not when the task was queued: re-queue there). */
-static broker_client *ready_client(method_call *call, net_loop *loop, net_loop **elsewhere)
+/* On D: the device connected under the call's client id now, if it is
+ * subscribed to the method; *online says whether it is connected at all. */
+static hub_client *ready_device(method_call *call, net_loop *loop, bool *online)
 {
-    net_loop *at;
-    broker_client_handle handle;
-    *elsewhere = NULL;
-    if (!hub_presence_find(call->m->h->presence, call->client_id, &at, &handle))
-        return NULL;
-    if (at != loop) {
-        *elsewhere = at;
-        return NULL;
-    }
-    broker_client *c = broker_client_lookup(loop, handle);
-    if (!c || !hub_client_of(c))
-        return NULL;
-    if (broker_client_has_subscription(c, METHODS_WILDCARD) ||
-        broker_client_has_subscription(c, call->topic))
-        return c;
+    hub_client *hc = hub_find_device(call->m->h, loop, call->client_id);
+    *online = hc != NULL;
+    if (hc && (broker_client_has_subscription(hub_client_broker(hc), METHODS_WILDCARD) ||
+               broker_client_has_subscription(hub_client_broker(hc), call->topic)))
+        return hc;
     return NULL;
 }
 
@@ -356,11 +348,10 @@ static mqtt_publish call_publish(const method_call *call)
 
 /* Whether the invocation fits the device's Maximum Packet Size (the broker
  * would otherwise drop it silently and the call could only time out). */
-static bool fits_device(const method_call *call, broker_client *c)
+static bool fits_device(const method_call *call, const hub_client *hc)
 {
-    const hub_client *hc = hub_client_of(c);
     mqtt_packet pkt = {.type = MQTT_PUBLISH, .u.publish = call_publish(call)};
-    uint32_t max = hc ? hub_client_max_packet(hc) : 0;
+    uint32_t max = hub_client_max_packet(hc);
     return max == 0 || mqtt_encoded_size(&pkt, MQTT_V5) <= max;
 }
 
@@ -431,16 +422,17 @@ static void fail_call(method_call *call, hub_status st, const char *reason)
     post_finish(call);
 }
 
-/* The device is not ready: wait for it while the connect timeout lasts,
- * else end the call with 06A0. */
-static void wait_or_fail(method_call *call, net_loop *loop)
+/* The device is not ready (not `online`, or not subscribed): wait for it
+ * while the connect timeout lasts, else end the call with 06A0. */
+static void wait_or_fail(method_call *call, net_loop *loop, bool online)
 {
     hub_methods *m = call->m;
     bool decided = true;
     pthread_mutex_lock(&m->lock);
     if (call->connect_deadline_ms == 0)
         decide_locked(call, HUB_TARGET_UNAVAILABLE,
-                      "the device is not online or not subscribed to the method");
+                      online ? "the device is not online or not subscribed to the method"
+                             : "the device is not online");
     else if (call->connect_expired || net_loop_now_ms(loop) >= call->connect_deadline_ms)
         decide_locked(call, HUB_TARGET_UNAVAILABLE,
                       "the device did not connect and subscribe to the method in time");
@@ -459,17 +451,15 @@ static void wait_or_fail(method_call *call, net_loop *loop)
 static void send_task(net_loop *loop, void *arg)
 {
     method_call *call = arg;
-    net_loop *elsewhere;
-    broker_client *c = ready_client(call, loop, &elsewhere);
-    if (c && !fits_device(call, c))
+    bool online;
+    hub_client *hc = ready_device(call, loop, &online);
+    if (hc && !fits_device(call, hc))
         fail_call(call, HUB_TARGET_UNAVAILABLE,
                   "the invocation is larger than the device's Maximum Packet Size");
-    else if (c)
-        send_now(call, c, loop);
-    else if (elsewhere)
-        net_loop_post(elsewhere, send_task, call);
+    else if (hc)
+        send_now(call, hub_client_broker(hc), loop);
     else
-        wait_or_fail(call, loop);
+        wait_or_fail(call, loop, online);
 }
 
 void hub_methods_device_ready(hub_methods *m, net_loop *loop, const char *client_id)
@@ -629,25 +619,6 @@ static void assign_correlation(hub_methods *m, method_call *call)
         call->correlation[8 + i] = (uint8_t)(n >> (56 - 8 * i));
 }
 
-/* Under m->lock: sends the call to the device's loop, or makes it wait for
- * the device to connect. HUB_OK when the call is under way. */
-static hub_status start_locked(hub_methods *m, method_call *call)
-{
-    net_loop *at;
-    broker_client_handle handle;
-    if (hub_presence_find(m->h->presence, call->client_id, &at, &handle)) {
-        call->phase = CALL_SENDING;
-        net_loop_post(at, send_task, call);
-        return HUB_OK;
-    }
-    if (call->connect_deadline_ms == 0)
-        return HUB_TARGET_UNAVAILABLE;
-    if (!waiter_add(m, call))
-        return HUB_SERVER_ERROR;
-    call->phase = CALL_WAITING;
-    return HUB_OK;
-}
-
 hub_status hub_method_invoke(hub_methods *m, const hub_method_invocation *inv, net_loop *loop,
                              hub_method_done_fn done, void *arg, const char **why)
 {
@@ -659,17 +630,13 @@ hub_status hub_method_invoke(hub_methods *m, const hub_method_invocation *inv, n
         *why = "out of memory";
         return HUB_SERVER_ERROR;
     }
+    /* Listed before D can see it; D decides whether the device is there. */
     pthread_mutex_lock(&m->lock);
     assign_correlation(m, call);
-    hub_status st = start_locked(m, call);
-    if (st == HUB_OK)
-        live_add(m, call);
+    call->phase = CALL_SENDING;
+    live_add(m, call);
     pthread_mutex_unlock(&m->lock);
-    if (st != HUB_OK) {
-        *why = st == HUB_TARGET_UNAVAILABLE ? "the device is not online" : "out of memory";
-        call_free(call);
-        return st;
-    }
+    net_loop_post(hub_device_loop(m->h, call->client_id), send_task, call);
     /* Finishes are queued to this loop, so none can run before the timer is armed. */
     if (call->connect_deadline_ms)
         net_timer_start(loop, &call->connect_timer, (uint64_t)inv->connect_timeout_s * 1000,

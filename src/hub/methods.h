@@ -74,10 +74,11 @@ bool hub_method_name_valid(const char *name);
 /*
  * Starts a call. Must run on `loop` (a loop of the server: the caller's
  * timers live there). Returns HUB_OK when the call is under way: `done`
- * will run exactly once, later, on `loop`. Any other status means nothing
- * was started and `done` will never run: HUB_BAD_REQUEST (arguments out of
- * range; *why says which), HUB_TARGET_UNAVAILABLE (offline and no connect
- * timeout), HUB_SERVER_ERROR (out of memory).
+ * will run exactly once, later, on `loop`, also for a device that is not
+ * online (06A0: whether it is connected is known only on its own loop).
+ * Any other status means nothing was started and `done` will never run:
+ * HUB_BAD_REQUEST (arguments out of range; *why says which),
+ * HUB_SERVER_ERROR (out of memory).
  */
 hub_status hub_method_invoke(hub_methods *m, const hub_method_invocation *inv, net_loop *loop,
                              hub_method_done_fn done, void *arg, const char **why);

@@ -204,8 +204,6 @@ static void start_call(http_request *req, const char *device, const char *module
         return;
     if (st == HUB_BAD_REQUEST)
         http_reply_error(req, 400, "ArgumentInvalid", "%s", why);
-    else if (st == HUB_TARGET_UNAVAILABLE)
-        http_reply_error(req, 404, "DeviceNotOnline", "%s (status 06A0)", why);
     else
         http_reply_error(req, 500, "ServerError", "%s", why ? why : "the call could not start");
 }

@@ -17,7 +17,10 @@
  * or in DISCONNECT), MQTT 3.1.1 clean session, session take-over, and the
  * application's deadline (broker_client_set_deadline) on the timer it
  * shares with the keep-alive: it passes, moves, clears, and the keep-alive
- * still fires beside it.
+ * still fires beside it; finding a connected client by its client id
+ * (broker_owner_net_loop from the test thread, broker_find_connected in a
+ * task on that loop, and in the app's disconnected()) before, during and
+ * after a connection, across a take-over, and with a stored session.
  *
  * Every socket has a receive timeout (SOCKET_TIMEOUT_S) so a missing packet
  * fails the test instead of hanging it; "nothing arrives" is checked by
@@ -109,7 +112,42 @@ static void deadline_passed(void *ctx, broker_client *c)
     broker_client_disconnect(c, MQTT_RC_NOT_AUTHORIZED, "deadline passed");
 }
 
-static int server_start(void **state, bool with_deadlines)
+/* The finding tests' application: the open broker's, plus a record of
+ * what broker_find_connected answers for a client's own id inside the
+ * app's disconnected() of that client (the hub relies on it to tell a
+ * take-over from the end of the device's connection). */
+#define CLOSES_MAX 16
+typedef struct close_record {
+    broker_client_handle closed; /* the client disconnected() was called for */
+    broker_client_handle found;  /* the client connected under its id then; 0 = none */
+} close_record;
+
+static struct {
+    broker_app open;
+    broker *b;
+    pthread_mutex_t lock;
+    close_record closes[CLOSES_MAX];
+    size_t nclosed;
+} find_app = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void find_disconnected(void *ctx, broker_client *c, uint8_t reason)
+{
+    const broker_client_info *info = broker_client_get_info(c);
+    broker_client *now = broker_find_connected(find_app.b, broker_client_loop(c),
+                                               (const char *)info->client_id.p,
+                                               info->client_id.len);
+    pthread_mutex_lock(&find_app.lock);
+    if (find_app.nclosed < CLOSES_MAX)
+        find_app.closes[find_app.nclosed++] =
+            (close_record){broker_client_get_handle(c), now ? broker_client_get_handle(now) : 0};
+    pthread_mutex_unlock(&find_app.lock);
+    if (find_app.open.disconnected)
+        find_app.open.disconnected(ctx, c, reason);
+}
+
+typedef enum test_app { APP_OPEN, APP_DEADLINES, APP_FIND } test_app;
+
+static int server_start(void **state, test_app kind)
 {
     char err[256];
     test_server *srv = calloc(1, sizeof *srv);
@@ -121,17 +159,23 @@ static int server_start(void **state, bool with_deadlines)
     assert_non_null(srv->net);
     broker_app callbacks;
     open_app_bind(srv->app, &callbacks);
-    if (with_deadlines) {
+    if (kind == APP_DEADLINES) {
         deadline_app.open = callbacks;
         atomic_store(&deadline_app.passed, 0);
         callbacks.connected = deadline_connected;
         callbacks.publish = deadline_publish;
         callbacks.deadline_passed = deadline_passed;
     }
+    if (kind == APP_FIND) {
+        find_app.open = callbacks;
+        find_app.nclosed = 0;
+        callbacks.disconnected = find_disconnected;
+    }
     broker_limits limits;
     broker_limits_default(&limits);
     srv->broker = broker_new(srv->net, &limits, &callbacks);
     assert_non_null(srv->broker);
+    find_app.b = srv->broker; /* before the loops' thread starts */
     if (!broker_listen(srv->broker, "127.0.0.1:0", NULL, &srv->port, err, sizeof err))
         fail_msg("broker_listen: %s", err);
     assert_true(srv->port > 0);
@@ -140,8 +184,9 @@ static int server_start(void **state, bool with_deadlines)
     return 0;
 }
 
-static int server_setup(void **state) { return server_start(state, false); }
-static int deadline_server_setup(void **state) { return server_start(state, true); }
+static int server_setup(void **state) { return server_start(state, APP_OPEN); }
+static int deadline_server_setup(void **state) { return server_start(state, APP_DEADLINES); }
+static int find_server_setup(void **state) { return server_start(state, APP_FIND); }
 
 static int server_teardown(void **state)
 {
@@ -806,6 +851,156 @@ static void test_deadline_beside_keepalive(void **state)
     assert_int_equal(atomic_load(&deadline_app.passed), 0);
 }
 
+/* ---- finding a connected client by its client id ------------------------ */
+
+/* One broker_find_connected, run as a task on a loop; the test thread
+ * waits for its answer. */
+typedef struct find_probe {
+    broker *b;
+    const char *client_id;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    broker_client_handle found; /* 0 = NULL */
+    bool on_its_loop;           /* the client found lives on the loop asked */
+    bool id_matches;
+} find_probe;
+
+static void find_probe_task(net_loop *loop, void *arg)
+{
+    find_probe *p = arg;
+    broker_client *c = broker_find_connected(p->b, loop, p->client_id, strlen(p->client_id));
+    pthread_mutex_lock(&p->lock);
+    if (c) {
+        mqtt_bytes id = broker_client_get_info(c)->client_id;
+        p->found = broker_client_get_handle(c);
+        p->on_its_loop = broker_client_loop(c) == loop;
+        p->id_matches = mqtt_bytes_eq_str(id, p->client_id);
+    }
+    p->done = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* What broker_find_connected answers for `client_id` on `loop` now: the
+ * handle of the client found, 0 when none. */
+static broker_client_handle find_on(test_server *srv, net_loop *loop, const char *client_id)
+{
+    find_probe p = {.b = srv->broker, .client_id = client_id};
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_cond_init(&p.cond, NULL);
+    net_loop_post(loop, find_probe_task, &p);
+    pthread_mutex_lock(&p.lock);
+    while (!p.done)
+        pthread_cond_wait(&p.cond, &p.lock);
+    pthread_mutex_unlock(&p.lock);
+    pthread_cond_destroy(&p.cond);
+    pthread_mutex_destroy(&p.lock);
+    if (p.found) {
+        assert_true(p.on_its_loop);
+        assert_true(p.id_matches);
+    }
+    return p.found;
+}
+
+static broker_client_handle find_on_owner(test_server *srv, const char *client_id)
+{
+    return find_on(srv, broker_owner_net_loop(srv->broker, client_id, strlen(client_id)),
+                   client_id);
+}
+
+/* The record of the close of `closed`, waited for (the app hears of a
+ * close after the client saw the connection end). */
+static close_record wait_close(broker_client_handle closed)
+{
+    for (int i = 0; i < SOCKET_TIMEOUT_S * 100; i++) {
+        pthread_mutex_lock(&find_app.lock);
+        for (size_t k = 0; k < find_app.nclosed; k++) {
+            if (find_app.closes[k].closed == closed) {
+                close_record r = find_app.closes[k];
+                pthread_mutex_unlock(&find_app.lock);
+                return r;
+            }
+        }
+        pthread_mutex_unlock(&find_app.lock);
+        usleep(10000);
+    }
+    fail_msg("disconnected() was not called for client %llu", (unsigned long long)closed);
+    return (close_record){0};
+}
+
+/* The owner loop is a pure function of the client id, and the ids spread
+ * over the loops. */
+static void test_owner_loop_of_client_id(void **state)
+{
+    test_server *srv = *state;
+    bool used[2] = {false, false};
+    for (int i = 0; i < 32; i++) {
+        char id[24];
+        snprintf(id, sizeof id, "owner-%d", i);
+        net_loop *loop = broker_owner_net_loop(srv->broker, id, strlen(id));
+        assert_ptr_equal(loop, broker_owner_net_loop(srv->broker, id, strlen(id)));
+        unsigned index = net_loop_index(loop);
+        assert_true(index < 2);
+        assert_ptr_equal(loop, net_server_loop(srv->net, index));
+        used[index] = true;
+    }
+    assert_true(used[0] && used[1]);
+}
+
+/* broker_find_connected through a connection's life: nothing before it,
+ * the client on its owner loop (and nothing on the other loop), the new
+ * connection after a take-over (also inside the old one's disconnected()),
+ * nothing once it ended (inside its own disconnected() too), though its
+ * session is kept, and the resumed connection after that. */
+static void test_find_connected(void **state)
+{
+    test_server *srv = *state;
+    const char *id = "find-me";
+    net_loop *owner = broker_owner_net_loop(srv->broker, id, strlen(id));
+    net_loop *other = net_server_loop(srv->net, 1 - net_loop_index(owner));
+    assert_int_equal(find_on_owner(srv, id), 0);
+
+    connect_opts o = {.version = MQTT_V5, .client_id = id, .clean_start = true,
+                      .session_expiry = SESSION_KEPT_S};
+    test_client *first = tc_connect(srv->port, &o, NULL);
+    broker_client_handle h1 = find_on_owner(srv, id);
+    assert_int_not_equal(h1, 0);
+    assert_int_equal(find_on(srv, other, id), 0);
+    assert_int_equal(find_on_owner(srv, "find-me-not"), 0);
+
+    /* take-over: the new connection, at once and in the old one's close */
+    bool present = false;
+    o.clean_start = false;
+    test_client *second = tc_connect(srv->port, &o, &present);
+    assert_true(present);
+    mqtt_packet pkt;
+    tc_expect(first, MQTT_DISCONNECT, &pkt);
+    assert_int_equal(pkt.u.disconnect.reason, MQTT_RC_SESSION_TAKEN_OVER);
+    tc_expect_eof(first);
+    tc_close(first);
+    broker_client_handle h2 = find_on_owner(srv, id);
+    assert_int_not_equal(h2, 0);
+    assert_int_not_equal(h2, h1);
+    close_record r1 = wait_close(h1);
+    assert_int_equal(r1.found, h2);
+
+    /* the end: nothing, though the session stays for a resume */
+    tc_disconnect(second, false, 0);
+    close_record r2 = wait_close(h2);
+    assert_int_equal(r2.found, 0);
+    assert_int_equal(find_on_owner(srv, id), 0);
+
+    test_client *third = tc_connect(srv->port, &o, &present);
+    assert_true(present);
+    broker_client_handle h3 = find_on_owner(srv, id);
+    assert_int_not_equal(h3, 0);
+    assert_true(h3 != h1 && h3 != h2);
+    tc_close(third); /* network loss: the same as a DISCONNECT here */
+    assert_int_equal(wait_close(h3).found, 0);
+    assert_int_equal(find_on_owner(srv, id), 0);
+}
+
 int main(void)
 {
     alarm(180);
@@ -829,6 +1024,9 @@ int main(void)
                                         server_teardown),
         cmocka_unit_test_setup_teardown(test_deadline_beside_keepalive, deadline_server_setup,
                                         server_teardown),
+        cmocka_unit_test_setup_teardown(test_owner_loop_of_client_id, find_server_setup,
+                                        server_teardown),
+        cmocka_unit_test_setup_teardown(test_find_connected, find_server_setup, server_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
