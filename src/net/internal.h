@@ -196,10 +196,11 @@ typedef struct net_buf {
     uint8_t data[];
 } net_buf;
 
-/* Ordered so that an idle plain connection is 120 bytes, a 128-byte malloc
- * block: the registered epoll interest is two flag bits, and only a TLS
+/* Kept small because one is held per connection (112 bytes; a 128-byte
+ * malloc block): the registered epoll interest is two flag bits, only a TLS
  * connection carries a net_tls pointer, allocated right behind the struct
- * (net_conn_tls). */
+ * (net_conn_tls), and there is no id (logs name a connection by its peer,
+ * the broker numbers its clients itself). */
 struct net_conn {
     int kind; /* NET_K_CONN; must be first */
     int fd;
@@ -216,7 +217,6 @@ struct net_conn {
     net_loop *loop;
     const net_listen_cfg *cfg;
     void *user;
-    uint64_t id;
     net_conn *prev, *next;                          /* loop->conns */
     net_conn *dirty_next, *pending_next, *close_next; /* work lists */
 
