@@ -2,7 +2,7 @@
  * net/conn.c — connections: input path, output queue, back-pressure, close.
  *
  * Design (after Redis's networking.c): a connection is one calloc'd struct
- * (see net/internal.h; 112 bytes, plus a pointer for TLS) and nothing else
+ * (see net/internal.h; 104 bytes, plus a pointer for TLS) and nothing else
  * while idle. Buffers come and go with traffic, each a net_buf carrying its
  * own positions:
  *
@@ -68,7 +68,7 @@
 /* An idle connection's size is one of the per-connection figures of
  * docs/PERFORMANCE.md: a field added here moves it to the next malloc size
  * class (x86-64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(net_conn) <= 112, "net_conn outgrew 112 bytes");
+_Static_assert(sizeof(void *) != 8 || sizeof(net_conn) <= 104, "net_conn outgrew 104 bytes");
 
 static inline bool input_paused(const net_conn *c)
 {
@@ -178,11 +178,24 @@ void net_conn_update_events(net_conn *c)
 void net_conn_link(net_loop *l, net_conn *c)
 {
     c->loop = l;
+    c->prev = NULL;
     c->next = l->conns;
     if (l->conns)
         l->conns->prev = c;
     l->conns = c;
     l->nconns++;
+}
+
+/* Off loop->conns (an open connection is on it; prev is NULL at its head). */
+static void conns_remove(net_loop *l, net_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
 }
 
 static void unlink_from(net_conn **head, net_conn *c, size_t next_off)
@@ -195,17 +208,13 @@ static void unlink_from(net_conn **head, net_conn *c, size_t next_off)
     }
 }
 
-/* Not the closing list: close and migration handle that themselves. */
+/* A closing connection is no longer on loop->conns, and
+ * net_conns_close_pending has taken it off loop->closing already. */
 void net_conn_unlink(net_conn *c)
 {
     net_loop *l = c->loop;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+    if (!(c->flags & NC_CLOSING))
+        conns_remove(l, c);
     l->nconns--;
     if (c->flags & NC_IN_DIRTY)
         unlink_from(&l->dirty, c, offsetof(net_conn, dirty_next));
@@ -692,8 +701,12 @@ void net_conn_close(net_conn *c, bool flush)
         return;
     }
     c->flags |= NC_CLOSING | (flush ? NC_CLOSE_FLUSH : NC_DISCARD);
-    c->close_next = c->loop->closing;
-    c->loop->closing = c;
+    /* From the open list to the closing one, through the same links (it
+     * is never on both). */
+    net_loop *l = c->loop;
+    conns_remove(l, c);
+    c->next = l->closing;
+    l->closing = c;
 }
 
 static void conn_finish(net_conn *c)
@@ -741,13 +754,17 @@ void net_conns_close_pending(net_loop *l)
     /* on_close may close further connections: they are handled here too. */
     while (l->closing) {
         net_conn *c = l->closing;
-        l->closing = c->close_next;
+        l->closing = c->next;
+        c->next = NULL;
         conn_finish(c);
     }
 }
 
 void net_conns_close_all(net_loop *l)
 {
-    for (net_conn *c = l->conns; c; c = c->next)
+    /* Each close moves the connection to the closing list. */
+    for (net_conn *c = l->conns, *next; c; c = next) {
+        next = c->next;
         net_conn_close(c, true);
+    }
 }
