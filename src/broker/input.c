@@ -31,6 +31,15 @@
 _Static_assert(sizeof(void *) != 8 || sizeof(broker_client) <= 160,
                "broker_client outgrew 160 bytes");
 
+/* A handle no other client of this process ever has (the application's
+ * pending answers rely on it): the loop's own counter, interleaved with
+ * the other loops' (handle mod nloops is the loop that made it), so no two
+ * loops share a counter. Never 0 ("none"). */
+static broker_client_handle new_handle(broker_loop *bl)
+{
+    return ++bl->handles * bl->b->nloops + bl->index;
+}
+
 static void *on_open(net_conn *conn, void *listener_arg)
 {
     broker *b = listener_arg;
@@ -39,7 +48,7 @@ static void *on_open(net_conn *conn, void *listener_arg)
     if (!c)
         return NULL;
     c->bl = bl;
-    c->handle = net_conn_id(conn);
+    c->handle = new_handle(bl);
     c->state = CLIENT_AWAIT_CONNECT;
     c->limits = &b->limits;
     c->info.conn = conn;

@@ -63,6 +63,7 @@ struct broker_loop {
     broker_msg_vec retained;  /* scratch for retained delivery */
     delivery_batch *outbox;   /* [nloops]: deliveries for other loops */
     uint64_t assigned_ids;    /* counter for Assigned Client Identifiers */
+    uint64_t handles;         /* counter for client handles (on_open) */
 };
 
 /* A QoS>0 message to a client: queued, or in flight awaiting its ack. */

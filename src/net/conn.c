@@ -2,7 +2,7 @@
  * net/conn.c — connections: input path, output queue, back-pressure, close.
  *
  * Design (after Redis's networking.c): a connection is one calloc'd struct
- * (see net/internal.h; 120 bytes, plus a pointer for TLS) and nothing else
+ * (see net/internal.h; 104 bytes, plus a pointer for TLS) and nothing else
  * while idle. Buffers come and go with traffic, each a net_buf carrying its
  * own positions:
  *
@@ -51,7 +51,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,9 +68,7 @@
 /* An idle connection's size is one of the per-connection figures of
  * docs/PERFORMANCE.md: a field added here moves it to the next malloc size
  * class (x86-64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(net_conn) <= 120, "net_conn outgrew 120 bytes");
-
-static atomic_uint_fast64_t next_conn_id = 1;
+_Static_assert(sizeof(void *) != 8 || sizeof(net_conn) <= 104, "net_conn outgrew 104 bytes");
 
 static inline bool input_paused(const net_conn *c)
 {
@@ -97,7 +94,6 @@ static net_buf *buf_new(size_t cap)
 
 net_loop *net_conn_loop(const net_conn *c) { return c->loop; }
 void *net_conn_user(const net_conn *c) { return c->user; }
-uint64_t net_conn_id(const net_conn *c) { return c->id; }
 size_t net_conn_out_queued(const net_conn *c) { return out_queued(c); }
 bool net_conn_closing(const net_conn *c) { return (c->flags & NC_CLOSING) != 0; }
 const char *net_conn_peer_str(const net_conn *c)
@@ -114,11 +110,11 @@ const char *net_conn_peer_str(const net_conn *c)
         inet_ntop(AF_INET6, c->peer.addr, host, sizeof host);
         snprintf(text, sizeof text, "[%s]:%u", host, ntohs(c->peer.port));
         break;
-    case AF_UNIX:
-        snprintf(text, sizeof text, "unix#%llu", (unsigned long long)c->id);
+    case AF_UNIX: /* no address: the descriptor tells live ones apart */
+        snprintf(text, sizeof text, "unix#%d", c->fd);
         break;
     default:
-        snprintf(text, sizeof text, "?#%llu", (unsigned long long)c->id);
+        snprintf(text, sizeof text, "?#%d", c->fd);
         break;
     }
     return text;
@@ -182,11 +178,24 @@ void net_conn_update_events(net_conn *c)
 void net_conn_link(net_loop *l, net_conn *c)
 {
     c->loop = l;
+    c->prev = NULL;
     c->next = l->conns;
     if (l->conns)
         l->conns->prev = c;
     l->conns = c;
     l->nconns++;
+}
+
+/* Off loop->conns (an open connection is on it; prev is NULL at its head). */
+static void conns_remove(net_loop *l, net_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
 }
 
 static void unlink_from(net_conn **head, net_conn *c, size_t next_off)
@@ -199,17 +208,13 @@ static void unlink_from(net_conn **head, net_conn *c, size_t next_off)
     }
 }
 
-/* Not the closing list: close and migration handle that themselves. */
+/* A closing connection is no longer on loop->conns, and
+ * net_conns_close_pending has taken it off loop->closing already. */
 void net_conn_unlink(net_conn *c)
 {
     net_loop *l = c->loop;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+    if (!(c->flags & NC_CLOSING))
+        conns_remove(l, c);
     l->nconns--;
     if (c->flags & NC_IN_DIRTY)
         unlink_from(&l->dirty, c, offsetof(net_conn, dirty_next));
@@ -244,7 +249,6 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
         c->peer.port = v6->sin6_port;
         memcpy(c->peer.addr, &v6->sin6_addr, sizeof v6->sin6_addr);
     }
-    c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
     net_conn_set_registered_events(c, EPOLLIN);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -254,8 +258,7 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
         return;
     }
     net_conn_link(l, c);
-    log_debug("%s: connection %llu from %s", cfg->name, (unsigned long long)c->id,
-              net_conn_peer_str(c));
+    log_debug("%s: connection from %s", cfg->name, net_conn_peer_str(c));
 
     if (cfg->ssl_ctx) {
         c->flags |= NC_HANDSHAKE | NC_HS_WANT_READ;
@@ -698,8 +701,12 @@ void net_conn_close(net_conn *c, bool flush)
         return;
     }
     c->flags |= NC_CLOSING | (flush ? NC_CLOSE_FLUSH : NC_DISCARD);
-    c->close_next = c->loop->closing;
-    c->loop->closing = c;
+    /* From the open list to the closing one, through the same links (it
+     * is never on both). */
+    net_loop *l = c->loop;
+    conns_remove(l, c);
+    c->next = l->closing;
+    l->closing = c;
 }
 
 static void conn_finish(net_conn *c)
@@ -720,12 +727,12 @@ static void conn_finish(net_conn *c)
                 break;
         }
     }
+    log_debug("%s: connection closed", net_conn_peer_str(c)); /* while fd names it */
     close(c->fd);
     c->fd = -1;
 
     net_conn_unlink(c);
     c->flags = (c->flags & ~NC_CLOSE_FLUSH) | NC_DISCARD;
-    log_debug("%s: connection %llu closed", net_conn_peer_str(c), (unsigned long long)c->id);
     if ((c->flags & NC_OPENED) && c->cfg->handler.on_close) {
         l->hook_due = true; /* it ran after this iteration's hook */
         c->cfg->handler.on_close(c, c->user);
@@ -747,13 +754,17 @@ void net_conns_close_pending(net_loop *l)
     /* on_close may close further connections: they are handled here too. */
     while (l->closing) {
         net_conn *c = l->closing;
-        l->closing = c->close_next;
+        l->closing = c->next;
+        c->next = NULL;
         conn_finish(c);
     }
 }
 
 void net_conns_close_all(net_loop *l)
 {
-    for (net_conn *c = l->conns; c; c = c->next)
+    /* Each close moves the connection to the closing list. */
+    for (net_conn *c = l->conns, *next; c; c = next) {
+        next = c->next;
         net_conn_close(c, true);
+    }
 }

@@ -74,8 +74,6 @@ bool net_conn_closing(const net_conn *c);
 
 net_loop *net_conn_loop(const net_conn *c);
 void *net_conn_user(const net_conn *c);
-/* A process-unique id, never reused: safe to hold across loops and time. */
-uint64_t net_conn_id(const net_conn *c);
 /* "127.0.0.1:5555" style, for logs; valid until the next call on the same
  * thread. */
 const char *net_conn_peer_str(const net_conn *c);

@@ -112,11 +112,11 @@ struct net_loop {
     uint8_t *rbuf; /* NET_RBUF_SIZE, shared by all connections of the loop */
 
     /* connections */
-    net_conn *conns; /* all live ones, doubly linked */
-    size_t nconns;
+    net_conn *conns; /* the open ones, doubly linked */
+    size_t nconns;   /* open and closing ones (those not yet freed) */
     net_conn *dirty;   /* output to flush at the end of the iteration */
     net_conn *pending; /* input to (re)offer without waiting for epoll */
-    net_conn *closing; /* to close at the end of the iteration */
+    net_conn *closing; /* to close at the end of the iteration (by next) */
     struct net_migration *migrations; /* to hand to other loops, ditto */
 
     net_listener *listeners;
@@ -196,10 +196,12 @@ typedef struct net_buf {
     uint8_t data[];
 } net_buf;
 
-/* Ordered so that an idle plain connection is 120 bytes, a 128-byte malloc
- * block: the registered epoll interest is two flag bits, and only a TLS
+/* Kept small because one is held per connection (104 bytes; a 112-byte
+ * malloc block): the registered epoll interest is two flag bits, only a TLS
  * connection carries a net_tls pointer, allocated right behind the struct
- * (net_conn_tls). */
+ * (net_conn_tls), there is no id (logs name a connection by its peer, the
+ * broker numbers its clients itself), and the open and closing lists share
+ * one pair of links. */
 struct net_conn {
     int kind; /* NET_K_CONN; must be first */
     int fd;
@@ -216,9 +218,11 @@ struct net_conn {
     net_loop *loop;
     const net_listen_cfg *cfg;
     void *user;
-    uint64_t id;
-    net_conn *prev, *next;                          /* loop->conns */
-    net_conn *dirty_next, *pending_next, *close_next; /* work lists */
+    /* loop->conns while open; once closing, next links loop->closing
+     * (net_conn_close moves it: never on both, and on neither only while
+     * it moves between loops) */
+    net_conn *prev, *next;
+    net_conn *dirty_next, *pending_next; /* work lists */
 
     net_buf *in;  /* incomplete input tail; NULL when none */
     net_buf *out; /* output queue; NULL when empty */

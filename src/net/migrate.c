@@ -54,9 +54,8 @@ void net_conns_hand_off(net_loop *l)
         } else {
             net_conn_unlink(c);
             c->flags |= NC_USER_PAUSED;
-            log_debug("%s: connection %llu moves from loop %u to loop %u",
-                      net_conn_peer_str(c), (unsigned long long)c->id, l->index,
-                      m->target->index);
+            log_debug("%s: connection moves from loop %u to loop %u",
+                      net_conn_peer_str(c), l->index, m->target->index);
             net_loop_post(m->target, net_conn_migrate_attach, m);
         }
         m = next;
