@@ -121,6 +121,8 @@ broker *broker_new(net_server *server, const broker_limits *limits,
         net_loop_set_iteration_hook(bl->loop, flush_outboxes, bl);
     }
     b->handler = broker_conn_handler;
+    /* A client lives in its connection's block, the app's bytes behind it. */
+    b->handler.user_size = sizeof(broker_client) + b->app.client_data_size;
     /* Input beyond one maximum packet is never needed; output is capped
      * so that a client that stops reading costs bounded memory. */
     b->conn_limits = (net_conn_limits){

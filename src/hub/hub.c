@@ -47,8 +47,8 @@ bool hub_is_device_client(const broker_client *c)
     return mqtt_bytes_eq_str(m, HUB_METHOD_SAS) || mqtt_bytes_eq_str(m, HUB_METHOD_X509);
 }
 
-/* What the hub adds to every broker client (broker_app.client_data_size):
- * with it, a device's broker client stays a 192-byte block (x86-64). */
+/* What the hub adds to every broker client (broker_app.client_data_size),
+ * in the connection's block (see broker/input.c). */
 _Static_assert(sizeof(void *) != 8 || sizeof(hub_client_data) <= 24,
                "hub_client outgrew 24 bytes");
 

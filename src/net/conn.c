@@ -1,10 +1,12 @@
 /*
  * net/conn.c — connections: input path, output queue, back-pressure, close.
  *
- * Design (after Redis's networking.c): a connection is one calloc'd struct
- * (see net/internal.h; 104 bytes, plus a pointer for TLS) and nothing else
- * while idle. Buffers come and go with traffic, each a net_buf carrying its
- * own positions:
+ * Design (after Redis's networking.c): a connection is one calloc'd block
+ * and nothing else while idle: the struct (see net/internal.h; 96 bytes),
+ * a pointer for TLS, and the upper layer's state (its handler's user_size:
+ * the broker keeps its whole client there, so an MQTT connection is one
+ * allocation). Buffers come and go with traffic, each a net_buf carrying
+ * its own positions:
  *
  * Input. Reads go into the loop's shared 64 KiB buffer and are offered to
  * on_input straight from there. Only what on_input leaves unconsumed (an
@@ -68,7 +70,7 @@
 /* An idle connection's size is one of the per-connection figures of
  * docs/PERFORMANCE.md: a field added here moves it to the next malloc size
  * class (x86-64). */
-_Static_assert(sizeof(void *) != 8 || sizeof(net_conn) <= 104, "net_conn outgrew 104 bytes");
+_Static_assert(sizeof(void *) != 8 || sizeof(net_conn) <= 96, "net_conn outgrew 96 bytes");
 
 static inline bool input_paused(const net_conn *c)
 {
@@ -93,7 +95,11 @@ static net_buf *buf_new(size_t cap)
 /* ---- accessors ---------------------------------------------------------- */
 
 net_loop *net_conn_loop(const net_conn *c) { return c->loop; }
-void *net_conn_user(const net_conn *c) { return c->user; }
+void *net_conn_user(const net_conn *c)
+{
+    void *area = net_conn_user_area(c);
+    return c->cfg->handler.user_size ? area : *(void **)area;
+}
 size_t net_conn_out_queued(const net_conn *c) { return out_queued(c); }
 bool net_conn_closing(const net_conn *c) { return (c->flags & NC_CLOSING) != 0; }
 const char *net_conn_peer_str(const net_conn *c)
@@ -228,7 +234,8 @@ void net_conn_unlink(net_conn *c)
 void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
                        const struct sockaddr_storage *peer)
 {
-    net_conn *c = calloc(1, sizeof *c + (cfg->ssl_ctx ? sizeof(net_tls *) : 0));
+    size_t user = cfg->handler.user_size ? cfg->handler.user_size : sizeof(void *);
+    net_conn *c = calloc(1, sizeof *c + (cfg->ssl_ctx ? sizeof(net_tls *) : 0) + user);
     if (!c) {
         log_warn("%s: out of memory accepting a connection", cfg->name);
         close(fd);
@@ -271,13 +278,16 @@ void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
 
 void net_conn_open(net_conn *c)
 {
-    void *user = c->cfg->handler.on_open(c, c->cfg->arg);
+    bool in_place = c->cfg->handler.user_size != 0;
+    void *area = net_conn_user_area(c);
+    void *user = c->cfg->handler.on_open(c, in_place ? area : NULL, c->cfg->arg);
     if (!user) {
         log_debug("%s: connection refused by the application", net_conn_peer_str(c));
         net_conn_close(c, true);
         return;
     }
-    c->user = user;
+    if (!in_place)
+        *(void **)area = user;
     c->flags |= NC_OPENED;
 }
 
@@ -310,7 +320,7 @@ static bool in_reserve(net_conn *c, size_t want_free)
  * from_in: data is c->in itself (else it is the loop's shared buffer). */
 static void deliver(net_conn *c, const uint8_t *data, size_t len, bool from_in)
 {
-    size_t used = c->cfg->handler.on_input(c, c->user, data, len);
+    size_t used = c->cfg->handler.on_input(c, net_conn_user(c), data, len);
     if (used > len)
         used = len;
     if (c->flags & NC_CLOSING) {
@@ -583,7 +593,7 @@ static void conn_flush(net_conn *c)
         net_conn_update_events(c);
         if (c->cfg->handler.on_drain && !(c->flags & NC_CLOSING)) {
             c->loop->hook_due = true; /* it ran after this iteration's hook */
-            c->cfg->handler.on_drain(c, c->user);
+            c->cfg->handler.on_drain(c, net_conn_user(c));
         }
     }
     net_conn_update_events(c);
@@ -735,7 +745,7 @@ static void conn_finish(net_conn *c)
     c->flags = (c->flags & ~NC_CLOSE_FLUSH) | NC_DISCARD;
     if ((c->flags & NC_OPENED) && c->cfg->handler.on_close) {
         l->hook_due = true; /* it ran after this iteration's hook */
-        c->cfg->handler.on_close(c, c->user);
+        c->cfg->handler.on_close(c, net_conn_user(c));
     }
     net_conn_release(c);
 }

@@ -15,8 +15,9 @@
  * connection is closed (a client that never reads cannot grow our memory).
  *
  * Lifetime: a connection is created by a listener on accept, and freed by
- * the loop after on_close has run. Upper layers must not touch it after
- * on_close. net_conn_close() never calls on_close re-entrantly: closing is
+ * the loop after on_close has run, with the upper layer's state when that
+ * lives in the connection's block (net_conn_handler.user_size). Upper
+ * layers must not touch either after on_close. net_conn_close() never calls on_close re-entrantly: closing is
  * deferred to the end of the current iteration.
  */
 #ifndef IOTHUBD_NET_CONN_H
@@ -33,10 +34,18 @@ typedef struct net_conn net_conn;
 typedef struct x509_st X509; /* OpenSSL's type, without its headers */
 
 typedef struct net_conn_handler {
+    /* The upper layer's per-connection state (`user` below). With a
+     * user_size, that many bytes in the connection's own block — one
+     * allocation per connection instead of two, and no pointer between
+     * them — zeroed, 8-byte aligned, set up in place by on_open and freed
+     * with the connection after on_close. With 0, whatever on_open
+     * returns (state that may outlive the connection). */
+    size_t user_size;
     /* A connection was accepted (and, for TLS, its handshake finished).
-     * Returns the upper layer's per-connection state, or NULL to refuse
-     * (the connection is closed without on_close). */
-    void *(*on_open)(net_conn *c, void *listener_arg);
+     * `area` is the user_size bytes (NULL without). Returns the state:
+     * `area` itself, or with user_size 0 a pointer of its own; NULL
+     * refuses (the connection is closed without on_close). */
+    void *(*on_open)(net_conn *c, void *area, void *listener_arg);
     /* Unconsumed input (old tail + new bytes). Returns how many bytes from
      * the start were consumed; the rest is kept and offered again when more
      * arrives. Not called again while input is paused. */

@@ -196,12 +196,13 @@ typedef struct net_buf {
     uint8_t data[];
 } net_buf;
 
-/* Kept small because one is held per connection (104 bytes; a 112-byte
- * malloc block): the registered epoll interest is two flag bits, only a TLS
- * connection carries a net_tls pointer, allocated right behind the struct
- * (net_conn_tls), there is no id (logs name a connection by its peer, the
- * broker numbers its clients itself), and the open and closing lists share
- * one pair of links. */
+/* Kept small because one is held per connection (96 bytes, in the same
+ * block as the upper layer's state): the registered epoll interest is two
+ * flag bits, only a TLS connection carries a net_tls pointer, allocated
+ * right behind the struct (net_conn_tls), the upper layer's state follows
+ * (net_conn_user_area) instead of hanging on a pointer, there is no id
+ * (logs name a connection by its peer, the broker numbers its clients
+ * itself), and the open and closing lists share one pair of links. */
 struct net_conn {
     int kind; /* NET_K_CONN; must be first */
     int fd;
@@ -217,7 +218,9 @@ struct net_conn {
     } peer;
     net_loop *loop;
     const net_listen_cfg *cfg;
-    void *user;
+    /* Behind the struct: the net_tls pointer (NC_TLS), then the upper
+     * layer's state (net_conn_user): its handler's user_size bytes, or a
+     * pointer to it when that is 0. */
     /* loop->conns while open; once closing, next links loop->closing
      * (net_conn_close moves it: never on both, and on neither only while
      * it moves between loops) */
@@ -227,6 +230,13 @@ struct net_conn {
     net_buf *in;  /* incomplete input tail; NULL when none */
     net_buf *out; /* output queue; NULL when empty */
 };
+
+/* Where the upper layer's state (or the pointer to it) lives: behind the
+ * struct and the TLS slot, if any. */
+static inline void *net_conn_user_area(const net_conn *c)
+{
+    return (char *)(c + 1) + ((c->flags & NC_TLS) ? sizeof(net_tls *) : 0);
+}
 
 /* The TLS state's slot of a connection accepted on a TLS listener. */
 static inline net_tls **net_conn_tls_slot(net_conn *c) { return (net_tls **)(c + 1); }

@@ -424,8 +424,11 @@ static void timeout_fired(net_loop *loop, net_timer *t)
     net_conn_close(hc->c, true);
 }
 
-static void *hc_open(net_conn *c, void *listener_arg)
+/* The http_conn is a block of its own (the handler has no user_size): a
+ * handler may still own it after the connection closed. */
+static void *hc_open(net_conn *c, void *area, void *listener_arg)
 {
+    (void)area;
     http_conn *hc = calloc(1, sizeof *hc);
     if (!hc) {
         log_error("service: out of memory accepting %s", net_conn_peer_str(c));

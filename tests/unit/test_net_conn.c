@@ -107,6 +107,7 @@ typedef struct tconn {
     net_timer timer;
     int mode;
     bool listed;
+    bool in_place; /* in the connection's block (handler_in_place) */
     struct tconn *next, *prev;
 } tconn;
 
@@ -151,9 +152,23 @@ static void list_remove(tconn *t, unsigned li)
     t->listed = false;
 }
 
-static void *on_open(net_conn *c, void *arg)
+static bool all_zero(const void *p, size_t n)
 {
-    tconn *t = calloc(1, sizeof *t);
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return false;
+    return true;
+}
+
+/* With handler_in_place the state is `area`, zeroed, in the connection's
+ * own block; otherwise a block of our own. */
+static void *on_open(net_conn *c, void *area, void *arg)
+{
+    if (area && !all_zero(area, sizeof(tconn)))
+        atomic_fetch_add(&S.errors, 1);
+    tconn *t = area ? area : calloc(1, sizeof *t);
+    t->in_place = area != NULL;
     t->c = c;
     t->mode = (int)(intptr_t)arg;
     unsigned li = net_loop_index(net_conn_loop(c));
@@ -220,12 +235,19 @@ static void on_close(net_conn *c, void *user)
     net_timer_stop(net_conn_loop(c), &t->timer);
     unsigned li = net_loop_index(net_conn_loop(c));
     list_remove(t, li);
-    free(t);
+    if (net_conn_user(c) != t)
+        atomic_fetch_add(&S.errors, 1);
+    if (!t->in_place)
+        free(t); /* else it goes with the connection */
     atomic_fetch_add(&S.closed_on[li], 1);
     atomic_fetch_add(&S.closed, 1);
 }
 
-static const net_conn_handler handler = {on_open, on_input, on_drain, on_close};
+static const net_conn_handler handler = {
+    .on_open = on_open, .on_input = on_input, .on_drain = on_drain, .on_close = on_close};
+static const net_conn_handler handler_in_place = {
+    .user_size = sizeof(tconn),
+    .on_open = on_open, .on_input = on_input, .on_drain = on_drain, .on_close = on_close};
 
 /* Line protocol: complete lines are echoed; commands change behaviour. */
 static void resume_cb(net_loop *l, net_timer *tm)
@@ -354,15 +376,20 @@ static void *server_thread(void *arg)
     return NULL;
 }
 
-static int add_listener(int mode, const net_conn_limits *lim)
+static int add_listener_with(const net_conn_handler *h, int mode, const net_conn_limits *lim)
 {
     char err[256];
     int port = 0;
-    if (!net_server_listen(S.s, "127.0.0.1:0", NULL, &handler, (void *)(intptr_t)mode, lim,
-                           &port, err, sizeof err))
+    if (!net_server_listen(S.s, "127.0.0.1:0", NULL, h, (void *)(intptr_t)mode, lim, &port, err,
+                           sizeof err))
         fail_msg("listen: %s", err);
     assert_true(port > 0);
     return port;
+}
+
+static int add_listener(int mode, const net_conn_limits *lim)
+{
+    return add_listener_with(&handler, mode, lim);
 }
 
 static void start_server(unsigned loops)
@@ -650,6 +677,35 @@ static void test_migrate(void **state)
     stop_server();
 }
 
+/* The upper layer's state in the connection's own block (a handler with a
+ * user_size): zeroed at open, the same bytes in every callback and through
+ * net_conn_user, across a move between loops, and freed with the
+ * connection (ASan: no leak, no use after free). */
+static void test_user_state_in_place(void **state)
+{
+    (void)state;
+    start_server(2);
+    int port = add_listener_with(&handler_in_place, MODE_LINES, NULL);
+    run_server();
+    int fd = client_connect(port, 0);
+    send_str(fd, "x\n");
+    expect_str(fd, "x\n");
+    wait_for(&S.opened, 1);
+    int from = atomic_load(&S.opened_on[0]) ? 0 : 1;
+    char want[64];
+    send_str(fd, "move\nafter\n");
+    snprintf(want, sizeof want, "moving\nmoved %d\nafter\n", 1 - from);
+    expect_str(fd, want);
+    int fd2 = client_connect(port, 0);
+    send_str(fd2, "y\n");
+    expect_str(fd2, "y\n");
+    close(fd);
+    close(fd2);
+    wait_for(&S.closed, 2);
+    assert_int_equal(atomic_load(&S.migrated), 1);
+    stop_server(); /* checks errors: every callback saw its own zeroed area */
+}
+
 /* Connections bouncing between loops while the server stops: every one
  * still gets exactly one on_close, nothing leaks (ASan). */
 static void test_migrate_during_shutdown(void **state)
@@ -797,6 +853,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_two_loops_reuseport),
         cmocka_unit_test(test_migrate),
         cmocka_unit_test(test_migrate_during_shutdown),
+        cmocka_unit_test(test_user_state_in_place),
         cmocka_unit_test(test_hook_after_on_close),
         cmocka_unit_test(test_sigterm),
         cmocka_unit_test(test_bind_errors),

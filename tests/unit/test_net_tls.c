@@ -144,8 +144,9 @@ static struct {
     int dummy;
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static void *on_open(net_conn *c, void *arg)
+static void *on_open(net_conn *c, void *area, void *arg)
 {
+    (void)area;
     (void)arg;
     seen v = {0};
     v.is_tls = net_conn_is_tls(c);
@@ -181,7 +182,8 @@ static void on_close(net_conn *c, void *user)
     atomic_fetch_add(&S.closed, 1);
 }
 
-static const net_conn_handler handler = {on_open, on_input, NULL, on_close};
+static const net_conn_handler handler = {
+    .on_open = on_open, .on_input = on_input, .on_close = on_close};
 
 static void *server_thread(void *arg)
 {
