@@ -188,6 +188,8 @@ bool broker_listen(broker *b, const char *hostport, const net_tls_config *tls,
 
 const broker_client_info *broker_client_get_info(const broker_client *c) { return &c->info; }
 
+net_conn *broker_client_conn(const broker_client *c) { return client_conn(c); }
+
 mqtt_bytes broker_client_auth_method(const broker_client *c)
 {
     const char *m = client_auth_method(c);
@@ -258,7 +260,7 @@ bool broker_client_send(broker_client *c, broker_msg *msg, uint8_t qos, uint64_t
     if (c->state != CLIENT_CONNECTED || !c->session)
         return false;
     session *s = c->session;
-    if (qos > 0 && !session_queue_has_room(s, c->limits, msg))
+    if (qos > 0 && !session_queue_has_room(s, client_limits(c), msg))
         return false;
     session_deliver(s, msg, qos, false, 0, app_tag);
     return true;

@@ -63,7 +63,6 @@ void broker_limits_default(broker_limits *l);
 typedef struct broker_client_info {
     mqtt_bytes client_id;         /* as sent (may be empty before assignment) */
     mqtt_bytes username;          /* empty if none */
-    net_conn *conn;
     uint32_t max_packet;          /* the client's Maximum Packet Size; 0 = none */
     uint8_t protocol_version;     /* MQTT_V311 or MQTT_V5 */
     bool has_username;
@@ -98,12 +97,13 @@ typedef struct broker_app {
      * broker_auth_reject or broker_auth_challenge, now or later.
      */
     void (*authenticate)(void *ctx, broker_client *c, const mqtt_connect *pkt);
-    /* Optional: the limits this client gets (offered in CONNACK and
-     * enforced), decided from its CONNECT before authenticate; NULL = the
-     * server's. The pointer must stay valid while the client exists. Lets
-     * one server offer IoT Hub's limits to devices and its own to open
-     * broker clients. */
-    const broker_limits *(*limits_for)(void *ctx, const mqtt_connect *pkt);
+    /* Optional: limits some clients get instead of the server's (offered
+     * in CONNACK and enforced), and which: uses_app_limits, asked with the
+     * CONNECT before authenticate. Lets one server offer IoT Hub's limits
+     * to devices and its own to open broker clients; a client holds one
+     * bit for the choice, not a pointer. Must outlive the broker. */
+    const broker_limits *app_limits;
+    bool (*uses_app_limits)(void *ctx, const mqtt_connect *pkt);
     /* An AUTH packet (0x18 continue, or 0x19 re-authentication once
      * connected). Answer as for authenticate. NULL = AUTH not supported. */
     void (*auth_packet)(void *ctx, broker_client *c, const mqtt_reason_packet *pkt);
@@ -152,6 +152,7 @@ bool broker_listen(broker *b, const char *hostport, const net_tls_config *tls,
 /* ---- for the application ---------------------------------------------- */
 
 const broker_client_info *broker_client_get_info(const broker_client *c);
+net_conn *broker_client_conn(const broker_client *c);
 /* The CONNECT's Authentication Method; p is NULL when it had none. */
 mqtt_bytes broker_client_auth_method(const broker_client *c);
 broker_client_handle broker_client_get_handle(const broker_client *c);

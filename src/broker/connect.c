@@ -64,12 +64,12 @@ static bool keep_auth_method(broker_client *c, mqtt_bytes m)
 /* Ends a connection attempt with CONNACK `reason`. */
 static void refuse_connect(broker_client *c, uint8_t reason, const mqtt_props *props)
 {
-    log_info("%s %s: CONNECT refused (%s)", net_conn_peer_str(c->info.conn),
+    log_info("%s %s: CONNECT refused (%s)", net_conn_peer_str(client_conn(c)),
              client_id_or(c, ""), mqtt_reason_name(reason));
     send_connack(c, false, reason, props);
     c->will_suppressed = true;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->info.conn, true);
+    net_conn_close(client_conn(c), true);
 }
 
 static bool assign_client_id(broker_client *c)
@@ -88,7 +88,7 @@ static bool assign_client_id(broker_client *c)
 /* Takes the Will of a CONNECT as a message ready to publish. */
 static uint8_t take_will(broker_client *c, const mqtt_connect *pkt)
 {
-    const broker_limits *l = c->limits;
+    const broker_limits *l = client_limits(c);
     if (!mqtt_topic_name_valid(pkt->will_topic))
         return MQTT_RC_TOPIC_NAME_INVALID;
     if (pkt->will_qos > l->maximum_qos)
@@ -119,7 +119,7 @@ static uint8_t take_will(broker_client *c, const mqtt_connect *pkt)
 /* Negotiates keep-alive, session expiry and the client's own limits. */
 static void take_connect_options(broker_client *c, const mqtt_connect *pkt)
 {
-    const broker_limits *l = c->limits;
+    const broker_limits *l = client_limits(c);
     const mqtt_props *p = &pkt->props;
     c->clean_start = pkt->clean_start;
     c->keep_alive = pkt->keep_alive;
@@ -149,7 +149,7 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
 {
     broker *b = c->bl->b;
     c->info.protocol_version = pkt->protocol_version;
-    net_conn_pause_input(c->info.conn, true);
+    net_conn_pause_input(client_conn(c), true);
     if (pkt->client_id.len == 0) {
         if (pkt->protocol_version == MQTT_V311 && !pkt->clean_start) {
             refuse_connect(c, MQTT_RC_CLIENT_ID_NOT_VALID, NULL); /* [MQTT-3.1.3-8] */
@@ -175,11 +175,8 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
         refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
     }
-    if (b->app.limits_for) {
-        const broker_limits *own = b->app.limits_for(b->app.ctx, pkt);
-        if (own)
-            c->limits = own;
-    }
+    c->app_limits = b->app.app_limits && b->app.uses_app_limits &&
+                    b->app.uses_app_limits(b->app.ctx, pkt);
     take_connect_options(c, pkt);
     if (pkt->will_flag) {
         uint8_t rc = take_will(c, pkt);
@@ -196,7 +193,7 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
 /* Adds the server's limits to the CONNACK properties [MQTT-3.2.2]. */
 static void connack_limits(broker_client *c, mqtt_props *p, uint32_t requested_expiry)
 {
-    const broker_limits *l = c->limits;
+    const broker_limits *l = client_limits(c);
     p->receive_maximum = l->receive_maximum;
     MQTT_SET(p, MQTT_PROP_RECEIVE_MAXIMUM);
     if (l->maximum_qos < 2) {
@@ -366,7 +363,7 @@ void broker_auth_accept(broker_client *c, const mqtt_props *props)
     net_timer_stop(c->bl->loop, &c->connect_timer);
     hmap_del(&c->bl->clients, &c->handle, sizeof c->handle);
     c->state = CLIENT_MIGRATING;
-    net_conn_migrate(c->info.conn, owner->loop, on_migrated, c);
+    net_conn_migrate(client_conn(c), owner->loop, on_migrated, c);
 }
 
 void broker_auth_reject(broker_client *c, uint8_t reason, const mqtt_props *props)
@@ -425,7 +422,7 @@ void handle_auth(broker_client *c, const mqtt_reason_packet *pkt)
     }
     if (c->state == CLIENT_CONNECTED)
         c->reauthenticating = true;
-    net_conn_pause_input(c->info.conn, true);
+    net_conn_pause_input(client_conn(c), true);
     b->app.auth_packet(b->app.ctx, c, pkt);
 }
 
@@ -439,8 +436,8 @@ void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt)
             return;
         }
         uint32_t e = p->session_expiry_interval;
-        if (e > c->limits->max_session_expiry)
-            e = c->limits->max_session_expiry;
+        if (e > client_limits(c)->max_session_expiry)
+            e = client_limits(c)->max_session_expiry;
         c->session_expiry = e;
         if (c->session) {
             c->session->expiry_interval = e;
@@ -452,7 +449,7 @@ void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt)
     c->will_suppressed = pkt->reason == MQTT_RC_SUCCESS;
     c->close_reason = pkt->reason;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->info.conn, false);
+    net_conn_close(client_conn(c), false);
 }
 
 client_ext *client_extra(broker_client *c)
@@ -483,7 +480,7 @@ static void free_client_extra(broker_client *c)
     if (x->will)
         broker_msg_unref(x->will);
     if (x->alias_in) {
-        for (uint32_t i = 0; i <= c->limits->topic_alias_maximum; i++)
+        for (uint32_t i = 0; i <= client_limits(c)->topic_alias_maximum; i++)
             free((void *)x->alias_in[i].p);
         free(x->alias_in);
     }

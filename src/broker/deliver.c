@@ -233,10 +233,10 @@ static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t
         return SEND_FAILED;
     if (c->info.max_packet && n > c->info.max_packet)
         return SEND_TOO_LARGE; /* [MQTT-3.1.2-24]: discard, as if sent */
-    uint8_t *out = net_conn_reserve(c->info.conn, n);
+    uint8_t *out = net_conn_reserve(client_conn(c), n);
     if (!out)
         return SEND_FAILED;
-    net_conn_commit(c->info.conn, mqtt_encode(&pkt, c->info.protocol_version, out));
+    net_conn_commit(client_conn(c), mqtt_encode(&pkt, c->info.protocol_version, out));
     if (new_alias)
         record_alias(c, msg->topic, alias);
     return SEND_OK;
@@ -270,7 +270,7 @@ void session_resume_delivery(session *s)
     uint32_t window = c->client_receive_max < OUT_WINDOW_MAX ? c->client_receive_max : OUT_WINDOW_MAX;
     uint64_t now = net_loop_now_ms(s->bl->loop);
     while (x->queue.head && x->inflight.len < window &&
-           net_conn_out_queued(c->info.conn) < s->bl->b->conn_limits.out_high) {
+           net_conn_out_queued(client_conn(c)) < s->bl->b->conn_limits.out_high) {
         out_msg *o = out_pop(&x->queue);
         if (broker_msg_expired(o->msg, now)) {
             persist_message_gone(s, o);
@@ -315,7 +315,7 @@ void session_deliver(session *s, broker_msg *msg, uint8_t qos, bool retain, uint
         return;
     if (qos == 0) {
         if (connected(s) &&
-            net_conn_out_queued(s->client->info.conn) < s->bl->b->conn_limits.out_high)
+            net_conn_out_queued(client_conn(s->client)) < s->bl->b->conn_limits.out_high)
             send_publish(s->client, msg, 0, retain, sub_id, 0, false);
         return;
     }

@@ -27,10 +27,10 @@
 
 /* An idle connection's size is one of the per-connection figures of
  * docs/PERFORMANCE.md: the 96-byte net_conn, this and the hub's 24 bytes of
- * app data are one 288-byte malloc block (x86-64); 8 bytes more here move
+ * app data are one 272-byte malloc block (x86-64); a byte more here moves
  * it to the next. */
-_Static_assert(sizeof(void *) != 8 || sizeof(broker_client) <= 160,
-               "broker_client outgrew 160 bytes");
+_Static_assert(sizeof(void *) != 8 || sizeof(broker_client) <= 144,
+               "broker_client outgrew 144 bytes");
 
 /* A handle no other client of this process ever has (the application's
  * pending answers rely on it): the loop's own counter, interleaved with
@@ -52,8 +52,6 @@ static void *on_open(net_conn *conn, void *area, void *listener_arg)
     c->bl = bl;
     c->handle = new_handle(bl);
     c->state = CLIENT_AWAIT_CONNECT;
-    c->limits = &b->limits;
-    c->info.conn = conn;
     c->info.protocol_version = MQTT_V5; /* until CONNECT says otherwise */
     c->info.request_problem_info = true;
     c->last_rx_ms = net_loop_now_ms(bl->loop);
@@ -146,15 +144,15 @@ static void on_connect_timer(net_loop *loop, net_timer *t)
     broker_client *c = (broker_client *)((char *)t - offsetof(broker_client, connect_timer));
     if (c->state == CLIENT_CONNECTED)
         return;
-    log_info("%s: no CONNECT in time", net_conn_peer_str(c->info.conn));
+    log_info("%s: no CONNECT in time", net_conn_peer_str(client_conn(c)));
     c->will_suppressed = true;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->info.conn, false);
+    net_conn_close(client_conn(c), false);
 }
 
 void client_start_connect_timer(broker_client *c)
 {
-    net_timer_start(c->bl->loop, &c->connect_timer, c->limits->connect_timeout_ms,
+    net_timer_start(c->bl->loop, &c->connect_timer, client_limits(c)->connect_timeout_ms,
                     on_connect_timer);
 }
 
@@ -166,7 +164,7 @@ void client_close(broker_client *c, uint8_t reason, const char *reason_string)
         send_disconnect(c, reason, reason_string);
     c->close_reason = reason;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->info.conn, true);
+    net_conn_close(client_conn(c), true);
 }
 
 void client_close_props(broker_client *c, uint8_t reason, const mqtt_props *props)
@@ -177,18 +175,18 @@ void client_close_props(broker_client *c, uint8_t reason, const mqtt_props *prop
         send_disconnect_props(c, reason, props);
     c->close_reason = reason;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->info.conn, true);
+    net_conn_close(client_conn(c), true);
 }
 
 /* A protocol violation: the reason goes in CONNACK before CONNECT was
  * accepted, in DISCONNECT after. */
 static void protocol_violation(broker_client *c, uint8_t reason, const char *what)
 {
-    log_info("%s %s: %s (%s)", net_conn_peer_str(c->info.conn), client_id_or(c, ""),
+    log_info("%s %s: %s (%s)", net_conn_peer_str(client_conn(c)), client_id_or(c, ""),
              what, mqtt_reason_name(reason));
     if (c->state == CLIENT_AWAIT_CONNECT) {
         c->state = CLIENT_CLOSED;
-        net_conn_close(c->info.conn, true);
+        net_conn_close(client_conn(c), true);
         return;
     }
     client_close(c, reason, what);
@@ -247,20 +245,20 @@ static void refuse_bad_connect(broker_client *c, const uint8_t *pkt, const mqtt_
     size_t vlen = f->total_len - f->header_len;
     bool named = vlen >= 7 && vh[0] == 0 && vh[1] == 4 && memcmp(vh + 2, "MQTT", 4) == 0;
     c->info.protocol_version = named && vh[6] == MQTT_V5 ? MQTT_V5 : MQTT_V311;
-    log_info("%s: CONNECT refused (%s)", net_conn_peer_str(c->info.conn), mqtt_reason_name(rc));
+    log_info("%s: CONNECT refused (%s)", net_conn_peer_str(client_conn(c)), mqtt_reason_name(rc));
     if (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION || rc == MQTT_RC_CLIENT_ID_NOT_VALID ||
         c->info.protocol_version == MQTT_V5)
         send_connack(c, false, rc, NULL);
     c->will_suppressed = true;
     c->state = CLIENT_CLOSED;
-    net_conn_close(c->info.conn, true);
+    net_conn_close(client_conn(c), true);
 }
 
 static size_t on_input(net_conn *conn, void *user, const uint8_t *data, size_t len)
 {
     broker_client *c = user;
     size_t off = 0;
-    uint32_t max = c->limits->maximum_packet_size;
+    uint32_t max = client_limits(c)->maximum_packet_size;
     while (off < len && (c->state == CLIENT_AWAIT_CONNECT || c->state == CLIENT_CONNECTED ||
                          c->state == CLIENT_AUTHENTICATING)) {
         mqtt_frame f;
@@ -301,7 +299,7 @@ static size_t on_input(net_conn *conn, void *user, const uint8_t *data, size_t l
 void client_resume_input(broker_client *c)
 {
     if (c->state == CLIENT_CONNECTED || c->state == CLIENT_AUTHENTICATING)
-        net_conn_pause_input(c->info.conn, false);
+        net_conn_pause_input(client_conn(c), false);
 }
 
 static void on_drain(net_conn *conn, void *user)

@@ -189,7 +189,6 @@ typedef struct client_ext {
 struct broker_client {
     broker_loop *bl;
     broker_client_handle handle;
-    const broker_limits *limits; /* the server's, or the app's for this client */
     broker_client_info info;
 
     /* From CONNECT, owned copies (the small fields are further down); the
@@ -246,6 +245,7 @@ struct broker_client {
     bool id_in_session : 1;       /* info.client_id is session's (borrow_client_id) */
     bool has_auth_method : 1;     /* the CONNECT had one (auth_method) */
     bool auth_method_on_heap : 1; /* auth_method.heap, else .small */
+    bool app_limits : 1;          /* the app's limits, else the server's (client_limits) */
     /* The application's bytes (broker_app.client_data_size), in the same
      * block: the hub keeps its device state here instead of in a block of
      * its own behind a pointer. */
@@ -258,6 +258,19 @@ static inline const char *client_auth_method(const broker_client *c)
     if (!c->has_auth_method)
         return NULL;
     return c->auth_method_on_heap ? c->auth_method.heap : c->auth_method.small;
+}
+
+/* The limits this client gets: the server's, or the application's
+ * (broker_app.uses_app_limits). */
+static inline const broker_limits *client_limits(const broker_client *c)
+{
+    return c->app_limits ? c->bl->b->app.app_limits : &c->bl->b->limits;
+}
+
+/* The client's connection: the client lives in its block (on_open). */
+static inline net_conn *client_conn(const broker_client *c)
+{
+    return net_conn_of_user((void *)c);
 }
 
 /* The client id, NUL-terminated; NULL before CONNECT. */

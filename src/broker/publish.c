@@ -22,7 +22,7 @@
  * reason code to disconnect with. */
 static uint8_t resolve_topic_alias(broker_client *c, const mqtt_publish *pkt, mqtt_bytes *topic)
 {
-    uint16_t max = c->limits->topic_alias_maximum;
+    uint16_t max = client_limits(c)->topic_alias_maximum;
     uint16_t alias = pkt->props.topic_alias;
     if (alias == 0 || alias > max)
         return MQTT_RC_TOPIC_ALIAS_INVALID;
@@ -93,11 +93,11 @@ void handle_publish(broker_client *c, mqtt_publish *pkt)
 {
     broker *b = c->bl->b;
     session *s = c->session;
-    if (pkt->qos > c->limits->maximum_qos) { /* [MQTT-3.2.2-11] */
+    if (pkt->qos > client_limits(c)->maximum_qos) { /* [MQTT-3.2.2-11] */
         client_close(c, MQTT_RC_QOS_NOT_SUPPORTED, NULL);
         return;
     }
-    if (pkt->retain && !c->limits->retain_available) { /* [MQTT-3.2.2-14] */
+    if (pkt->retain && !client_limits(c)->retain_available) { /* [MQTT-3.2.2-14] */
         client_close(c, MQTT_RC_RETAIN_NOT_SUPPORTED, NULL);
         return;
     }
@@ -119,7 +119,7 @@ void handle_publish(broker_client *c, mqtt_publish *pkt)
         send_ack(c, MQTT_PUBREC, pkt->packet_id, MQTT_RC_SUCCESS, NULL); /* a resend */
         return;
     }
-    if (pkt->qos > 0 && c->pending_in + session_ext_of(s)->nqos2_in >= c->limits->receive_maximum) {
+    if (pkt->qos > 0 && c->pending_in + session_ext_of(s)->nqos2_in >= client_limits(c)->receive_maximum) {
         client_close(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, NULL); /* [MQTT-3.3.4-9] */
         return;
     }

@@ -19,16 +19,16 @@
 
 bool send_packet(broker_client *c, const mqtt_packet *pkt)
 {
-    if (c->state == CLIENT_CLOSED || net_conn_closing(c->info.conn))
+    if (c->state == CLIENT_CLOSED || net_conn_closing(client_conn(c)))
         return false;
     size_t n = mqtt_encoded_size(pkt, c->info.protocol_version);
     if (n == 0)
         return false;
-    uint8_t *out = net_conn_reserve(c->info.conn, n);
+    uint8_t *out = net_conn_reserve(client_conn(c), n);
     if (!out)
         return false;
     size_t w = mqtt_encode(pkt, c->info.protocol_version, out);
-    net_conn_commit(c->info.conn, w);
+    net_conn_commit(client_conn(c), w);
     return w == n;
 }
 

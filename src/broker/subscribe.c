@@ -225,18 +225,18 @@ static uint8_t subscribe_one(broker_client *c, const mqtt_sub_entry *e, uint32_t
     *send_retained = false;
     if (!parse_filter(e->filter, &group, &filter, &shared))
         return MQTT_RC_TOPIC_FILTER_INVALID;
-    if (shared && !c->limits->shared_available)
+    if (shared && !client_limits(c)->shared_available)
         return MQTT_RC_SHARED_SUBS_NOT_SUPPORTED;
     if (shared && (e->options & MQTT_SUBOPT_NO_LOCAL))
         return MQTT_RC_PROTOCOL_ERROR; /* [MQTT-3.8.3-4] */
-    if (!c->limits->wildcard_available && mqtt_topic_filter_has_wildcard(filter))
+    if (!client_limits(c)->wildcard_available && mqtt_topic_filter_has_wildcard(filter))
         return MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED;
     bool exists = find_sub(s, group, filter) != NULL;
-    if (!exists && session_ext_of(s)->nsubs >= c->limits->max_subscriptions)
+    if (!exists && session_ext_of(s)->nsubs >= client_limits(c)->max_subscriptions)
         return MQTT_RC_QUOTA_EXCEEDED;
     uint8_t qos = MQTT_SUBOPT_QOS(e->options);
-    if (qos > c->limits->maximum_qos)
-        qos = c->limits->maximum_qos;
+    if (qos > client_limits(c)->maximum_qos)
+        qos = client_limits(c)->maximum_qos;
     if (b->app.authorize_subscribe) {
         uint8_t granted = b->app.authorize_subscribe(b->app.ctx, c, group, filter, qos);
         if (granted >= 0x80)
@@ -275,7 +275,7 @@ void handle_subscribe(broker_client *c, const mqtt_subscribe *pkt)
 {
     uint32_t sub_id = 0;
     if (MQTT_HAS(&pkt->props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER)) {
-        if (!c->limits->sub_ids_available) {
+        if (!client_limits(c)->sub_ids_available) {
             client_close(c, MQTT_RC_SUBSCRIPTION_IDS_NOT_SUPPORTED, NULL);
             return;
         }

@@ -94,7 +94,7 @@ static void refuse(broker_client *c, const char *client_id, const auth_failure *
     hub_answer_buf buf;
     broker_answer answer;
     hub_answer_failure(&buf, MQTT_DISCONNECT, f->status, f->code, f->reason, 0, &answer);
-    log_info("%s %s: device CONNECT refused: %s", net_conn_peer_str(broker_client_get_info(c)->conn),
+    log_info("%s %s: device CONNECT refused: %s", net_conn_peer_str(broker_client_conn(c)),
              client_id, f->reason);
     broker_auth_reject(c, f->code, &answer.props);
 }
@@ -349,11 +349,10 @@ static bool admit_connect(hub *h, broker_client *c, const char *client_id)
 }
 
 /* Judges the CONNECT with the strings in fixed arrays on the stack, and
- * only allocates the client (at its exact size) once it is accepted, so a
- * refused CONNECT costs no heap and an accepted one no unused bytes. */
+ * only keeps the device's state (in its broker client, hub_client_init)
+ * once it is accepted, so a refused CONNECT costs no heap. */
 void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
 {
-    const broker_client_info *info = broker_client_get_info(c);
     hub_client_ids ids;
     memset(&ids, 0, sizeof ids);
     const device_claim who = {ids.client_id, ids.device_id, ids.module_id, ids.host};
@@ -362,8 +361,9 @@ void hub_authenticate_device(hub *h, broker_client *c, const mqtt_connect *pkt)
     auth_failure f;
     uint64_t expiry_ms = 0;
     read_auth_props(&pkt->props, &p);
-    if (!check_connect_form(h, &ids, pkt, &p, info->conn, &f) ||
-        !check_connect_credential(h, &who, x509, &ids, pkt, &p, info->conn, &expiry_ms, &f)) {
+    net_conn *conn = broker_client_conn(c);
+    if (!check_connect_form(h, &ids, pkt, &p, conn, &f) ||
+        !check_connect_credential(h, &who, x509, &ids, pkt, &p, conn, &expiry_ms, &f)) {
         refuse(c, ids.client_id, &f);
         return;
     }
@@ -406,7 +406,7 @@ void hub_reauthenticate_device(hub *h, hub_client *hc, const mqtt_reason_packet 
         return;
     }
     if (hc->x509) { /* nothing new to prove: the certificate must still be registered */
-        net_conn *conn = broker_client_get_info(hub_client_broker(hc))->conn;
+        net_conn *conn = broker_client_conn(hub_client_broker(hc));
         device_claim who = claim_of(h, hc);
         if (hub_check_x509_certificate(h, &who, conn, &f))
             broker_auth_accept(hub_client_broker(hc), NULL);

@@ -152,7 +152,7 @@ static void refuse_open_client_with(broker_client *c, uint8_t code, hub_status s
     hub_answer_buf buf;
     broker_answer answer;
     hub_answer_failure(&buf, MQTT_DISCONNECT, status, code, why, 0, &answer);
-    log_info("%s: CONNECT refused: %s", net_conn_peer_str(broker_client_get_info(c)->conn), why);
+    log_info("%s: CONNECT refused: %s", net_conn_peer_str(broker_client_conn(c)), why);
     broker_auth_reject(c, code, &answer.props);
 }
 
@@ -196,7 +196,7 @@ static void authenticate_open_client(hub *h, broker_client *c, const mqtt_connec
     }
     if (pkt->will_flag && hub_topic_reserved(pkt->will_topic)) {
         log_info("%s: CONNECT refused: Will on a $iothub/ topic",
-                 net_conn_peer_str(broker_client_get_info(c)->conn));
+                 net_conn_peer_str(broker_client_conn(c)));
         broker_auth_reject(c, MQTT_RC_NOT_AUTHORIZED, NULL);
         return;
     }
@@ -205,10 +205,10 @@ static void authenticate_open_client(hub *h, broker_client *c, const mqtt_connec
 
 /* ---- broker_app callbacks ---------------------------------------------- */
 
-static const broker_limits *limits_for(void *ctx, const mqtt_connect *pkt)
+static bool uses_app_limits(void *ctx, const mqtt_connect *pkt)
 {
-    hub *h = ctx;
-    return is_device_connect(pkt) ? &h->device_limits : NULL;
+    (void)ctx;
+    return is_device_connect(pkt); /* h->device_limits */
 }
 
 static void authenticate(void *ctx, broker_client *c, const mqtt_connect *pkt)
@@ -486,7 +486,8 @@ void hub_bind(hub *h, broker_app *out)
         .ctx = h,
         .client_data_size = sizeof(hub_client_data),
         .authenticate = authenticate,
-        .limits_for = limits_for,
+        .app_limits = &h->device_limits,
+        .uses_app_limits = uses_app_limits,
         .auth_packet = auth_packet,
         .connected = connected,
         .disconnected = disconnected,

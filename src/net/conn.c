@@ -95,6 +95,8 @@ static net_buf *buf_new(size_t cap)
 /* ---- accessors ---------------------------------------------------------- */
 
 net_loop *net_conn_loop(const net_conn *c) { return c->loop; }
+net_conn *net_conn_of_user(void *area) { return (net_conn *)area - 1; }
+
 void *net_conn_user(const net_conn *c)
 {
     void *area = net_conn_user_area(c);
@@ -234,8 +236,8 @@ void net_conn_unlink(net_conn *c)
 void net_conn_accepted(net_loop *l, int fd, const net_listen_cfg *cfg,
                        const struct sockaddr_storage *peer)
 {
-    size_t user = cfg->handler.user_size ? cfg->handler.user_size : sizeof(void *);
-    net_conn *c = calloc(1, sizeof *c + (cfg->ssl_ctx ? sizeof(net_tls *) : 0) + user);
+    net_conn *c = calloc(1, sizeof *c + net_conn_user_bytes(cfg) +
+                                (cfg->ssl_ctx ? sizeof(net_tls *) : 0));
     if (!c) {
         log_warn("%s: out of memory accepting a connection", cfg->name);
         close(fd);

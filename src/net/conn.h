@@ -83,6 +83,9 @@ bool net_conn_closing(const net_conn *c);
 
 net_loop *net_conn_loop(const net_conn *c);
 void *net_conn_user(const net_conn *c);
+/* The connection whose state `area` is (a handler with a user_size: the
+ * state lives in the connection's block at a fixed offset). */
+net_conn *net_conn_of_user(void *area);
 /* "127.0.0.1:5555" style, for logs; valid until the next call on the same
  * thread. */
 const char *net_conn_peer_str(const net_conn *c);

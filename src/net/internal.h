@@ -199,8 +199,8 @@ typedef struct net_buf {
 /* Kept small because one is held per connection (96 bytes, in the same
  * block as the upper layer's state): the registered epoll interest is two
  * flag bits, only a TLS connection carries a net_tls pointer, allocated
- * right behind the struct (net_conn_tls), the upper layer's state follows
- * (net_conn_user_area) instead of hanging on a pointer, there is no id
+ * right behind the struct (net_conn_tls), the upper layer's state is in the
+ * same block (net_conn_user_area) instead of hanging on a pointer, there is no id
  * (logs name a connection by its peer, the broker numbers its clients
  * itself), and the open and closing lists share one pair of links. */
 struct net_conn {
@@ -218,9 +218,8 @@ struct net_conn {
     } peer;
     net_loop *loop;
     const net_listen_cfg *cfg;
-    /* Behind the struct: the net_tls pointer (NC_TLS), then the upper
-     * layer's state (net_conn_user): its handler's user_size bytes, or a
-     * pointer to it when that is 0. */
+    /* Behind the struct: the upper layer's state (net_conn_user), then the
+     * net_tls pointer (NC_TLS); see net_conn_user_area. */
     /* loop->conns while open; once closing, next links loop->closing
      * (net_conn_close moves it: never on both, and on neither only while
      * it moves between loops) */
@@ -231,20 +230,31 @@ struct net_conn {
     net_buf *out; /* output queue; NULL when empty */
 };
 
-/* Where the upper layer's state (or the pointer to it) lives: behind the
- * struct and the TLS slot, if any. */
-static inline void *net_conn_user_area(const net_conn *c)
+/* A connection's block: the struct, the upper layer's state (or the
+ * pointer to it) right behind it — at a fixed offset, so the upper layer
+ * can find the connection from its state (net_conn_of_user) — and, on a
+ * TLS listener's connections only, the net_tls pointer last. */
+
+/* The bytes kept for the upper layer: its handler's user_size, or a
+ * pointer's worth; rounded to 8 so the TLS slot after them is aligned. */
+static inline size_t net_conn_user_bytes(const net_listen_cfg *cfg)
 {
-    return (char *)(c + 1) + ((c->flags & NC_TLS) ? sizeof(net_tls *) : 0);
+    size_t n = cfg->handler.user_size ? cfg->handler.user_size : sizeof(void *);
+    return (n + 7) & ~(size_t)7;
 }
 
+static inline void *net_conn_user_area(const net_conn *c) { return (void *)(c + 1); }
+
 /* The TLS state's slot of a connection accepted on a TLS listener. */
-static inline net_tls **net_conn_tls_slot(net_conn *c) { return (net_tls **)(c + 1); }
+static inline net_tls **net_conn_tls_slot(const net_conn *c)
+{
+    return (net_tls **)((char *)(c + 1) + net_conn_user_bytes(c->cfg));
+}
 
 /* The connection's TLS state; NULL for plain TCP (and once freed). */
 static inline net_tls *net_conn_tls(const net_conn *c)
 {
-    return (c->flags & NC_TLS) ? *(net_tls *const *)(c + 1) : NULL;
+    return (c->flags & NC_TLS) ? *net_conn_tls_slot(c) : NULL;
 }
 
 /* The epoll events registered for c (NC_EV_IN / NC_EV_OUT). */
