@@ -23,13 +23,6 @@ static hmap_key session_key(const void *value, const void *ctx)
     return (hmap_key){s->client_id, s->client_id_len};
 }
 
-static hmap_key client_key(const void *value, const void *ctx)
-{
-    (void)ctx;
-    const broker_client *c = value;
-    return (hmap_key){&c->handle, sizeof c->handle};
-}
-
 void broker_limits_default(broker_limits *l)
 {
     *l = (broker_limits){
@@ -66,14 +59,19 @@ static const topic_tree_ops tree_ops = {.ref = topic_tree_ref_session};
 
 /* Server shutting down: tell every MQTT 5 client why (0x8B) before the net
  * layer flushes and closes the sockets. Wills are not published: every
- * subscriber is being disconnected too. */
+ * subscriber is being disconnected too. The connected clients are the
+ * sessions' (client_close defers the close, so the map does not change
+ * under the walk); one still connecting has had no CONNACK to be told
+ * after, and the net layer closes it. */
 static void broker_loop_shutdown(net_loop *loop, void *arg)
 {
     broker *b = arg;
     broker_loop *bl = broker_loop_of(b, loop);
     void *v;
-    for (size_t pos = 0; hmap_next(&bl->clients, &pos, &v);) {
-        broker_client *c = v;
+    for (size_t pos = 0; hmap_next(&bl->sessions, &pos, &v);) {
+        broker_client *c = ((session *)v)->client;
+        if (!c)
+            continue;
         c->will_suppressed = true;
         client_close(c, MQTT_RC_SERVER_SHUTTING_DOWN, NULL);
     }
@@ -111,7 +109,6 @@ broker *broker_new(net_server *server, const broker_limits *limits,
         bl->index = i;
         bl->loop = net_server_loop(server, i);
         hmap_init(&bl->sessions, session_key, NULL);
-        hmap_init(&bl->clients, client_key, NULL);
         bl->outbox = calloc(b->nloops, sizeof *bl->outbox);
         if (!bl->outbox) {
             broker_free(b);
@@ -161,7 +158,6 @@ void broker_free(broker *b)
             continue;
         free_stored_sessions(bl);
         hmap_free(&bl->sessions);
-        hmap_free(&bl->clients);
         topic_match_vec_free(&bl->matches);
         broker_msg_vec_free(&bl->retained);
         for (unsigned j = 0; bl->outbox && j < b->nloops; j++)
@@ -203,12 +199,6 @@ broker_client *broker_client_of_app_data(void *data)
 }
 net_loop *broker_client_loop(const broker_client *c) { return c->bl->loop; }
 
-broker_client *broker_client_lookup(net_loop *loop, broker_client_handle h)
-{
-    broker_loop *bl = net_loop_user(loop);
-    return bl ? hmap_get(&bl->clients, &h, sizeof h) : NULL;
-}
-
 /* Reads only what broker_new set before any loop ran (the loop table and
  * each broker_loop's net_loop), so any thread may call it. */
 net_loop *broker_owner_net_loop(broker *b, const char *client_id, size_t len)
@@ -226,6 +216,13 @@ broker_client *broker_find_connected(broker *b, net_loop *loop, const char *clie
     session *s = session_find(broker_loop_of(b, loop), client_id, len);
     broker_client *c = s ? s->client : NULL;
     return c && c->state == CLIENT_CONNECTED ? c : NULL;
+}
+
+broker_client *broker_client_lookup(broker *b, net_loop *loop, const char *client_id,
+                                    size_t len, broker_client_handle h)
+{
+    broker_client *c = broker_find_connected(b, loop, client_id, len);
+    return c && c->handle == h ? c : NULL;
 }
 
 void broker_client_set_deadline(broker_client *c, uint64_t when_wall_ms)

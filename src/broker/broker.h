@@ -21,9 +21,12 @@
  *
  * Asynchronous application answers: an application that cannot decide at
  * once (a database read, a store commit before PUBACK) keeps the client's
- * handle (broker_client_handle) and calls back later *on the client's loop*
- * (post to net_conn_loop first); a handle whose client has gone away is
- * silently ignored.
+ * id and handle (broker_client_handle) and calls back later *on the
+ * client's loop* (post to broker_client_loop first), where
+ * broker_client_lookup finds the client again if it is still connected
+ * (the loop's session map, by id: the broker keeps no index of its own by
+ * handle) and is the same connection (the handle: a reconnection has
+ * another).
  */
 #ifndef IOTHUBD_BROKER_BROKER_H
 #define IOTHUBD_BROKER_BROKER_H
@@ -62,7 +65,7 @@ void broker_limits_default(broker_limits *l);
 /* A client as the application sees it. */
 typedef struct broker_client_info {
     mqtt_bytes client_id;         /* as sent (may be empty before assignment) */
-    mqtt_bytes username;          /* empty if none */
+    const char *username;         /* NUL-terminated; NULL if none */
     uint32_t max_packet;          /* the client's Maximum Packet Size; 0 = none */
     uint8_t protocol_version;     /* MQTT_V311 or MQTT_V5 */
     bool has_username;
@@ -156,8 +159,10 @@ net_conn *broker_client_conn(const broker_client *c);
 /* The CONNECT's Authentication Method; p is NULL when it had none. */
 mqtt_bytes broker_client_auth_method(const broker_client *c);
 broker_client_handle broker_client_get_handle(const broker_client *c);
-/* The client with this handle on the current loop, or NULL if gone. */
-broker_client *broker_client_lookup(net_loop *loop, broker_client_handle h);
+/* On `loop`: the client connected under this id if it is still the
+ * connection with handle h; else NULL (gone, or reconnected since). */
+broker_client *broker_client_lookup(broker *b, net_loop *loop, const char *client_id,
+                                    size_t len, broker_client_handle h);
 
 /*
  * Finding a connected client by its client id, from any thread, in two

@@ -167,11 +167,10 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
     }
     c->info.has_username = pkt->username_flag;
     if (pkt->username_flag)
-        c->info.username =
-            (mqtt_bytes){(const uint8_t *)dup_bytes(pkt->username), pkt->username.len};
+        c->info.username = dup_bytes(pkt->username);
     bool method_ok = !MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_METHOD) ||
                      keep_auth_method(c, pkt->props.authentication_method);
-    if (!c->info.client_id.p || (pkt->username_flag && !c->info.username.p) || !method_ok) {
+    if (!c->info.client_id.p || (pkt->username_flag && !c->info.username) || !method_ok) {
         refuse_connect(c, MQTT_RC_SERVER_BUSY, NULL);
         return;
     }
@@ -321,7 +320,6 @@ static void on_migrated(net_loop *loop, net_conn *conn, void *arg)
     (void)conn;
     broker_client *c = arg;
     c->bl = net_loop_user(loop);
-    hmap_put(&c->bl->clients, &c->handle, sizeof c->handle, c);
     c->state = CLIENT_AUTHENTICATING;
     finish_connect(c);
 }
@@ -361,7 +359,6 @@ void broker_auth_accept(broker_client *c, const mqtt_props *props)
         return;
     }
     net_timer_stop(c->bl->loop, &c->connect_timer);
-    hmap_del(&c->bl->clients, &c->handle, sizeof c->handle);
     c->state = CLIENT_MIGRATING;
     net_conn_migrate(client_conn(c), owner->loop, on_migrated, c);
 }
@@ -500,7 +497,7 @@ void client_free_connect_state(broker_client *c)
         session_unref((session *)((char *)c->info.client_id.p - offsetof(session, client_id)));
     else
         free((void *)c->info.client_id.p);
-    free((void *)c->info.username.p);
+    free((void *)c->info.username);
     if (c->auth_method_on_heap)
         free(c->auth_method.heap);
     free_client_extra(c);

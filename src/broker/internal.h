@@ -58,7 +58,6 @@ struct broker_loop {
     net_loop *loop;
     unsigned index;
     hmap sessions;            /* client id → session (owned here) */
-    hmap clients;             /* handle → broker_client on this loop */
     topic_match_vec matches;  /* scratch for routing */
     broker_msg_vec retained;  /* scratch for retained delivery */
     delivery_batch *outbox;   /* [nloops]: deliveries for other loops */
@@ -217,7 +216,6 @@ struct broker_client {
      * (broker_client_set_deadline: a SAS token's expiry), armed for
      * whichever comes first (client_arm_liveness) — one timer and one heap
      * slot per connection instead of one per use. */
-    uint64_t last_rx_ms;
     uint64_t deadline_wall_ms;    /* wall clock; 0 = none */
     union {
         net_timer connect_timer;
@@ -227,6 +225,11 @@ struct broker_client {
     session *session;
 
     uint32_t session_expiry;      /* requested, capped */
+    /* The loop clock's low 32 bits at the last packet (idle_ms): an idle
+     * time that matters is far below 2^31 ms (a keep-alive allows at most
+     * 65,535 s × 1.5), so the wrapping difference read as signed is exact,
+     * in half the bytes. */
+    uint32_t last_rx_ms;
     /* Inbound QoS>0 publishes the app has not completed yet (count toward
      * our Receive Maximum), with their QoS (to answer PUBACK or PUBREC). */
     uint32_t pending_in;

@@ -200,6 +200,13 @@ static bool bytes_eq(mqtt_bytes a, mqtt_bytes b)
     return a.len == b.len && CRYPTO_memcmp(a.p, b.p, a.len) == 0;
 }
 
+/* The client's username as bytes (empty when none). */
+static mqtt_bytes username_of(const broker_client_info *info)
+{
+    const char *u = info->username;
+    return (mqtt_bytes){(const uint8_t *)u, u ? (uint32_t)strlen(u) : 0};
+}
+
 /* ---- enhanced authentication ------------------------------------------ */
 
 /* The client's enhanced-authentication state: the pointer the open broker
@@ -231,7 +238,7 @@ static void check_response(open_app *a, broker_client *c, const mqtt_reason_pack
 {
     const broker_client_info *info = broker_client_get_info(c);
     auth_state *st = *auth_state_slot(c);
-    const credential *cred = find_user(a, info->username);
+    const credential *cred = find_user(a, username_of(info));
     uint8_t mac[32];
     unsigned maclen = 0;
     if (!st || !cred ||
@@ -308,7 +315,7 @@ static bool expand_pattern(const char *pattern, const broker_client_info *info, 
         mqtt_bytes sub = {0};
         bool is_sub = p[0] == '%' && (p[1] == 'c' || p[1] == 'u');
         if (is_sub)
-            sub = p[1] == 'c' ? info->client_id : info->username;
+            sub = p[1] == 'c' ? info->client_id : username_of(info);
         else
             sub = (mqtt_bytes){(const uint8_t *)p, 1};
         if (n + sub.len >= cap)
@@ -329,7 +336,7 @@ static bool rule_applies(const acl_rule *r, const broker_client_info *info)
         return true;
     if (!r->user)
         return !info->has_username;
-    return info->has_username && mqtt_bytes_eq_str(info->username, r->user);
+    return info->has_username && strcmp(info->username, r->user) == 0;
 }
 
 /* Whether the ACL grants `want` (read or write) on `topic`; any matching

@@ -34,21 +34,26 @@
 #include "util/time.h"
 #include "util/utf8.h"
 
-/* A request or telemetry message waiting for the store. */
+/* A request or telemetry message waiting for the store. It names its
+ * connection by client id and handle (broker_client_lookup). */
 typedef struct pending_op {
     hub *h;
     broker_client_handle handle;
     uint16_t packet_id;
     uint8_t correlation_len;
     uint8_t correlation[HUB_CORRELATION_MAX];
+    char client_id[]; /* NUL-terminated */
 } pending_op;
 
 static pending_op *pending_new(hub *h, hub_client *hc, uint16_t packet_id, mqtt_bytes corr)
 {
-    pending_op *op = calloc(1, sizeof *op);
+    const char *id = hub_client_id(hc);
+    size_t id_size = strlen(id) + 1;
+    pending_op *op = calloc(1, sizeof *op + id_size);
     if (!op)
         return NULL;
     op->h = h;
+    memcpy(op->client_id, id, id_size);
     op->handle = broker_client_get_handle(hub_client_broker(hc));
     op->packet_id = packet_id;
     op->correlation_len = (uint8_t)corr.len;
@@ -60,7 +65,8 @@ static pending_op *pending_new(hub *h, hub_client *hc, uint16_t packet_id, mqtt_
 /* The device client an operation belongs to, if it is still connected. */
 static hub_client *pending_client(net_loop *loop, const pending_op *op)
 {
-    broker_client *c = broker_client_lookup(loop, op->handle);
+    broker_client *c = broker_client_lookup(op->h->b, loop, op->client_id,
+                                            strlen(op->client_id), op->handle);
     return c ? hub_client_of(c) : NULL;
 }
 
