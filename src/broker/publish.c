@@ -119,7 +119,8 @@ void handle_publish(broker_client *c, mqtt_publish *pkt)
         send_ack(c, MQTT_PUBREC, pkt->packet_id, MQTT_RC_SUCCESS, NULL); /* a resend */
         return;
     }
-    if (pkt->qos > 0 && c->pending_in + session_ext_of(s)->nqos2_in >= client_limits(c)->receive_maximum) {
+    if (pkt->qos > 0 &&
+        c->pending_in + session_ext_of(s)->nqos2_in >= client_limits(c)->receive_maximum) {
         client_close(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, NULL); /* [MQTT-3.3.4-9] */
         return;
     }

@@ -71,7 +71,8 @@ void hub_commands_may_deliver(hub *h, hub_client *hc)
 void hub_commands_disconnected(hub *h, hub_client *hc)
 {
     if (h->c2d && !hub_client_module(hc)[0])
-        c2d_connection_gone(h->c2d, hub_client_device_id(hc), broker_client_get_handle(hub_client_broker(hc)));
+        c2d_connection_gone(h->c2d, hub_client_device_id(hc),
+                            broker_client_get_handle(hub_client_broker(hc)));
 }
 
 void hub_commands_settled(hub *h, hub_client *hc, uint64_t app_tag, const mqtt_ack *ack)

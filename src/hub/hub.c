@@ -283,7 +283,8 @@ static uint8_t authorize_subscribe(void *ctx, broker_client *c, mqtt_bytes group
     bool open = false;
     uint8_t rc = hub_subscribe_rule(filter, qos, &open);
     if (rc < 0x80 && hub_is_methods_filter(filter))
-        hub_methods_device_ready(h->methods, broker_client_loop(c), hub_client_id(hub_client_of(c)));
+        hub_methods_device_ready(h->methods, broker_client_loop(c),
+                                 hub_client_id(hub_client_of(c)));
     if (rc < 0x80 && mqtt_bytes_eq_str(filter, "$iothub/commands"))
         hub_commands_may_deliver(h, hub_client_of(c));
     if (!open)

@@ -102,7 +102,8 @@ static void get_twin(hub *h, hub_client *hc, mqtt_bytes corr)
 {
     hub_status st = HUB_SERVER_ERROR;
     char *doc =
-        h->twins ? twins_device_view(h->twins, hub_client_device_id(hc), hub_client_module(hc), &st) : NULL;
+        h->twins ? twins_device_view(h->twins, hub_client_device_id(hc), hub_client_module(hc), &st)
+                 : NULL;
     if (!doc) {
         hub_send_response(hc, corr, st, h->twins ? "twin not found" : "twins unavailable",
                           false, 0, NULL, 0);
@@ -182,7 +183,8 @@ broker_publish_action hub_handle_request(hub *h, hub_client *hc, hub_topic kind,
                                    &refused))
         return refused;
     mqtt_bytes corr = pkt->props.correlation_data;
-    registry_note_activity(h->reg, hub_client_device_id(hc), hub_client_module(hc), (int64_t)time_wall_ms());
+    registry_note_activity(h->reg, hub_client_device_id(hc), hub_client_module(hc),
+                           (int64_t)time_wall_ms());
     char reason[128];
     int64_t if_version;
     hub_status st = request_properties(kind, pkt, &if_version, reason, sizeof reason);
@@ -373,7 +375,8 @@ broker_publish_action hub_handle_telemetry(hub *h, hub_client *hc, const mqtt_pu
     };
     telemetry_accept(h->tel, &m, broker_client_loop(hub_client_broker(hc)), telemetry_done, op);
     free(tp.arena);
-    registry_note_activity(h->reg, hub_client_device_id(hc), hub_client_module(hc), (int64_t)time_wall_ms());
+    registry_note_activity(h->reg, hub_client_device_id(hc), hub_client_module(hc),
+                           (int64_t)time_wall_ms());
     answer->reason = 0;
     return pkt->qos ? BROKER_PUBLISH_PENDING : BROKER_PUBLISH_DONE;
 }

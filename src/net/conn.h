@@ -17,8 +17,9 @@
  * Lifetime: a connection is created by a listener on accept, and freed by
  * the loop after on_close has run, with the upper layer's state when that
  * lives in the connection's block (net_conn_handler.user_size). Upper
- * layers must not touch either after on_close. net_conn_close() never calls on_close re-entrantly: closing is
- * deferred to the end of the current iteration.
+ * layers must not touch either after on_close. net_conn_close() never
+ * calls on_close re-entrantly: closing is deferred to the end of the
+ * current iteration.
  */
 #ifndef IOTHUBD_NET_CONN_H
 #define IOTHUBD_NET_CONN_H
