@@ -6,9 +6,9 @@
  * value pointer alone (8 bytes): the key is not stored but read back from
  * the value through the map's key function, and the hash is recomputed
  * from it when the table grows or an entry shifts. The maps that matter
- * for memory hold one entry per connection (sessions, clients), where
- * 32-byte slots caching hash, key pointer and length cost 55 bytes
- * per connection and map; 8-byte slots cost 14. The price is a call and a
+ * for memory hold one entry per connection (each loop's sessions), where
+ * 32-byte slots caching hash, key pointer and length cost 55 bytes per
+ * connection; 8-byte slots cost 14. The price is a call and a
  * key comparison through the value on each probe, and a rehash of the
  * entries moved on delete or grow — cheap for the short keys used here.
  *

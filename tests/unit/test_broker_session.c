@@ -20,7 +20,9 @@
  * still fires beside it; finding a connected client by its client id
  * (broker_owner_net_loop from the test thread, broker_find_connected in a
  * task on that loop, and in the app's disconnected()) before, during and
- * after a connection, across a take-over, and with a stored session.
+ * after a connection, across a take-over, and with a stored session; and
+ * broker_client_lookup, which also wants the connection's handle (an
+ * earlier connection's finds nothing after a take-over).
  *
  * Every socket has a receive timeout (SOCKET_TIMEOUT_S) so a missing packet
  * fails the test instead of hanging it; "nothing arrives" is checked by
@@ -864,29 +866,38 @@ typedef struct find_probe {
     broker_client_handle found; /* 0 = NULL */
     bool on_its_loop;           /* the client found lives on the loop asked */
     bool id_matches;
+    bool lookup_agrees;         /* broker_client_lookup finds it by its handle */
+    broker_client_handle stale; /* optional: a handle to look up too */
+    bool stale_found;           /* broker_client_lookup found one by it */
 } find_probe;
 
 static void find_probe_task(net_loop *loop, void *arg)
 {
     find_probe *p = arg;
-    broker_client *c = broker_find_connected(p->b, loop, p->client_id, strlen(p->client_id));
+    size_t len = strlen(p->client_id);
+    broker_client *c = broker_find_connected(p->b, loop, p->client_id, len);
     pthread_mutex_lock(&p->lock);
     if (c) {
         mqtt_bytes id = broker_client_get_info(c)->client_id;
         p->found = broker_client_get_handle(c);
         p->on_its_loop = broker_client_loop(c) == loop;
         p->id_matches = mqtt_bytes_eq_str(id, p->client_id);
+        p->lookup_agrees = broker_client_lookup(p->b, loop, p->client_id, len, p->found) == c;
     }
+    if (p->stale)
+        p->stale_found = broker_client_lookup(p->b, loop, p->client_id, len, p->stale) != NULL;
     p->done = true;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
 }
 
 /* What broker_find_connected answers for `client_id` on `loop` now: the
- * handle of the client found, 0 when none. */
-static broker_client_handle find_on(test_server *srv, net_loop *loop, const char *client_id)
+ * handle of the client found, 0 when none. With `stale`, also asserts that
+ * broker_client_lookup finds nothing by that (earlier) handle. */
+static broker_client_handle find_on_checking(test_server *srv, net_loop *loop,
+                                             const char *client_id, broker_client_handle stale)
 {
-    find_probe p = {.b = srv->broker, .client_id = client_id};
+    find_probe p = {.b = srv->broker, .client_id = client_id, .stale = stale};
     pthread_mutex_init(&p.lock, NULL);
     pthread_cond_init(&p.cond, NULL);
     net_loop_post(loop, find_probe_task, &p);
@@ -899,8 +910,15 @@ static broker_client_handle find_on(test_server *srv, net_loop *loop, const char
     if (p.found) {
         assert_true(p.on_its_loop);
         assert_true(p.id_matches);
+        assert_true(p.lookup_agrees);
     }
+    assert_false(p.stale_found);
     return p.found;
+}
+
+static broker_client_handle find_on(test_server *srv, net_loop *loop, const char *client_id)
+{
+    return find_on_checking(srv, loop, client_id, 0);
 }
 
 static broker_client_handle find_on_owner(test_server *srv, const char *client_id)
@@ -979,7 +997,7 @@ static void test_find_connected(void **state)
     assert_int_equal(pkt.u.disconnect.reason, MQTT_RC_SESSION_TAKEN_OVER);
     tc_expect_eof(first);
     tc_close(first);
-    broker_client_handle h2 = find_on_owner(srv, id);
+    broker_client_handle h2 = find_on_checking(srv, owner, id, h1); /* h1: gone */
     assert_int_not_equal(h2, 0);
     assert_int_not_equal(h2, h1);
     close_record r1 = wait_close(h1);
