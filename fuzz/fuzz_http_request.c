@@ -396,7 +396,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     net_conn *c = calloc(1, sizeof *c);
     check(c != NULL);
-    void *user = http_conn_handler.on_open(c, &svc);
+    void *user = http_conn_handler.on_open(c, NULL, &svc); /* no user_size: no area */
     check(user != NULL);
 
     /* net_conn's input: what arrived and was not consumed yet */
