@@ -68,7 +68,6 @@ typedef struct broker_client_info {
     const char *username;         /* NUL-terminated; NULL if none */
     uint32_t max_packet;          /* the client's Maximum Packet Size; 0 = none */
     uint8_t protocol_version;     /* MQTT_V311 or MQTT_V5 */
-    bool has_username;
     bool request_problem_info;    /* Request Problem Information (MQTT 5) */
     /* (small fields last: they fill what was the struct's tail padding) */
 } broker_client_info;

@@ -165,7 +165,6 @@ void handle_connect(broker_client *c, const mqtt_connect *pkt)
     } else {
         keep_client_id(c, pkt->client_id);
     }
-    c->info.has_username = pkt->username_flag;
     if (pkt->username_flag)
         c->info.username = dup_bytes(pkt->username);
     bool method_ok = !MQTT_HAS(&pkt->props, MQTT_PROP_AUTHENTICATION_METHOD) ||
@@ -432,9 +431,9 @@ void handle_disconnect(broker_client *c, const mqtt_reason_packet *pkt)
             client_close(c, MQTT_RC_PROTOCOL_ERROR, "Session Expiry set after CONNECT had 0");
             return;
         }
-        uint32_t e = p->session_expiry_interval;
-        if (e > client_limits(c)->max_session_expiry)
-            e = client_limits(c)->max_session_expiry;
+        uint32_t e = p->session_expiry_interval, max = client_limits(c)->max_session_expiry;
+        if (e > max)
+            e = max;
         c->session_expiry = e;
         if (c->session) {
             c->session->expiry_interval = e;
@@ -467,13 +466,10 @@ void client_trim_extra(broker_client *c)
 
 static void free_client_extra(broker_client *c)
 {
+    free_connack_pending(c);
     client_ext *x = c->x;
     if (!x)
         return;
-    if (x->connack) {
-        free(x->connack->mem);
-        free(x->connack);
-    }
     if (x->will)
         broker_msg_unref(x->will);
     if (x->alias_in) {

@@ -233,10 +233,11 @@ static send_result send_publish(broker_client *c, const broker_msg *msg, uint8_t
         return SEND_FAILED;
     if (c->info.max_packet && n > c->info.max_packet)
         return SEND_TOO_LARGE; /* [MQTT-3.1.2-24]: discard, as if sent */
-    uint8_t *out = net_conn_reserve(client_conn(c), n);
+    net_conn *conn = client_conn(c);
+    uint8_t *out = net_conn_reserve(conn, n);
     if (!out)
         return SEND_FAILED;
-    net_conn_commit(client_conn(c), mqtt_encode(&pkt, c->info.protocol_version, out));
+    net_conn_commit(conn, mqtt_encode(&pkt, c->info.protocol_version, out));
     if (new_alias)
         record_alias(c, msg->topic, alias);
     return SEND_OK;

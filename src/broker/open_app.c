@@ -335,8 +335,8 @@ static bool rule_applies(const acl_rule *r, const broker_client_info *info)
     if (r->pattern)
         return true;
     if (!r->user)
-        return !info->has_username;
-    return info->has_username && strcmp(info->username, r->user) == 0;
+        return !info->username;
+    return info->username && strcmp(info->username, r->user) == 0;
 }
 
 /* Whether the ACL grants `want` (read or write) on `topic`; any matching

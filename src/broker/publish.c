@@ -92,12 +92,13 @@ static void refuse_publish(broker_client *c, const mqtt_publish *pkt, const brok
 void handle_publish(broker_client *c, mqtt_publish *pkt)
 {
     broker *b = c->bl->b;
+    const broker_limits *l = client_limits(c);
     session *s = c->session;
-    if (pkt->qos > client_limits(c)->maximum_qos) { /* [MQTT-3.2.2-11] */
+    if (pkt->qos > l->maximum_qos) { /* [MQTT-3.2.2-11] */
         client_close(c, MQTT_RC_QOS_NOT_SUPPORTED, NULL);
         return;
     }
-    if (pkt->retain && !client_limits(c)->retain_available) { /* [MQTT-3.2.2-14] */
+    if (pkt->retain && !l->retain_available) { /* [MQTT-3.2.2-14] */
         client_close(c, MQTT_RC_RETAIN_NOT_SUPPORTED, NULL);
         return;
     }
@@ -119,8 +120,7 @@ void handle_publish(broker_client *c, mqtt_publish *pkt)
         send_ack(c, MQTT_PUBREC, pkt->packet_id, MQTT_RC_SUCCESS, NULL); /* a resend */
         return;
     }
-    if (pkt->qos > 0 &&
-        c->pending_in + session_ext_of(s)->nqos2_in >= client_limits(c)->receive_maximum) {
+    if (pkt->qos > 0 && c->pending_in + session_ext_of(s)->nqos2_in >= l->receive_maximum) {
         client_close(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, NULL); /* [MQTT-3.3.4-9] */
         return;
     }

@@ -19,16 +19,17 @@
 
 bool send_packet(broker_client *c, const mqtt_packet *pkt)
 {
-    if (c->state == CLIENT_CLOSED || net_conn_closing(client_conn(c)))
+    net_conn *conn = client_conn(c);
+    if (c->state == CLIENT_CLOSED || net_conn_closing(conn))
         return false;
     size_t n = mqtt_encoded_size(pkt, c->info.protocol_version);
     if (n == 0)
         return false;
-    uint8_t *out = net_conn_reserve(client_conn(c), n);
+    uint8_t *out = net_conn_reserve(conn, n);
     if (!out)
         return false;
     size_t w = mqtt_encode(pkt, c->info.protocol_version, out);
-    net_conn_commit(client_conn(c), w);
+    net_conn_commit(conn, w);
     return w == n;
 }
 

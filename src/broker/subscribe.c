@@ -219,24 +219,25 @@ static uint8_t subscribe_one(broker_client *c, const mqtt_sub_entry *e, uint32_t
                              bool *send_retained)
 {
     broker *b = c->bl->b;
+    const broker_limits *l = client_limits(c);
     session *s = c->session;
     mqtt_bytes group, filter;
     bool shared;
     *send_retained = false;
     if (!parse_filter(e->filter, &group, &filter, &shared))
         return MQTT_RC_TOPIC_FILTER_INVALID;
-    if (shared && !client_limits(c)->shared_available)
+    if (shared && !l->shared_available)
         return MQTT_RC_SHARED_SUBS_NOT_SUPPORTED;
     if (shared && (e->options & MQTT_SUBOPT_NO_LOCAL))
         return MQTT_RC_PROTOCOL_ERROR; /* [MQTT-3.8.3-4] */
-    if (!client_limits(c)->wildcard_available && mqtt_topic_filter_has_wildcard(filter))
+    if (!l->wildcard_available && mqtt_topic_filter_has_wildcard(filter))
         return MQTT_RC_WILDCARD_SUBS_NOT_SUPPORTED;
     bool exists = find_sub(s, group, filter) != NULL;
-    if (!exists && session_ext_of(s)->nsubs >= client_limits(c)->max_subscriptions)
+    if (!exists && session_ext_of(s)->nsubs >= l->max_subscriptions)
         return MQTT_RC_QUOTA_EXCEEDED;
     uint8_t qos = MQTT_SUBOPT_QOS(e->options);
-    if (qos > client_limits(c)->maximum_qos)
-        qos = client_limits(c)->maximum_qos;
+    if (qos > l->maximum_qos)
+        qos = l->maximum_qos;
     if (b->app.authorize_subscribe) {
         uint8_t granted = b->app.authorize_subscribe(b->app.ctx, c, group, filter, qos);
         if (granted >= 0x80)

@@ -208,7 +208,7 @@ static void authenticate_open_client(hub *h, broker_client *c, const mqtt_connec
 static bool uses_app_limits(void *ctx, const mqtt_connect *pkt)
 {
     (void)ctx;
-    return is_device_connect(pkt); /* h->device_limits */
+    return is_device_connect(pkt); /* devices get h->device_limits (app_limits) */
 }
 
 static void authenticate(void *ctx, broker_client *c, const mqtt_connect *pkt)

@@ -387,6 +387,7 @@ static void conn_read(net_conn *c)
             deliver(c, c->in->data, c->in->len, true);
     }
     size_t budget = NET_READ_BUDGET;
+    bool tls = net_conn_tls(c) != NULL;
     while (budget > 0 && !(c->flags & (NC_CLOSING | NC_USER_PAUSED | NC_BP_PAUSED))) {
         uint8_t *buf;
         size_t space, base = 0;
@@ -412,7 +413,6 @@ static void conn_read(net_conn *c)
         }
         if (space > budget)
             space = budget;
-        bool tls = net_conn_tls(c) != NULL;
         ssize_t n = tls ? net_tls_read(c, buf, space) : plain_read(c, buf, space);
         if (n > 0) {
             budget -= (size_t)n;
@@ -436,8 +436,7 @@ static void conn_read(net_conn *c)
         }
         break;
     }
-    if ((c->flags & NC_TLS) && !(c->flags & NC_CLOSING) && !input_paused(c) &&
-        net_tls_has_pending(c))
+    if (tls && !(c->flags & NC_CLOSING) && !input_paused(c) && net_tls_has_pending(c))
         net_conn_add_pending(c);
 }
 
@@ -556,13 +555,14 @@ static ssize_t plain_write(net_conn *c, const uint8_t *buf, size_t len)
 static bool write_out(net_conn *c)
 {
     c->flags &= ~NC_OUT_BLOCKED;
+    bool tls = net_conn_tls(c) != NULL;
     while (out_queued(c)) {
         size_t len = out_queued(c);
         const uint8_t *p = c->out->data + c->out->head;
-        ssize_t n = net_conn_tls(c) ? net_tls_write(c, p, len) : plain_write(c, p, len);
+        ssize_t n = tls ? net_tls_write(c, p, len) : plain_write(c, p, len);
         if (n > 0) {
             c->out->head += (size_t)n;
-            if (!net_conn_tls(c) && (size_t)n < len) {
+            if (!tls && (size_t)n < len) {
                 c->flags |= NC_OUT_BLOCKED; /* short write: socket buffer full */
                 break;
             }

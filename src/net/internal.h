@@ -197,12 +197,12 @@ typedef struct net_buf {
 } net_buf;
 
 /* Kept small because one is held per connection (96 bytes, in the same
- * block as the upper layer's state): the registered epoll interest is two
- * flag bits, only a TLS connection carries a net_tls pointer, allocated
- * right behind the struct (net_conn_tls), the upper layer's state is in the
- * same block (net_conn_user_area) instead of hanging on a pointer, there is no id
- * (logs name a connection by its peer, the broker numbers its clients
- * itself), and the open and closing lists share one pair of links. */
+ * block as the upper layer's state, net_conn_user_area, instead of hanging
+ * on a pointer): the registered epoll interest is two flag bits, only a TLS
+ * connection carries a net_tls pointer (last in the block, net_conn_tls),
+ * there is no id (logs name a connection by its peer, the broker numbers
+ * its clients itself), and the open and closing lists share one pair of
+ * links. */
 struct net_conn {
     int kind; /* NET_K_CONN; must be first */
     int fd;
