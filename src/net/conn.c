@@ -153,13 +153,19 @@ bool net_conns_have_work(const net_loop *l)
     return l->pending || l->dirty || l->closing || l->migrations;
 }
 
+/* Interest in input is dropped lazily: a paused connection keeps EPOLLIN
+ * until input actually arrives while it is paused (net_conn_event notes
+ * that). Most pauses end before the peer sends anything — a CONNECT being
+ * authenticated, an HTTP request being answered — and then pausing and
+ * resuming cost no epoll_ctl at all; otherwise one wake-up is spent before
+ * the interest goes. */
 uint32_t net_conn_wanted_events(const net_conn *c)
 {
     uint32_t f = c->flags, ev = 0;
     if (f & NC_HANDSHAKE) {
         ev = (f & NC_HS_WANT_WRITE) ? EPOLLOUT : EPOLLIN;
     } else {
-        if (!input_paused(c) || (f & NC_WR_WANT_RD))
+        if (!input_paused(c) || !(f & NC_IN_WHILE_PAUSED) || (f & NC_WR_WANT_RD))
             ev |= EPOLLIN;
         if (f & (NC_OUT_BLOCKED | NC_RD_WANT_WR))
             ev |= EPOLLOUT;
@@ -442,6 +448,7 @@ static void conn_read(net_conn *c)
 
 static void input_resumed(net_conn *c)
 {
+    c->flags &= ~NC_IN_WHILE_PAUSED;
     if (in_len(c)) {
         c->flags |= NC_REOFFER;
         net_conn_add_pending(c);
@@ -673,7 +680,9 @@ void net_conn_event(net_conn *c, uint32_t events)
         }
         if (!input_paused(c)) {
             do_read = true;
-        } else if (events & EPOLLHUP) {
+        } else if (!(events & EPOLLHUP)) {
+            c->flags |= NC_IN_WHILE_PAUSED; /* stop listening: see wanted_events */
+        } else {
             /* Both directions are gone and we are not reading: nothing more
              * can be delivered either way. */
             net_conn_close(c, false);

@@ -101,9 +101,12 @@ struct net_loop {
     /* mailbox */
     pthread_mutex_t mbox_lock;
     net_taskq mbox;       /* guarded by mbox_lock */
-    bool mbox_signalled;  /* guarded by mbox_lock: wake_fd already written */
+    bool mbox_signalled;  /* guarded by mbox_lock: a wake-up is on its way
+                           * (wake_fd written, or mbox_ready set by the loop
+                           * posting to itself) */
     net_taskq mbox_spare; /* loop thread only: recycled array */
-    bool mbox_ready;      /* loop thread only: wake_fd was readable */
+    bool mbox_ready;      /* loop thread only: drain the mailbox */
+    bool wake_readable;   /* loop thread only: epoll reported wake_fd */
 
     void (*hook)(net_loop *, void *);
     void *hook_arg;
@@ -173,6 +176,8 @@ enum net_conn_flag {
     NC_EV_IN = 1u << 16,      /* EPOLLIN is registered */
     NC_EV_OUT = 1u << 17,     /* EPOLLOUT is registered */
     NC_TLS = 1u << 18,        /* a TLS listener's: the net_tls slot follows */
+    NC_IN_WHILE_PAUSED = 1u << 19, /* input arrived while paused: EPOLLIN is
+                                    * dropped until input resumes */
 };
 
 /* A connection in transit between loops (net_conn_migrate). */

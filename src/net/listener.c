@@ -10,16 +10,15 @@
  * Accept: accept4() with SOCK_NONBLOCK|SOCK_CLOEXEC in bursts of at most
  * NET_ACCEPT_BURST per event, so a connection storm cannot starve existing
  * connections (level-triggered epoll reports the rest next iteration).
- * TCP_NODELAY is set because MQTT traffic is small request/response packets
- * and output is already batched per iteration by the flush.
+ * TCP_NODELAY is on because MQTT traffic is small request/response packets
+ * and output is already batched per iteration by the flush; accepted
+ * sockets inherit it from the listening one (server.c sets it there).
  *
  * Running out of descriptors (EMFILE/ENFILE) would make a level-triggered
  * listener spin; instead the listener is taken out of epoll for 100 ms.
  * Connections accepted once a stop was requested are closed at once.
  */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -103,10 +102,6 @@ void net_listener_event(net_listener *ln)
         if (l->stopping || net_server_stop_requested(l->server)) {
             close(fd);
             continue;
-        }
-        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         net_conn_accepted(l, fd, ln->cfg, &ss);
     }

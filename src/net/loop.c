@@ -30,7 +30,12 @@
  * Mailbox: a vector of (fn, arg) under a mutex plus an eventfd. A poster
  * writes the eventfd only if no wake-up is outstanding, so a burst of posts
  * costs one write and one wake-up; the loop swaps the whole vector out under
- * the lock and runs it unlocked. Tasks posted while a batch runs (also by the
+ * the lock and runs it unlocked. A loop posting to itself (a connection
+ * handler deferring work until after the current packet, as the hub does
+ * on every CONNECT) writes no eventfd: it is awake, so it only notes that
+ * its mailbox needs draining, which saves the write and the read of the
+ * eventfd. The loop a thread runs is known from a thread-local pointer —
+ * a fact about the thread, set by net_loop_run, not shared state. Tasks posted while a batch runs (also by the
  * loop to itself) go to the next iteration, never re-entrantly. The eventfd
  * exists from net_loop_new on, so posting before the loop runs just queues.
  * When the server stops, a loop runs what is left in its mailbox once more
@@ -50,6 +55,9 @@
 #include "net/internal.h"
 #include "util/log.h"
 #include "util/time.h"
+
+/* The loop this thread is running (net_loop_run), NULL elsewhere. */
+static _Thread_local net_loop *running_loop;
 
 net_loop *net_loop_new(net_server *s, unsigned index, char *err, size_t errlen)
 {
@@ -145,20 +153,26 @@ void net_loop_post(net_loop *l, net_task_fn fn, void *arg)
         l->mbox.cap = cap;
     }
     l->mbox.v[l->mbox.len++] = (net_task){fn, arg};
-    bool wake = !l->mbox_signalled;
+    bool self = running_loop == l;
+    bool wake = !l->mbox_signalled && !self;
     l->mbox_signalled = true;
     pthread_mutex_unlock(&l->mbox_lock);
-    if (wake)
+    if (self)
+        l->mbox_ready = true; /* drained before the loop next sleeps */
+    else if (wake)
         net_loop_wake(l);
 }
 
 static void mailbox_drain(net_loop *l)
 {
-    uint64_t v;
-    ssize_t n;
-    do {
-        n = read(l->wake_fd, &v, sizeof v);
-    } while (n < 0 && errno == EINTR);
+    if (l->wake_readable) {
+        l->wake_readable = false;
+        uint64_t v;
+        ssize_t n;
+        do {
+            n = read(l->wake_fd, &v, sizeof v);
+        } while (n < 0 && errno == EINTR);
+    }
 
     net_taskq batch;
     pthread_mutex_lock(&l->mbox_lock);
@@ -200,6 +214,7 @@ static void dispatch(net_loop *l, struct epoll_event *ev)
         break;
     case NET_K_WAKE:
         l->mbox_ready = true;
+        l->wake_readable = true;
         break;
     case NET_K_SIGNAL:
         net_server_on_signal(l->server);
@@ -213,6 +228,7 @@ static void dispatch(net_loop *l, struct epoll_event *ev)
 void net_loop_run(net_loop *l)
 {
     struct epoll_event evs[NET_MAX_EVENTS];
+    running_loop = l;
     l->now_ms = time_mono_ms();
     net_server_loop_started(l->server, l);
 
@@ -250,6 +266,7 @@ void net_loop_run(net_loop *l)
     /* Every loop is done; run what others posted just before they finished
      * (e.g. a connection migrating here: it is closed on arrival). */
     net_loop_run_late_tasks(l);
+    running_loop = NULL;
 }
 
 void net_loop_run_late_tasks(net_loop *l)

@@ -1,7 +1,7 @@
 /*
  * test_net_conn.c — plain TCP connections over real 127.0.0.1 sockets:
  * partial input, max_input, back-pressure with on_drain, out_cap, pause and
- * re-offer, deferred close with flush, idle memory, shutdown (net_server_stop
+ * re-offer, lazy dropping of input interest, TCP_NODELAY inherited, deferred close with flush, idle memory, shutdown (net_server_stop
  * and SIGTERM), SO_REUSEPORT across two loops, bind errors.
  */
 #include <setjmp.h>
@@ -123,6 +123,8 @@ static struct {
     atomic_size_t max_queued, max_tail;
     tconn *per_loop[4]; /* touched only by that loop */
     atomic_int double_close, errors, migrated, closed_on[4];
+    atomic_int resumes, iterations;
+    atomic_bool in_interest_at_resume; /* EPOLLIN still registered then */
     tconn *watcher;    /* single-loop test only: told about closes by the hook */
     int outbox;        /* closes not yet reported; loop thread only */
 } S;
@@ -176,6 +178,10 @@ static void *on_open(net_conn *c, void *area, void *arg)
     atomic_fetch_add(&S.opened, 1);
     atomic_fetch_add(&S.opened_on[li], 1);
     /* no cmocka asserts on loop threads: count problems instead */
+    int nodelay = 0;
+    socklen_t optlen = sizeof nodelay;
+    if (getsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &optlen) != 0 || !nodelay)
+        atomic_fetch_add(&S.errors, 1); /* inherited from the listener */
     if (net_conn_is_tls(c) || net_conn_peer_cert(c) || net_conn_sni(c) ||
         net_conn_peer_cert_verified(c) ||
         strncmp(net_conn_peer_str(c), "127.0.0.1:", 10) != 0)
@@ -254,6 +260,8 @@ static void resume_cb(net_loop *l, net_timer *tm)
 {
     (void)l;
     tconn *t = (tconn *)((char *)tm - offsetof(tconn, timer));
+    atomic_store(&S.in_interest_at_resume, (t->c->flags & NC_EV_IN) != 0);
+    atomic_fetch_add(&S.resumes, 1);
     net_conn_pause_input(t->c, false);
 }
 
@@ -309,10 +317,11 @@ static size_t lines_input(net_conn *c, tconn *t, const uint8_t *data, size_t len
             net_conn_close(c, false);
             return used;
         }
-        if (n == 6 && memcmp(line, "pause\n", 6) == 0) {
+        if ((n == 6 && memcmp(line, "pause\n", 6) == 0) ||
+            (n == 10 && memcmp(line, "longpause\n", 10) == 0)) {
             net_conn_write(c, line, n);
             net_conn_pause_input(c, true);
-            net_timer_start(net_conn_loop(c), &t->timer, 50, resume_cb);
+            net_timer_start(net_conn_loop(c), &t->timer, n == 6 ? 50 : 500, resume_cb);
             return used; /* the rest is offered again after the resume */
         }
         if (n == 5 && memcmp(line, "move\n", 5) == 0) {
@@ -361,6 +370,19 @@ static void iteration_hook(net_loop *l, void *arg)
     (void)arg;
     for (; S.outbox > 0 && S.watcher; S.outbox--)
         net_conn_write(S.watcher->c, "peer closed\n", 12);
+}
+
+static void count_iteration(net_loop *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    atomic_fetch_add(&S.iterations, 1);
+}
+
+static void init_counting_iterations(net_loop *l, void *arg)
+{
+    loop_init(l, arg);
+    net_loop_set_iteration_hook(l, count_iteration, NULL);
 }
 
 static void init_with_hook(net_loop *l, void *arg)
@@ -479,6 +501,41 @@ static void test_pause_reoffer_and_memory(void **state)
     print_message("sizeof(struct net_conn) = %zu bytes; idle buffers: none\n",
                   sizeof(struct net_conn));
     assert_true(sizeof(struct net_conn) <= 512);
+    close(fd);
+    wait_for(&S.closed, 1);
+    stop_server();
+}
+
+/* A pause drops the interest in input only once input arrives while it
+ * lasts: a pause nothing interrupts costs no epoll_ctl (EPOLLIN is still
+ * registered when it ends), and one that input interrupts does not make
+ * the level-triggered loop spin on the unread bytes. */
+static void test_pause_drops_interest_lazily(void **state)
+{
+    (void)state;
+    start_server(1);
+    net_server_set_loop_hooks(S.s, init_counting_iterations, loop_shutdown, NULL);
+    int port = add_listener(MODE_LINES, NULL);
+    run_server();
+    int fd = client_connect(port, 0);
+
+    send_str(fd, "pause\n");
+    expect_str(fd, "pause\n");
+    wait_for(&S.resumes, 1);
+    assert_true(atomic_load(&S.in_interest_at_resume));
+    send_str(fd, "x\n");
+    expect_str(fd, "x\n");
+
+    send_str(fd, "longpause\n"); /* 500 ms: "later" surely comes within */
+    expect_str(fd, "longpause\n");
+    int before = atomic_load(&S.iterations);
+    send_str(fd, "later\n"); /* arrives while paused */
+    expect_str(fd, "later\n");
+    assert_int_equal(atomic_load(&S.resumes), 2);
+    assert_false(atomic_load(&S.in_interest_at_resume));
+    int spent = atomic_load(&S.iterations) - before;
+    print_message("loop iterations while paused with input waiting: %d\n", spent);
+    assert_true(spent < 20); /* a spinning loop makes thousands in 500 ms */
     close(fd);
     wait_for(&S.closed, 1);
     stop_server();
@@ -835,6 +892,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partial_reads_and_max_input),
         cmocka_unit_test(test_pause_reoffer_and_memory),
+        cmocka_unit_test(test_pause_drops_interest_lazily),
         cmocka_unit_test(test_backpressure_and_drain),
         cmocka_unit_test(test_out_cap_closes_non_reader),
         cmocka_unit_test(test_deferred_close),

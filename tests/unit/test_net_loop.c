@@ -1,6 +1,7 @@
 /*
  * test_net_loop.c — timers (heap order, stop, re-arm from callbacks) and the
- * mailbox (ordering across threads, posting before run, posting to self).
+ * mailbox (ordering across threads, posting before run, posting to self
+ * without a wake-up).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -310,6 +311,45 @@ static void test_mailbox_both_loops(void **state)
     net_server_free(M.s);
 }
 
+/* A loop posting to itself writes no eventfd (it is awake and drains its
+ * mailbox before it next sleeps): after each self-post the eventfd is
+ * still unreadable, and the chain still runs to its end, in order, never
+ * re-entrantly. */
+static struct {
+    net_server *s;
+    int runs, depth;
+    bool reentered, eventfd_written;
+} P;
+
+static void chained_self_post(net_loop *l, void *arg)
+{
+    (void)arg;
+    if (P.depth++)
+        P.reentered = true;
+    if (++P.runs < 1000) {
+        net_loop_post(l, chained_self_post, NULL);
+        uint64_t v;
+        if (read(l->wake_fd, &v, sizeof v) == (ssize_t)sizeof v)
+            P.eventfd_written = true;
+    } else {
+        net_server_stop(P.s);
+    }
+    P.depth--;
+}
+
+static void test_self_post_needs_no_wake(void **state)
+{
+    (void)state;
+    memset(&P, 0, sizeof P);
+    P.s = new_server(1);
+    net_loop_post(net_server_loop(P.s, 0), chained_self_post, NULL);
+    assert_int_equal(net_server_run(P.s), 0);
+    assert_int_equal(P.runs, 1000);
+    assert_false(P.reentered);
+    assert_false(P.eventfd_written);
+    net_server_free(P.s);
+}
+
 int main(void)
 {
     alarm(60);
@@ -319,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_timers_fire_in_order),
         cmocka_unit_test(test_mailbox_order),
         cmocka_unit_test(test_mailbox_both_loops),
+        cmocka_unit_test(test_self_post_needs_no_wake),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
