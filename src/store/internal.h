@@ -88,6 +88,7 @@ struct store {
         sqlite3_stmt *stmt;
     } stmts[STORE_STMT_CACHE];
     size_t nstmts;
+    sqlite3_stmt **part_stmts; /* [partition * PART_SQL_KINDS + kind] */
 };
 
 /* The header of every request whose completion is a store_done_fn. */
@@ -134,7 +135,13 @@ void store_checkpointer_stop(store *st);
 void store_set_busy_handler(sqlite3 *db);
 
 /* schema.c */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
+/* A telemetry partition's table (schema v5), as a format: "IF NOT EXISTS "
+ * or "", then the partition. A step that changes the shape must alter the
+ * existing tables too. */
+#define STORE_TELEMETRY_TABLE_DDL                                                              \
+    "CREATE TABLE %stelemetry_%u(seq INTEGER PRIMARY KEY, enqueued_ms INTEGER NOT NULL,"        \
+    " size INTEGER NOT NULL, props BLOB NOT NULL, body BLOB NOT NULL)"
 /* Migrates `db` up to `target` (STORE_SCHEMA_VERSION for the latest); each
  * step runs in its own transaction together with its user_version bump. */
 bool store_migrate(sqlite3 *db, int target, char *err, size_t errlen);
@@ -142,6 +149,19 @@ int store_user_version(sqlite3 *db);
 
 /* telemetry.c */
 bool store_telemetry_init_partitions(sqlite3 *db, unsigned n, char *err, size_t errlen);
+/* The statements on one partition's table (telemetry_<p>), prepared on
+ * first use and kept per partition, beside the cache keyed by SQL text. */
+typedef enum store_part_sql {
+    PART_APPEND,    /* ?1 seq, ?2 enqueued_ms, ?3 size, ?4 props, ?5 body */
+    PART_READ,      /* seq >= ?1 in order, at most ?2 */
+    PART_FIRST_SEQ, /* min(seq), NULL when empty */
+    PART_HEAD,      /* seq, enqueued_ms, size from seq >= ?1, 64 at most */
+    PART_DEL_BELOW, /* seq < ?1 */
+    PART_SQL_KINDS
+} store_part_sql;
+sqlite3_stmt *store_part_stmt(store *st, unsigned part, store_part_sql kind, store_req *r);
+/* Finalizes them (close). */
+void store_part_stmts_free(store *st);
 /* retention.c: runs retention inside the current transaction. */
 store_status store_retention_apply(store *st, store_req *r, int64_t now_ms, uint64_t *deleted);
 

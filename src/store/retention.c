@@ -9,7 +9,7 @@
  * is recent enough. By size: while the total is over the limit, the oldest
  * event across all partitions goes, by (enqueued time, partition, seq),
  * which is a merge of the partitions' heads. Either way a partition loses a
- * prefix, deleted as one range of its primary key, and its byte counter in
+ * prefix, deleted as one range of its table's key, and its byte counter in
  * telemetry_parts drops by what went, so the size check stays one small
  * SUM. Heads are read HEAD_CHUNK events at a time, so a run costs a read of
  * what it deletes plus one chunk per partition.
@@ -30,10 +30,6 @@
 
 #define HEAD_CHUNK 64
 
-static const char *const SQL_HEAD =
-    "SELECT seq, enqueued_ms, size FROM telemetry WHERE part = ?1 AND seq >= ?2"
-    " ORDER BY seq LIMIT 64";
-static const char *const SQL_DEL_BELOW = "DELETE FROM telemetry WHERE part = ?1 AND seq < ?2";
 static const char *const SQL_TOTAL_BYTES = "SELECT coalesce(sum(bytes), 0) FROM telemetry_parts";
 static const char *const SQL_SUB_BYTES =
     "UPDATE telemetry_parts SET bytes = bytes - ?2 WHERE part = ?1";
@@ -52,11 +48,10 @@ typedef struct part_head {
 /* Reads the next chunk of partition p's events into h. */
 static bool head_fill(store *st, store_req *r, unsigned p, part_head *h)
 {
-    sqlite3_stmt *s = store_stmt(st, SQL_HEAD, r);
+    sqlite3_stmt *s = store_part_stmt(st, p, PART_HEAD, r);
     if (!s)
         return false;
-    sqlite3_bind_int64(s, 1, p);
-    sqlite3_bind_int64(s, 2, h->from);
+    sqlite3_bind_int64(s, 1, h->from);
     h->n = h->pos = 0;
     int rc = SQLITE_DONE;
     while (h->n < HEAD_CHUNK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -122,11 +117,10 @@ static store_status apply_cuts(store *st, store_req *r, const part_head *heads, 
         const part_head *h = &heads[p];
         if (!h->cut_n)
             continue;
-        sqlite3_stmt *s = store_stmt(st, SQL_DEL_BELOW, r);
+        sqlite3_stmt *s = store_part_stmt(st, p, PART_DEL_BELOW, r);
         if (!s)
             return STORE_ERROR;
-        sqlite3_bind_int64(s, 1, p);
-        sqlite3_bind_int64(s, 2, h->cut_below);
+        sqlite3_bind_int64(s, 1, h->cut_below);
         if (sqlite3_step(s) != SQLITE_DONE)
             return store_db_error(st, r, "retention");
         if (!sub_bytes(st, r, p, h->cut_bytes))

@@ -6,7 +6,9 @@
  * to hand out and the bytes (props + body) it holds. An append takes the
  * number and bumps it in the same transaction, so numbers increase by one
  * per partition and are never reused, even after retention emptied the
- * partition. Readers page by (partition, seq) on the primary key.
+ * partition. Partition p's events are the table telemetry_<p> (schema v5),
+ * keyed by seq alone: an append goes at the end of one b-tree, and readers
+ * page through one table by its rowid.
  *
  * Enqueued times never decrease within a partition: an append gets
  * max(now or the given time, the partition's newest, telemetry_parts.last_ms),
@@ -37,8 +39,10 @@ bool store_telemetry_init_partitions(sqlite3 *db, unsigned n, char *err, size_t 
                            -1, &s, NULL) != SQLITE_OK)
         goto fail;
     for (unsigned p = 0; p < n; p++) {
+        char ddl[256];
+        snprintf(ddl, sizeof ddl, STORE_TELEMETRY_TABLE_DDL, "IF NOT EXISTS ", p);
         sqlite3_bind_int64(s, 1, p);
-        if (sqlite3_step(s) != SQLITE_DONE)
+        if (sqlite3_step(s) != SQLITE_DONE || sqlite3_exec(db, ddl, NULL, NULL, NULL) != SQLITE_OK)
             goto fail;
         sqlite3_reset(s);
     }
@@ -48,6 +52,51 @@ fail:
     snprintf(err, errlen, "telemetry partitions: %s", sqlite3_errmsg(db));
     sqlite3_finalize(s);
     return false;
+}
+
+/* ---- per-partition statements ------------------------------------------ */
+
+static const char *const part_sql_formats[PART_SQL_KINDS] = {
+    [PART_APPEND] = "INSERT INTO telemetry_%u(seq, enqueued_ms, size, props, body)"
+                    " VALUES(?1, ?2, ?3, ?4, ?5)",
+    [PART_READ] = "SELECT seq, enqueued_ms, props, body FROM telemetry_%u"
+                  " WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+    [PART_FIRST_SEQ] = "SELECT min(seq) FROM telemetry_%u",
+    [PART_HEAD] = "SELECT seq, enqueued_ms, size FROM telemetry_%u WHERE seq >= ?1"
+                  " ORDER BY seq LIMIT 64",
+    [PART_DEL_BELOW] = "DELETE FROM telemetry_%u WHERE seq < ?1",
+};
+
+sqlite3_stmt *store_part_stmt(store *st, unsigned part, store_part_sql kind, store_req *r)
+{
+    if (!st->part_stmts &&
+        !(st->part_stmts = calloc((size_t)st->partitions * PART_SQL_KINDS, sizeof *st->part_stmts))) {
+        snprintf(r->err, sizeof r->err, "out of memory");
+        return NULL;
+    }
+    sqlite3_stmt **slot = &st->part_stmts[(size_t)part * PART_SQL_KINDS + kind];
+    if (*slot) {
+        sqlite3_reset(*slot);
+        sqlite3_clear_bindings(*slot);
+        return *slot;
+    }
+    char sql[256];
+    snprintf(sql, sizeof sql, part_sql_formats[kind], part);
+    if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) != SQLITE_OK) {
+        store_db_error(st, r, "prepare");
+        return NULL;
+    }
+    return *slot;
+}
+
+void store_part_stmts_free(store *st)
+{
+    if (!st->part_stmts)
+        return;
+    for (size_t i = 0; i < (size_t)st->partitions * PART_SQL_KINDS; i++)
+        sqlite3_finalize(st->part_stmts[i]);
+    free(st->part_stmts);
+    st->part_stmts = NULL;
 }
 
 /* ---- append ------------------------------------------------------------- */
@@ -62,9 +111,22 @@ typedef struct append_req {
 static const char *const SQL_TAKE_SEQ =
     "UPDATE telemetry_parts SET next_seq = next_seq + 1, bytes = bytes + ?2,"
     " last_ms = max(last_ms, ?3) WHERE part = ?1 RETURNING next_seq - 1, last_ms";
-static const char *const SQL_APPEND =
-    "INSERT INTO telemetry(part, seq, enqueued_ms, size, props, body)"
-    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
+
+/* Steps partition ev->partition's PART_APPEND statement `ins` for ev. */
+static bool insert_event(store *st, sqlite3_stmt *ins, const store_event *ev, int64_t size,
+                         store_req *r)
+{
+    sqlite3_bind_int64(ins, 1, (int64_t)ev->seq);
+    sqlite3_bind_int64(ins, 2, ev->enqueued_ms);
+    sqlite3_bind_int64(ins, 3, size);
+    sqlite3_bind_blob(ins, 4, ev->props, (int)ev->props_len, SQLITE_STATIC);
+    sqlite3_bind_blob(ins, 5, ev->body, (int)ev->body_len, SQLITE_STATIC);
+    bool ok = sqlite3_step(ins) == SQLITE_DONE;
+    if (!ok)
+        store_db_error(st, r, "telemetry append");
+    sqlite3_reset(ins);
+    return ok;
+}
 
 static store_status append_exec(store *st, store_req *r)
 {
@@ -85,17 +147,9 @@ static store_status append_exec(store *st, store_req *r)
     ev->seq = (uint64_t)sqlite3_column_int64(s, 0);
     ev->enqueued_ms = sqlite3_column_int64(s, 1); /* never before the previous event */
     sqlite3_reset(s);
-    if (!(s = store_stmt(st, SQL_APPEND, r)))
+    if (!(s = store_part_stmt(st, ev->partition, PART_APPEND, r)))
         return STORE_ERROR;
-    sqlite3_bind_int64(s, 1, ev->partition);
-    sqlite3_bind_int64(s, 2, (int64_t)ev->seq);
-    sqlite3_bind_int64(s, 3, ev->enqueued_ms);
-    sqlite3_bind_int64(s, 4, size);
-    sqlite3_bind_blob(s, 5, ev->props, (int)ev->props_len, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 6, ev->body, (int)ev->body_len, SQLITE_STATIC);
-    if (sqlite3_step(s) != SQLITE_DONE)
-        return store_db_error(st, r, "telemetry append");
-    return STORE_OK;
+    return insert_event(st, s, ev, size, r) ? STORE_OK : STORE_ERROR;
 }
 
 /* Per-partition state of one run of appends. */
@@ -103,6 +157,7 @@ typedef struct run_part {
     int64_t next_seq; /* 0 = not loaded yet */
     int64_t last_ms;  /* newest enqueued time */
     int64_t bytes;    /* added by this run */
+    sqlite3_stmt *ins; /* the partition's PART_APPEND */
 } run_part;
 
 static const char *const SQL_PART_NEXT =
@@ -124,16 +179,13 @@ static bool run_part_load(store *st, store_req *r, unsigned part, run_part *rp)
     rp->next_seq = sqlite3_column_int64(s, 0);
     rp->last_ms = sqlite3_column_int64(s, 1);
     sqlite3_reset(s);
-    return true;
+    return (rp->ins = store_part_stmt(st, part, PART_APPEND, r)) != NULL;
 }
 
-/* Inserts every event of the run with one statement, numbering them from
- * the partitions' counters kept in `parts`. */
+/* Inserts every event of the run, numbering them from the partitions'
+ * counters kept in `parts`. */
 static bool append_run_rows(store *st, store_req *first, size_t n, run_part *parts)
 {
-    sqlite3_stmt *ins = store_stmt(st, SQL_APPEND, first);
-    if (!ins)
-        return false;
     int64_t now = store_now_ms();
     store_req *r = first;
     for (size_t i = 0; i < n; i++, r = r->next) {
@@ -150,19 +202,9 @@ static bool append_run_rows(store *st, store_req *first, size_t n, run_part *par
         rp->bytes += size;
         int64_t t = ev->enqueued_ms ? ev->enqueued_ms : now;
         ev->enqueued_ms = rp->last_ms = t > rp->last_ms ? t : rp->last_ms;
-        sqlite3_reset(ins);
-        sqlite3_bind_int64(ins, 1, ev->partition);
-        sqlite3_bind_int64(ins, 2, (int64_t)ev->seq);
-        sqlite3_bind_int64(ins, 3, ev->enqueued_ms);
-        sqlite3_bind_int64(ins, 4, size);
-        sqlite3_bind_blob(ins, 5, ev->props, (int)ev->props_len, SQLITE_STATIC);
-        sqlite3_bind_blob(ins, 6, ev->body, (int)ev->body_len, SQLITE_STATIC);
-        if (sqlite3_step(ins) != SQLITE_DONE) {
-            store_db_error(st, first, "telemetry append");
+        if (!insert_event(st, rp->ins, ev, size, first))
             return false;
-        }
     }
-    sqlite3_reset(ins);
     return true;
 }
 
@@ -254,12 +296,6 @@ typedef struct read_req {
     char *data; /* every event's props and body */
 } read_req;
 
-static const char *const SQL_READ =
-    "SELECT seq, enqueued_ms, props, body FROM telemetry"
-    " WHERE part = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3";
-static const char *const SQL_PART_BOUNDS =
-    "SELECT p.next_seq, (SELECT min(seq) FROM telemetry t WHERE t.part = p.part)"
-    " FROM telemetry_parts p WHERE p.part = ?1";
 
 /* Reads up to max events into two growing arrays (events, data bytes);
  * pointers into the data are fixed up at the end since it may move. */
@@ -270,21 +306,26 @@ static store_status read_exec(store *st, store_req *r)
         snprintf(r->err, sizeof r->err, "partition %u out of range", q->partition);
         return STORE_INVALID;
     }
-    sqlite3_stmt *s = store_stmt(st, SQL_PART_BOUNDS, r);
+    sqlite3_stmt *s = store_stmt(st, SQL_PART_NEXT, r);
     if (!s)
         return STORE_ERROR;
     sqlite3_bind_int64(s, 1, q->partition);
     if (sqlite3_step(s) != SQLITE_ROW)
         return store_db_error(st, r, "telemetry bounds");
     q->res.next_seq = (uint64_t)sqlite3_column_int64(s, 0);
-    q->res.first_seq = sqlite3_column_type(s, 1) == SQLITE_NULL
-                           ? q->res.next_seq
-                           : (uint64_t)sqlite3_column_int64(s, 1);
-    if (!(s = store_stmt(st, SQL_READ, r)))
+    sqlite3_reset(s);
+    if (!(s = store_part_stmt(st, q->partition, PART_FIRST_SEQ, r)))
         return STORE_ERROR;
-    sqlite3_bind_int64(s, 1, q->partition);
-    sqlite3_bind_int64(s, 2, (int64_t)q->from_seq);
-    sqlite3_bind_int64(s, 3, (int64_t)(q->max ? q->max : 1));
+    if (sqlite3_step(s) != SQLITE_ROW)
+        return store_db_error(st, r, "telemetry bounds");
+    q->res.first_seq = sqlite3_column_type(s, 0) == SQLITE_NULL
+                           ? q->res.next_seq
+                           : (uint64_t)sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (!(s = store_part_stmt(st, q->partition, PART_READ, r)))
+        return STORE_ERROR;
+    sqlite3_bind_int64(s, 1, (int64_t)q->from_seq);
+    sqlite3_bind_int64(s, 2, (int64_t)(q->max ? q->max : 1));
     size_t cap = 0, used = 0, ecap = 0;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {

@@ -640,6 +640,7 @@ static void close_db(store *st)
     for (size_t i = 0; i < st->nstmts; i++)
         sqlite3_finalize(st->stmts[i].stmt);
     st->nstmts = 0;
+    store_part_stmts_free(st);
     if (st->db)
         sqlite3_close(st->db);
     st->db = NULL;

@@ -436,9 +436,10 @@ static int64_t scalar(sqlite3 *db, const char *sql)
 }
 
 /* A v3 log (with its time index, times not always increasing) migrates:
- * the index goes, each partition's newest time is recorded, and appends
- * continue the numbering without going back in time. */
-static void test_migration_to_v4(void **state)
+ * the index goes, each partition's newest time is recorded (v4), the
+ * shared log becomes one table per partition, its events kept (v5), and
+ * appends continue the numbering without going back in time. */
+static void test_migration_from_v3_log(void **state)
 {
     (void)state;
     char path[128];
@@ -457,7 +458,12 @@ static void test_migration_to_v4(void **state)
 
     store *st = testutil_open(testutil_dir, NULL);
     store_flush(st); /* the store thread is idle: st->db may be read here */
-    assert_int_equal(store_user_version(st->db), 4);
+    assert_int_equal(store_user_version(st->db), STORE_SCHEMA_VERSION);
+    assert_int_equal(scalar(st->db, "SELECT count(*) FROM sqlite_master WHERE name = 'telemetry'"),
+                     0);
+    assert_int_equal(scalar(st->db, "SELECT count(*) FROM telemetry_0"), 2);
+    assert_int_equal(scalar(st->db, "SELECT count(*) FROM telemetry_1"), 1);
+    assert_int_equal(scalar(st->db, "SELECT count(*) FROM telemetry_3"), 0); /* made at open */
     assert_int_equal(scalar(st->db, "SELECT count(*) FROM sqlite_master"
                                     " WHERE name = 'telemetry_by_time'"),
                      0);
@@ -472,6 +478,10 @@ static void test_migration_to_v4(void **state)
     assert_int_equal(R.n, 3);
     assert_int_equal(R.first, 1);
     assert_int_equal(R.next, 4);
+    read_part(st, 1, 0, 10);
+    assert_int_equal(R.n, 2);
+    assert_int_equal(R.first, 1);
+    assert_int_equal(R.next, 3);
     store_close(st);
 }
 
@@ -540,7 +550,7 @@ int main(void)
         TESTUTIL_IN_FRESH_DIR(test_batched_appends),
         TESTUTIL_IN_FRESH_DIR(test_enqueued_never_goes_back),
         TESTUTIL_IN_FRESH_DIR(test_retention_across_partitions),
-        TESTUTIL_IN_FRESH_DIR(test_migration_to_v4),
+        TESTUTIL_IN_FRESH_DIR(test_migration_from_v3_log),
         TESTUTIL_IN_FRESH_DIR(test_checkpoints),
         TESTUTIL_IN_FRESH_DIR(test_partition_of_is_stable),
     };
