@@ -35,13 +35,14 @@
  * on every CONNECT) writes no eventfd: it is awake, so it only notes that
  * its mailbox needs draining, which saves the write and the read of the
  * eventfd. The loop a thread runs is known from a thread-local pointer —
- * a fact about the thread, set by net_loop_run, not shared state. Tasks posted while a batch runs (also by the
- * loop to itself) go to the next iteration, never re-entrantly. The eventfd
- * exists from net_loop_new on, so posting before the loop runs just queues.
- * When the server stops, a loop runs what is left in its mailbox once more
- * after its last iteration, and net_server_drain runs what came later
- * (e.g. completions of a store closed after the loops); tasks posted after
- * that are dropped by net_loop_free (a connection migrating to it is closed there, without
+ * a fact about the thread, set by net_loop_run, not shared state. Tasks
+ * posted while a batch runs (also by the loop to itself) go to the next
+ * iteration, never re-entrantly. The eventfd exists from net_loop_new on,
+ * so posting before the loop runs just queues. When the server stops, a
+ * loop runs what is left in its mailbox once more after its last
+ * iteration, and net_server_drain runs what came later (e.g. completions
+ * of a store closed after the loops); tasks posted after that are dropped
+ * by net_loop_free (a connection migrating to it is closed there, without
  * on_close: nothing is left to run it).
  */
 #include <errno.h>

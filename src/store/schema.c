@@ -41,51 +41,50 @@ typedef struct migration {
 } migration;
 
 static const migration migrations[STORE_SCHEMA_VERSION] = {
-    {.sql =
     /* 1: identities and policies */
-    "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE identities("
-    " device_id TEXT NOT NULL, module_id TEXT NOT NULL DEFAULT '',"
-    " generation_id TEXT NOT NULL, etag TEXT NOT NULL, enabled INTEGER NOT NULL,"
-    " status_reason TEXT NOT NULL, auth_type INTEGER NOT NULL,"
-    " primary_key TEXT NOT NULL, secondary_key TEXT NOT NULL,"
-    " primary_thumbprint TEXT NOT NULL, secondary_thumbprint TEXT NOT NULL,"
-    " iot_edge INTEGER NOT NULL, status_updated_ms INTEGER NOT NULL,"
-    " PRIMARY KEY(device_id, module_id)) WITHOUT ROWID;"
-    "CREATE TABLE policies(name TEXT PRIMARY KEY, rights INTEGER NOT NULL,"
-    " primary_key TEXT NOT NULL, secondary_key TEXT NOT NULL) WITHOUT ROWID;"},
+    {.sql = "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE identities("
+            " device_id TEXT NOT NULL, module_id TEXT NOT NULL DEFAULT '',"
+            " generation_id TEXT NOT NULL, etag TEXT NOT NULL, enabled INTEGER NOT NULL,"
+            " status_reason TEXT NOT NULL, auth_type INTEGER NOT NULL,"
+            " primary_key TEXT NOT NULL, secondary_key TEXT NOT NULL,"
+            " primary_thumbprint TEXT NOT NULL, secondary_thumbprint TEXT NOT NULL,"
+            " iot_edge INTEGER NOT NULL, status_updated_ms INTEGER NOT NULL,"
+            " PRIMARY KEY(device_id, module_id)) WITHOUT ROWID;"
+            "CREATE TABLE policies(name TEXT PRIMARY KEY, rights INTEGER NOT NULL,"
+            " primary_key TEXT NOT NULL, secondary_key TEXT NOT NULL) WITHOUT ROWID;"},
 
     /* 2: twins and command queues */
     {.sql = "CREATE TABLE twins(device_id TEXT NOT NULL, module_id TEXT NOT NULL,"
-    " doc TEXT NOT NULL, etag TEXT NOT NULL, version INTEGER NOT NULL,"
-    " desired_version INTEGER NOT NULL, reported_version INTEGER NOT NULL,"
-    " PRIMARY KEY(device_id, module_id)) WITHOUT ROWID;"
-    "CREATE TABLE c2d(device_id TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " enqueued_ms INTEGER NOT NULL, expiry_ms INTEGER NOT NULL,"
-    " delivery_count INTEGER NOT NULL, lock_until_ms INTEGER NOT NULL,"
-    " props BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY(device_id, seq));"
-    "INSERT INTO meta(key, value) VALUES('c2d_next_seq', 1);"},
+            " doc TEXT NOT NULL, etag TEXT NOT NULL, version INTEGER NOT NULL,"
+            " desired_version INTEGER NOT NULL, reported_version INTEGER NOT NULL,"
+            " PRIMARY KEY(device_id, module_id)) WITHOUT ROWID;"
+            "CREATE TABLE c2d(device_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+            " enqueued_ms INTEGER NOT NULL, expiry_ms INTEGER NOT NULL,"
+            " delivery_count INTEGER NOT NULL, lock_until_ms INTEGER NOT NULL,"
+            " props BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY(device_id, seq));"
+            "INSERT INTO meta(key, value) VALUES('c2d_next_seq', 1);"},
 
     /* 3: sessions and the telemetry log */
     {.sql = "CREATE TABLE sessions(client_id TEXT PRIMARY KEY, expiry_ms INTEGER NOT NULL,"
-    " subs BLOB NOT NULL);"
-    "CREATE TABLE session_msgs(client_id TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " state INTEGER NOT NULL, msg BLOB NOT NULL, PRIMARY KEY(client_id, seq));"
-    "CREATE TABLE telemetry(part INTEGER NOT NULL, seq INTEGER NOT NULL,"
-    " enqueued_ms INTEGER NOT NULL, size INTEGER NOT NULL,"
-    " props BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY(part, seq));"
-    "CREATE INDEX telemetry_by_time ON telemetry(enqueued_ms);"
-    "CREATE TABLE telemetry_parts(part INTEGER PRIMARY KEY, next_seq INTEGER NOT NULL,"
-    " bytes INTEGER NOT NULL);"
-    "CREATE TABLE checkpoints(grp TEXT NOT NULL, part INTEGER NOT NULL,"
-    " seq INTEGER NOT NULL, PRIMARY KEY(grp, part)) WITHOUT ROWID;"},
+            " subs BLOB NOT NULL);"
+            "CREATE TABLE session_msgs(client_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+            " state INTEGER NOT NULL, msg BLOB NOT NULL, PRIMARY KEY(client_id, seq));"
+            "CREATE TABLE telemetry(part INTEGER NOT NULL, seq INTEGER NOT NULL,"
+            " enqueued_ms INTEGER NOT NULL, size INTEGER NOT NULL,"
+            " props BLOB NOT NULL, body BLOB NOT NULL, PRIMARY KEY(part, seq));"
+            "CREATE INDEX telemetry_by_time ON telemetry(enqueued_ms);"
+            "CREATE TABLE telemetry_parts(part INTEGER PRIMARY KEY, next_seq INTEGER NOT NULL,"
+            " bytes INTEGER NOT NULL);"
+            "CREATE TABLE checkpoints(grp TEXT NOT NULL, part INTEGER NOT NULL,"
+            " seq INTEGER NOT NULL, PRIMARY KEY(grp, part)) WITHOUT ROWID;"},
 
     /* 4: no time index on the telemetry log; newest enqueued time per
      * partition (one scan of the log, once) */
     {.sql = "DROP INDEX telemetry_by_time;"
-    "ALTER TABLE telemetry_parts ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0;"
-    "UPDATE telemetry_parts SET last_ms = coalesce("
-    " (SELECT max(enqueued_ms) FROM telemetry t WHERE t.part = telemetry_parts.part), 0);"},
+            "ALTER TABLE telemetry_parts ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0;"
+            "UPDATE telemetry_parts SET last_ms = coalesce("
+            " (SELECT max(enqueued_ms) FROM telemetry t WHERE t.part = telemetry_parts.part), 0);"},
 
     /* 5: one table per telemetry partition */
     {.run = split_telemetry},
