@@ -368,21 +368,9 @@ static void iteration_hook(net_loop *l, void *arg)
 {
     (void)l;
     (void)arg;
+    atomic_fetch_add(&S.iterations, 1);
     for (; S.outbox > 0 && S.watcher; S.outbox--)
         net_conn_write(S.watcher->c, "peer closed\n", 12);
-}
-
-static void count_iteration(net_loop *l, void *arg)
-{
-    (void)l;
-    (void)arg;
-    atomic_fetch_add(&S.iterations, 1);
-}
-
-static void init_counting_iterations(net_loop *l, void *arg)
-{
-    loop_init(l, arg);
-    net_loop_set_iteration_hook(l, count_iteration, NULL);
 }
 
 static void init_with_hook(net_loop *l, void *arg)
@@ -514,7 +502,7 @@ static void test_pause_drops_interest_lazily(void **state)
 {
     (void)state;
     start_server(1);
-    net_server_set_loop_hooks(S.s, init_counting_iterations, loop_shutdown, NULL);
+    net_server_set_loop_hooks(S.s, init_with_hook, loop_shutdown, NULL);
     int port = add_listener(MODE_LINES, NULL);
     run_server();
     int fd = client_connect(port, 0);
