@@ -25,6 +25,7 @@ typedef struct opt {
 #define T(kind) (offsetof(iothubd_config, throttle) + offsetof(hub_throttle_config, per_second) + \
                  (kind) * sizeof(uint32_t))
 #define THROTTLE_DEFAULT_PER_S 100000u
+#define MAX_TELEMETRY_PARTITIONS 128
 
 static const opt options[] = {
     {"config", OPT_STR, F(config_file), "read settings from FILE (flags override it)"},
@@ -45,7 +46,7 @@ static const opt options[] = {
     {"log-level", OPT_LEVEL, F(log_level), "error, warn, info or debug"},
     {"durability", OPT_STR, F(durability), "store commits: fsync (default), os or none"},
     {"commit-interval-us", OPT_U32, F(commit_interval_us), "shortest time between two group commits of telemetry, µs (default 1000; 0: none)"},
-    {"telemetry-partitions", OPT_UINT, F(telemetry_partitions), "telemetry log partitions (default 4)"},
+    {"telemetry-partitions", OPT_UINT, F(telemetry_partitions), "telemetry log partitions, 1..128 (default 4)"},
     {"telemetry-retention-s", OPT_U32, F(telemetry_retention_s), "keep telemetry this long (default 1 day; 0 = forever)"},
     {"telemetry-retention-mb", OPT_U32, F(telemetry_retention_mb), "cap on stored telemetry, MiB (0 = none)"},
     {"max-keepalive", OPT_U16, L(max_keepalive), "largest Keep Alive granted, seconds (0 = any)"},
@@ -293,8 +294,11 @@ int config_load(iothubd_config *cfg, int argc, char **argv, char *errbuf, size_t
         snprintf(errbuf, errlen, "--https needs --cert and --key");
         return -1;
     }
-    if (cfg->telemetry_partitions == 0) {
-        snprintf(errbuf, errlen, "--telemetry-partitions must be at least 1");
+    /* IoT Hub's own range tops out at 128; each partition is a table with
+     * five prepared statements, a counter row and a consumer-visible id. */
+    if (cfg->telemetry_partitions == 0 || cfg->telemetry_partitions > MAX_TELEMETRY_PARTITIONS) {
+        snprintf(errbuf, errlen, "--telemetry-partitions must be between 1 and %d",
+                 MAX_TELEMETRY_PARTITIONS);
         return -1;
     }
     if (cfg->limits.receive_maximum == 0) {
