@@ -3,7 +3,8 @@
  * encoder (decoded back with the project's codec), twin Correlation Data,
  * hub status codes, c2d timestamps, the service-API request builders and
  * response parser (src/tools/bench/httpload.c), and the O(1) send ring
- * of rate mode (src/tools/bench/engine.c). The sources are compiled into
+ * of rate mode (src/tools/bench/engine.c) and the twin's paced requests.
+ * The sources are compiled into
  * this test. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -204,6 +205,81 @@ static void test_send_ring_fifo_once(void **state)
     assert_false(clients[2].in_send_ring);
 }
 
+/* Twin rate mode: the first tick starts the clock; each token is one
+ * request to the next device with a free slot, each device alternating
+ * get and patch; tokens that find every window full are window_full. */
+static void test_twin_rate_mode(void **state)
+{
+    (void)state;
+    bench_options o;
+    char err[4096];
+    char *args[] = {"iothub-bench", "twin", "--hub", "http://127.0.0.1:1", "--connstr", "x",
+                    "--clients", "3", "--window", "2", "--rate", "1000"};
+    assert_int_equal(bench_options_parse(&o, ARGC(args), args, err, sizeof err), 0);
+    bench_run run = {.opt = &o, .total_clients = 3};
+    atomic_store(&run.phase, PHASE_RUN);
+    bench_client clients[3] = {{0}};
+    uint64_t sent_ns[3][2] = {{0}};
+    uint16_t free_slots[3][2];
+    unsigned ring[3], dirty[3];
+    bench_thread t = {.run = &run, .clients = clients, .client_count = 3, .send_ring = ring,
+                      .dirty = dirty};
+    for (unsigned i = 0; i < 3; i++) {
+        clients[i] = (bench_client){.state = CLIENT_READY, .window = 2, .free_count = 2,
+                                    .sent_ns = sent_ns[i], .free_slots = free_slots[i]};
+        free_slots[i][0] = 1;
+        free_slots[i][1] = 0;
+        hub_scenario_on_ready(&t, &clients[i]);
+    }
+    assert_int_equal(t.ring_count, 3);
+    assert_int_equal(scenario_poll_timeout_ms(&t), 1);
+
+    const uint64_t start = 1000000000ull;
+    hub_scenario_tick(&t, start);
+    assert_int_equal(t.stats.sent, 0);
+    hub_scenario_tick(&t, start + 4000000); /* 4 ms at 1,000/s */
+    assert_int_equal(t.stats.sent, 4);
+    assert_int_equal(clients[0].free_count, 0); /* 0, 1, 2, then 0 again */
+    assert_int_equal(clients[1].free_count, 1);
+    assert_int_equal(clients[2].free_count, 1);
+    hub_scenario_tick(&t, start + 9000000); /* 5 more; 2 slots left */
+    assert_int_equal(t.stats.sent, 6);
+    assert_int_equal(t.stats.errors[ERR_WINDOW_FULL], 3);
+
+    /* device 0 asked get, then patch */
+    const char *want[] = {"$iothub/twin/get", "$iothub/twin/patch/reported"};
+    bench_buf *b = &clients[0].out;
+    size_t at = b->start;
+    for (unsigned k = 0; k < 2; k++) {
+        mqtt_frame f;
+        assert_int_equal(mqtt_frame_parse(b->data + at, b->len - at, 0, &f), MQTT_FRAME_OK);
+        mqtt_packet pkt;
+        assert_int_equal(mqtt_decode(b->data + at, f.total_len, MQTT_V5, &pkt), 0);
+        assert_int_equal(pkt.u.publish.topic.len, strlen(want[k]));
+        assert_memory_equal(pkt.u.publish.topic.p, want[k], strlen(want[k]));
+        uint16_t slot;
+        uint8_t kind;
+        assert_true(twin_correlation_decode(pkt.u.publish.props.correlation_data, &slot, &kind));
+        assert_int_equal(kind, k == 0 ? TWIN_GET : TWIN_PATCH);
+        at += f.total_len;
+    }
+    assert_int_equal(at, b->start + b->len);
+
+    /* a response frees the slot and puts the device back in the ring */
+    while (bench_ring_pop(&t))
+        ;
+    uint8_t corr[TWIN_CORRELATION_LEN];
+    twin_correlation_encode(1, TWIN_GET, corr);
+    mqtt_publish resp = {.topic = bytes("$iothub/responses")};
+    resp.props.present = MQTT_PROP_BIT(MQTT_PROP_CORRELATION_DATA);
+    resp.props.correlation_data = (mqtt_bytes){corr, sizeof corr};
+    hub_scenario_on_publish(&t, &clients[0], &resp);
+    assert_int_equal(clients[0].free_count, 1);
+    assert_ptr_equal(bench_ring_pop(&t), &clients[0]);
+    for (unsigned i = 0; i < 3; i++)
+        bench_buf_free(&clients[i].out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +290,7 @@ int main(void)
         cmocka_unit_test(test_http_requests),
         cmocka_unit_test(test_http_response_parse),
         cmocka_unit_test(test_send_ring_fifo_once),
+        cmocka_unit_test(test_twin_rate_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

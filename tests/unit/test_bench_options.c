@@ -107,6 +107,11 @@ static void test_errors(void **state)
     expect_error(a12, ARGC(a12), "--clients");
     char *a13[] = {"iothub-bench"};
     expect_error(a13, ARGC(a13), "usage");
+    /* --rate is refused where nothing paces by it, not silently ignored */
+    char *a14[] = {"iothub-bench", "connect", "--rate", "100"};
+    expect_error(a14, ARGC(a14), "--rate paces");
+    char *a15[] = {"iothub-bench", "c2d", "--hub", "http://x:1", "--connstr", "c", "--rate", "9"};
+    expect_error(a15, ARGC(a15), "--rate paces");
 }
 
 static void test_help(void **state)

@@ -104,6 +104,7 @@ typedef struct bench_client {
     bool dirty;              /* on the thread's flush list */
     bool subscribed;         /* fanout, methods, c2d: SUBACK received */
     bool in_send_ring;       /* rate mode: on the thread's ring of clients with a free slot */
+    bool twin_patch_next;    /* twin rate mode: this client's next request is a patch */
     bench_buf out;
     uint8_t *tail;           /* incomplete input packet */
     uint32_t tail_len;

@@ -75,6 +75,12 @@ static inline bool bench_scenario_uses_http(bench_scenario s)
     return s == SCENARIO_METHODS || s == SCENARIO_C2D;
 }
 
+/* Scenarios that --rate paces (the others ignore it, so it is refused). */
+static inline bool bench_scenario_paced(bench_scenario s)
+{
+    return s == SCENARIO_TELEMETRY || s == SCENARIO_FANOUT || s == SCENARIO_TWIN;
+}
+
 /* Scenarios whose clients are independent of each other, so they can be
  * split over several processes (fanout shares one publisher's counters,
  * methods and c2d one set of service-API connections). */

@@ -102,9 +102,13 @@ static void telemetry_fill(bench_thread *t, bench_client *c, uint64_t now)
             break;
 }
 
+/* Whether c may send now: ready, and a free slot where replies are
+ * windowed (QoS 1 telemetry, twin requests). */
 static bool may_send(const bench_thread *t, const bench_client *c)
 {
-    return c->state == CLIENT_READY && (t->run->opt->qos == 0 || c->free_count > 0);
+    const bench_options *o = t->run->opt;
+    bool windowed = o->scenario == SCENARIO_TWIN || o->qos == 1;
+    return c->state == CLIENT_READY && (!windowed || c->free_count > 0);
 }
 
 /* The next client of the send ring that may send; clients that closed or
@@ -117,9 +121,8 @@ static bench_client *next_sender(bench_thread *t)
     return c;
 }
 
-/* Rate mode: this thread's share of the tokens, each to the head of the
- * send ring. */
-static void telemetry_rate_tick(bench_thread *t, uint64_t now)
+void scenario_rate_tick(bench_thread *t, uint64_t now,
+                        bool (*send)(bench_thread *t, bench_client *c, uint64_t now))
 {
     const bench_options *o = t->run->opt;
     double share = o->rate * (double)t->client_count / (double)t->run->total_clients;
@@ -137,7 +140,7 @@ static void telemetry_rate_tick(bench_thread *t, uint64_t now)
             break;
         }
         t->tokens -= 1.0;
-        telemetry_send(t, c, now);
+        send(t, c, now);
         if (may_send(t, c))
             bench_ring_push(t, c);
     }
@@ -154,7 +157,7 @@ static void telemetry_tick(bench_thread *t, uint64_t now)
             return;
     }
     if (t->run->opt->rate > 0) {
-        telemetry_rate_tick(t, now);
+        scenario_rate_tick(t, now, telemetry_send);
         return;
     }
     /* QoS 1 windows refill from the PUBACKs; only QoS 0 needs a push. */
@@ -452,6 +455,8 @@ int scenario_poll_timeout_ms(const bench_thread *t)
      * millisecond; a zero timeout would spin a CPU the server needs. */
     if (o->scenario == SCENARIO_TELEMETRY)
         return o->rate > 0 || o->qos == 0 ? 1 : 20;
+    if (o->scenario == SCENARIO_TWIN)
+        return o->rate > 0 ? 1 : 20;
     if (o->scenario == SCENARIO_FANOUT)
         return t->index == 0 ? 1 : 20;
     return 20;

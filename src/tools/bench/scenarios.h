@@ -41,6 +41,12 @@ void scenario_on_suback(bench_thread *t, bench_client *c, const mqtt_suback *s);
 void scenario_on_pingresp(bench_thread *t, bench_client *c);
 /* Per-client timers, every 100 ms. */
 void scenario_on_scan(bench_thread *t, bench_client *c, uint64_t now);
+/* Rate mode (--rate): adds this thread's share of the rate to its tokens
+ * and deals each whole token to the head of the send ring, calling `send`
+ * for that client; a token that finds no client with a free slot is
+ * counted as window_full. */
+void scenario_rate_tick(bench_thread *t, uint64_t now,
+                        bool (*send)(bench_thread *t, bench_client *c, uint64_t now));
 /* Once per loop iteration. */
 void scenario_tick(bench_thread *t, uint64_t now);
 /* How long the thread may sleep in epoll_wait. */

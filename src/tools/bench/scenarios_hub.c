@@ -8,6 +8,12 @@
  * by status code, so a refusing hub shows up as errors, never as a stall.
  * Patches carry a counter so every reported patch really changes the twin
  * (an unchanged value could be answered without a write).
+ *
+ * With --rate the twin is paced like telemetry (scenario_rate_tick): each
+ * token is one request, dealt to the next device with a free slot, each
+ * device alternating get and patch; latency counts from the token, so a
+ * hub falling behind shows as latency and window_full, not as a lower
+ * offered rate.
  */
 #include "tools/bench/scenarios_hub.h"
 
@@ -63,11 +69,11 @@ uint64_t c2d_stamp_parse(mqtt_bytes payload)
 
 /* ---- twin ---------------------------------------------------------------- */
 
-/* Queues one twin request of `kind` in a free slot. */
-static void twin_send(bench_thread *t, bench_client *c, uint8_t kind, uint64_t now)
+/* Queues one twin request of `kind` in a free slot; false if none. */
+static bool twin_send(bench_thread *t, bench_client *c, uint8_t kind, uint64_t now)
 {
     if (c->free_count == 0)
-        return;
+        return false;
     uint16_t slot = c->free_slots[--c->free_count];
     c->sent_ns[slot] = now;
     uint8_t corr[TWIN_CORRELATION_LEN];
@@ -82,10 +88,20 @@ static void twin_send(bench_thread *t, bench_client *c, uint8_t kind, uint64_t n
     if (!proto_put_hub_request(&c->out, topic, (mqtt_bytes){corr, TWIN_CORRELATION_LEN}, NULL,
                                (const uint8_t *)patch, (size_t)patch_len)) {
         bench_count_error(t, ERR_OUT_OF_MEMORY);
-        return;
+        return false;
     }
     t->stats.sent++;
     bench_client_mark_dirty(t, c);
+    return true;
+}
+
+/* Rate mode: c's next request, each client alternating get and patch. */
+static bool twin_send_next(bench_thread *t, bench_client *c, uint64_t now)
+{
+    if (!twin_send(t, c, c->twin_patch_next ? TWIN_PATCH : TWIN_GET, now))
+        return false;
+    c->twin_patch_next = !c->twin_patch_next;
+    return true;
 }
 
 /* Fills c's window, alternating kinds. */
@@ -120,7 +136,9 @@ static void twin_on_response(bench_thread *t, bench_client *c, const mqtt_publis
         t->stats.acked++;
         hist_record(kind == TWIN_GET ? &t->stats.latency : &t->stats.latency2, now - sent);
     }
-    if (scenario_phase(t) == PHASE_RUN)
+    if (t->run->opt->rate > 0)
+        bench_ring_push(t, c); /* a slot is free: it may take the next token */
+    else if (scenario_phase(t) == PHASE_RUN)
         twin_send(t, c, kind ^ 1, now);
 }
 
@@ -175,7 +193,9 @@ void hub_scenario_on_ready(bench_thread *t, bench_client *c)
     bench_scenario s = t->run->opt->scenario;
     if (s == SCENARIO_TWIN) {
         atomic_fetch_add(&t->run->ready, 1);
-        if (scenario_phase(t) == PHASE_RUN)
+        if (t->run->opt->rate > 0)
+            bench_ring_push(t, c);
+        else if (scenario_phase(t) == PHASE_RUN)
             twin_fill(t, c, bench_now_ns());
         return;
     }
@@ -206,7 +226,18 @@ void hub_scenario_on_publish(bench_thread *t, bench_client *c, const mqtt_publis
 
 void hub_scenario_tick(bench_thread *t, uint64_t now)
 {
-    if (t->filled || scenario_phase(t) != PHASE_RUN)
+    if (scenario_phase(t) != PHASE_RUN)
+        return;
+    if (t->run->opt->rate > 0) {
+        if (!t->filled) { /* the rate clock starts with RUN */
+            t->filled = true;
+            t->last_tick_ns = now;
+            return;
+        }
+        scenario_rate_tick(t, now, twin_send_next);
+        return;
+    }
+    if (t->filled)
         return;
     t->filled = true;
     for (unsigned i = 0; i < t->client_count; i++)

@@ -8,7 +8,9 @@
  *            Correlation Data names its slot and kind, the response on
  *            `$iothub/responses` echoes it. A round trip is one request
  *            and its response; latency = request queued → response read,
- *            per kind (get in `latency`, patch in `latency2`).
+ *            per kind (get in `latency`, patch in `latency2`). With
+ *            --rate, requests go out at that total rate instead (each
+ *            device alternating kinds, at most `window` outstanding).
  *   methods  devices subscribe `$iothub/methods/+` and answer every
  *            invocation at once on `$iothub/responses` (same Correlation
  *            Data, `response-code` 200, payload `{}`); the calls come from
@@ -25,7 +27,8 @@
 
 void hub_scenario_on_ready(bench_thread *t, bench_client *c);
 void hub_scenario_on_publish(bench_thread *t, bench_client *c, const mqtt_publish *p);
-/* twin: fills every window once when RUN begins. */
+/* twin: fills every window once when RUN begins, or (--rate) deals this
+ * iteration's tokens. */
 void hub_scenario_tick(bench_thread *t, uint64_t now);
 
 /* Twin Correlation Data: slot (2 bytes, little-endian) and kind. */
