@@ -378,7 +378,7 @@ static c2d_result check_message(hub_c2d *c, const c2d_message *m, const char **w
 static void random_message_id(char out[C2D_MESSAGE_ID_MAX + 1])
 {
     uint8_t r[16] = {0};
-    crypto_random(r, sizeof r);
+    crypto_random_id(r, sizeof r);
     r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
     r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
     snprintf(out, C2D_MESSAGE_ID_MAX + 1,

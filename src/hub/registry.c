@@ -184,7 +184,7 @@ static bool random_token(char out[HUB_ETAG_MAX + 1])
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     uint8_t b[9];
-    if (!crypto_random(b, sizeof b))
+    if (!crypto_random_id(b, sizeof b))
         return false;
     for (int i = 0; i < 3; i++) {
         uint32_t v = (uint32_t)b[3 * i] << 16 | (uint32_t)b[3 * i + 1] << 8 | b[3 * i + 2];

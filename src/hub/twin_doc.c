@@ -117,7 +117,7 @@ static bool doc_render_all(twin_doc *d)
 static bool random_etag(char out[HUB_ETAG_MAX + 1])
 {
     uint8_t raw[9];
-    return crypto_random(raw, sizeof raw) &&
+    return crypto_random_id(raw, sizeof raw) &&
            crypto_b64_encode(raw, sizeof raw, out, HUB_ETAG_MAX + 1) > 0;
 }
 

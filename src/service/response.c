@@ -94,7 +94,7 @@ char *http_error_body(const char *code, const char *text, const char *request_id
 void http_new_request_id(char out[HTTP_REQUEST_ID_LEN + 1])
 {
     uint8_t b[16];
-    if (!crypto_random(b, sizeof b)) {
+    if (!crypto_random_id(b, sizeof b)) {
         /* not security relevant: fall back to the clock */
         uint64_t t = time_mono_ms() ^ time_wall_ms();
         for (size_t i = 0; i < sizeof b; i++)

@@ -3,8 +3,9 @@
  * OpenSSL: base64, HMAC-SHA256, SHA-1/SHA-256 thumbprints, random bytes,
  * constant-time comparison and URL (percent) encoding.
  *
- * All functions are pure and thread-safe; none allocates except where the
- * name says so. Output buffers are sized by the caller with the *_LEN macros.
+ * All functions are thread-safe; none allocates except where the name says
+ * so (HMAC keeps one OpenSSL context per thread, freed when the thread
+ * exits). Output buffers are sized by the caller with the *_LEN macros.
  */
 #ifndef IOTHUBD_UTIL_CRYPTO_H
 #define IOTHUBD_UTIL_CRYPTO_H
@@ -36,6 +37,13 @@ void crypto_sha256_hex(const uint8_t *data, size_t n, char out[65]);
 
 /* Cryptographically strong random bytes; false only if the RNG fails. */
 bool crypto_random(uint8_t *out, size_t n);
+
+/* The same for identifiers (request and message ids, etags): at most
+ * CRYPTO_RANDOM_ID_MAX bytes, served from a per-thread pool that is
+ * refilled from the RNG, so a hot path pays one RNG call per few hundred
+ * ids instead of one each. Not for keys: use crypto_random there. */
+#define CRYPTO_RANDOM_ID_MAX 32
+bool crypto_random_id(uint8_t *out, size_t n);
 
 /* A new symmetric key: 32 random bytes, base64 (44 chars + NUL). */
 bool crypto_new_key(char out[45]);

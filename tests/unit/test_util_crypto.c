@@ -1,7 +1,9 @@
 /*
  * test_util_crypto.c — util/crypto.h: base64 (RFC 4648 vectors, bad input,
  * exact-size buffers), HMAC-SHA256 (RFC 4231 cases 1-4, 6, 7), SHA-1 and
- * SHA-256 thumbprints, random keys, constant-time compare, URL encoding.
+ * SHA-256 thumbprints, random keys, constant-time compare, URL encoding;
+ * the per-thread HMAC context (re-keyed on every call, correct on several
+ * threads at once, freed at thread exit: ASan) and the random-id pool.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -120,6 +123,67 @@ static void test_hmac_rfc4231(void **state)
     }
 }
 
+/* Alternating keys and messages on several threads at once: each thread's
+ * context is re-keyed on every call and never shared. */
+static void *hmac_worker(void *arg)
+{
+    (void)arg;
+    uint8_t k1[20];
+    memset(k1, 0x0b, sizeof k1);
+    for (int i = 0; i < 2000; i++) {
+        uint8_t mac[CRYPTO_SHA256_LEN];
+        char hex[65];
+        if (i % 3 == 0) {
+            crypto_hmac_sha256(k1, sizeof k1, (const uint8_t *)"Hi There", 8, mac);
+            hex_of(mac, sizeof mac, hex);
+            if (strcmp(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"))
+                return (void *)1;
+        } else if (i % 3 == 1) {
+            crypto_hmac_sha256((const uint8_t *)"Jefe", 4,
+                               (const uint8_t *)"what do ya want for nothing?", 28, mac);
+            hex_of(mac, sizeof mac, hex);
+            if (strcmp(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"))
+                return (void *)1;
+        } else {
+            crypto_hmac_sha256(NULL, 0, NULL, 0, mac); /* empty key and message */
+            hex_of(mac, sizeof mac, hex);
+            if (strcmp(hex, "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad"))
+                return (void *)1;
+        }
+    }
+    return NULL;
+}
+
+static void test_hmac_threads(void **state)
+{
+    (void)state;
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, hmac_worker, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        void *rc;
+        pthread_join(th[i], &rc);
+        assert_null(rc);
+    }
+    assert_null(hmac_worker(NULL)); /* and on this thread */
+}
+
+/* Ids from the pool: distinct across refills, bounded in size. */
+static void test_random_id(void **state)
+{
+    (void)state;
+    enum { N = 100 }; /* 16-byte ids: the 512-byte pool is refilled 3 times */
+    static uint8_t ids[N][16];
+    for (int i = 0; i < N; i++)
+        assert_true(crypto_random_id(ids[i], sizeof ids[i]));
+    for (int i = 0; i < N; i++)
+        for (int j = i + 1; j < N; j++)
+            assert_memory_not_equal(ids[i], ids[j], sizeof ids[i]);
+    uint8_t big[CRYPTO_RANDOM_ID_MAX + 1];
+    assert_false(crypto_random_id(big, sizeof big));
+    assert_true(crypto_random_id(big, CRYPTO_RANDOM_ID_MAX));
+}
+
 static void test_digests_and_random(void **state)
 {
     (void)state;
@@ -203,6 +267,8 @@ int main(void)
         cmocka_unit_test(test_b64_encode_small_buffer),
         cmocka_unit_test(test_b64_bad_input),
         cmocka_unit_test(test_hmac_rfc4231),
+        cmocka_unit_test(test_hmac_threads),
+        cmocka_unit_test(test_random_id),
         cmocka_unit_test(test_digests_and_random),
         cmocka_unit_test(test_url_encode),
         cmocka_unit_test(test_url_decode),
