@@ -18,17 +18,24 @@
  * newer); a failure of the write `doc` shows puts `doc` back to `durable`.
  * When nothing is pending both point at the same document.
  *
- * One mutex guards the map, every entry and every document's reference
- * count (and those of the texts documents share, see twin_doc.h); it is
- * held for a patch of a twin and for splicing a view from the kept texts,
- * never across a call into the registry or a callback. Both are cheap:
- * a draft shares every tree the patch does not touch, and a view is a
- * copy of the texts, so a Get twin is answered from memory without
- * parsing or serialising anything, and the stored form of a write costs a
- * render of the changed section plus a copy.
- * The store write is queued under the lock so the store sees the writes to
- * a twin in the order memory did. The completion (on the caller's loop)
- * settles the entry, tells the desired listener, and reports.
+ * One mutex guards the map and every entry; documents are immutable and
+ * their reference counts atomic (twin_doc.h), so the lock is only held to
+ * look an entry up, take a reference to its document or swap in a new
+ * one, never while a patch is merged or a view is spliced, and never
+ * across a call into the registry or a callback. A write builds its draft
+ * from a reference to the current document outside the lock, then, under
+ * it, publishes the draft only if that document is still the current one
+ * (else it builds again from the newer one: two writes to one twin at the
+ * same moment are rare, a device and a service, say). Short critical
+ * sections matter more than their count here: both loops take the lock
+ * for every twin request, and a holder preempted on a busy machine stalls
+ * the other loop for a whole time slice. Drafts are cheap (a draft shares
+ * every tree the patch does not touch) and a view is a copy of the kept
+ * texts, so a Get twin is answered without parsing or serialising.
+ * The stored form is rendered and the store write queued under the lock,
+ * so the store sees the writes to a twin in the order memory did. The
+ * completion (on the caller's loop) settles the entry, tells the desired
+ * listener, and reports.
  *
  * The stored form is the service view without the runtime fields, plus
  * the identity's generationId (its JSON member kept in the entry). A twin
@@ -137,6 +144,17 @@ static twin_entry *live_entry(hub_twins *t, const char *device_id, const char *m
     return e && !e->deleted ? e : NULL;
 }
 
+/* A reference to the document readers see now, NULL when there is no such
+ * twin; the caller drops it. Takes the lock for the lookup only. */
+static twin_doc *current_doc(hub_twins *t, const char *device_id, const char *module_id)
+{
+    pthread_mutex_lock(&t->lock);
+    twin_entry *e = live_entry(t, device_id, module_id);
+    twin_doc *doc = e ? twin_doc_ref(e->doc) : NULL;
+    pthread_mutex_unlock(&t->lock);
+    return doc;
+}
+
 /* Replaces what readers see with doc (taking a reference). Lock held. */
 static void show(twin_entry *e, twin_doc *doc, uint64_t seq)
 {
@@ -243,22 +261,10 @@ static char *runtime_text(hub_registry *reg, const char *device_id, const char *
     return text;
 }
 
-/* The service view of doc as a malloc'd string. Lock held (doc's
- * reference count is only touched under it); runtime is the result of
- * runtime_text. */
-static char *render_service_locked(const twin_doc *doc, const char *device_id,
-                                   const char *module_id, const char *runtime)
-{
-    return twin_doc_service_text(doc, device_id, module_id, runtime, NULL);
-}
 
 static void op_free(twin_op *op)
 {
-    if (op->now) {
-        pthread_mutex_lock(&op->t->lock);
-        twin_doc_unref(op->now);
-        pthread_mutex_unlock(&op->t->lock);
-    }
+    twin_doc_unref(op->now);
     free(op->desired_patch);
     free(op);
 }
@@ -276,16 +282,12 @@ static void op_report(net_loop *loop, void *arg)
         op->doc_done(loop, op->arg, op->status, NULL, NULL, reason);
     } else if (op->doc_done) {
         char *runtime = runtime_text(op->t->reg, op->device_id, op->module_id);
-        char etag[HUB_ETAG_MAX + 1];
-        pthread_mutex_lock(&op->t->lock);
-        char *text = runtime ? render_service_locked(op->now, op->device_id, op->module_id,
-                                                     runtime)
+        char *text = runtime ? twin_doc_service_text(op->now, op->device_id, op->module_id,
+                                                     runtime, NULL)
                              : NULL;
-        memcpy(etag, op->now->etag, sizeof etag);
-        pthread_mutex_unlock(&op->t->lock);
         free(runtime);
         if (text)
-            op->doc_done(loop, op->arg, HUB_OK, text, etag, NULL);
+            op->doc_done(loop, op->arg, HUB_OK, text, op->now->etag, NULL);
         else
             op->doc_done(loop, op->arg, HUB_SERVER_ERROR, NULL, NULL, "out of memory");
         free(text);
@@ -414,20 +416,21 @@ static bool etag_matches(const char *if_match, const char *etag)
     return strcmp(if_match, etag) == 0;
 }
 
-/* Checks preconditions and builds the changed draft. Lock held. */
-static hub_status build_draft_locked(hub_twins *t, twin_entry *e, const twin_change *c,
-                                     twin_doc **out, char *why, size_t whylen)
+/* Checks preconditions against base and builds the changed draft. No lock
+ * needed: base is immutable and the caller holds a reference to it. */
+static hub_status build_draft(hub_twins *t, const twin_doc *base, const twin_change *c,
+                              twin_doc **out, char *why, size_t whylen)
 {
-    if (!etag_matches(c->if_match, e->doc->etag)) {
+    if (!etag_matches(c->if_match, base->etag)) {
         snprintf(why, whylen, "etag does not match");
         return HUB_PRECONDITION_FAILED;
     }
-    if (c->if_version >= 0 && c->if_version != e->doc->reported_version) {
+    if (c->if_version >= 0 && c->if_version != base->reported_version) {
         snprintf(why, whylen, "reported $version is %lld, not %lld",
-                 (long long)e->doc->reported_version, (long long)c->if_version);
+                 (long long)base->reported_version, (long long)c->if_version);
         return HUB_PRECONDITION_FAILED;
     }
-    twin_doc *draft = twin_doc_copy(e->doc);
+    twin_doc *draft = twin_doc_copy(base);
     if (!draft) {
         snprintf(why, whylen, "out of memory");
         return HUB_SERVER_ERROR;
@@ -450,23 +453,48 @@ static hub_status build_draft_locked(hub_twins *t, twin_entry *e, const twin_cha
     return HUB_OK;
 }
 
-/* Runs one write: under the lock, find the twin, check, patch, publish
- * and queue the store write; failures before that are reported early. */
-static void run_write(hub_twins *t, twin_op *op, const twin_change *c)
+/* Under the lock: publishes draft (publish_locked) if base is still the
+ * twin's current document. Otherwise drops draft and hands the caller, in
+ * *newer, a reference to the document that replaced base, to build on
+ * again; when the twin is gone, *newer stays NULL and the answer is
+ * HUB_NOT_FOUND. */
+static hub_status publish_if_current(hub_twins *t, twin_op *op, const twin_doc *base,
+                                     twin_doc *draft, twin_doc **newer)
 {
+    hub_status st = HUB_OK;
     pthread_mutex_lock(&t->lock);
     twin_entry *e = live_entry(t, op->device_id, op->module_id);
-    twin_doc *draft = NULL;
-    hub_status st = HUB_NOT_FOUND;
-    if (e)
-        st = build_draft_locked(t, e, c, &draft, op->reason, sizeof op->reason);
-    else
-        snprintf(op->reason, sizeof op->reason, "no such device or module");
-    if (st == HUB_OK && !publish_locked(t, op, e, draft)) {
-        st = HUB_SERVER_ERROR;
-        snprintf(op->reason, sizeof op->reason, "out of memory");
+    if (e && e->doc == base) { /* the caller's reference keeps base's address unique */
+        if (!publish_locked(t, op, e, draft)) {
+            st = HUB_SERVER_ERROR;
+            snprintf(op->reason, sizeof op->reason, "out of memory");
+        }
+    } else {
+        twin_doc_unref(draft);
+        *newer = e ? twin_doc_ref(e->doc) : NULL;
+        st = e ? HUB_OK : HUB_NOT_FOUND;
     }
     pthread_mutex_unlock(&t->lock);
+    return st;
+}
+
+/* Runs one write: patch a draft of the twin's current document outside
+ * the lock, then publish it if no other write came first, or build again
+ * on the one that did. Failures before publishing are reported early. */
+static void run_write(hub_twins *t, twin_op *op, const twin_change *c)
+{
+    twin_doc *base = current_doc(t, op->device_id, op->module_id);
+    hub_status st = HUB_NOT_FOUND;
+    while (base) {
+        twin_doc *draft = NULL, *newer = NULL;
+        st = build_draft(t, base, c, &draft, op->reason, sizeof op->reason);
+        if (st == HUB_OK)
+            st = publish_if_current(t, op, base, draft, &newer);
+        twin_doc_unref(base);
+        base = newer;
+    }
+    if (st == HUB_NOT_FOUND)
+        snprintf(op->reason, sizeof op->reason, "no such device or module");
     if (st != HUB_OK)
         op_fail_early(op, st, op->reason);
 }
@@ -582,11 +610,10 @@ void twins_set_desired_listener(hub_twins *t, twins_desired_fn fn, void *arg)
 char *twins_device_view(hub_twins *t, const char *device_id, const char *module_id,
                         hub_status *st)
 {
-    pthread_mutex_lock(&t->lock);
-    twin_entry *e = live_entry(t, device_id, module_id);
-    char *text = e ? twin_doc_device_text(e->doc, NULL) : NULL;
-    pthread_mutex_unlock(&t->lock);
-    *st = text ? HUB_OK : e ? HUB_SERVER_ERROR : HUB_NOT_FOUND;
+    twin_doc *doc = current_doc(t, device_id, module_id);
+    char *text = doc ? twin_doc_device_text(doc, NULL) : NULL;
+    *st = text ? HUB_OK : doc ? HUB_SERVER_ERROR : HUB_NOT_FOUND;
+    twin_doc_unref(doc);
     return text;
 }
 
@@ -594,15 +621,14 @@ char *twins_service_view(hub_twins *t, const char *device_id, const char *module
                          char etag_out[HUB_ETAG_MAX + 1], hub_status *st)
 {
     char *runtime = runtime_text(t->reg, device_id, module_id);
-    pthread_mutex_lock(&t->lock);
-    twin_entry *e = live_entry(t, device_id, module_id);
-    char *text = e && runtime ? render_service_locked(e->doc, device_id, module_id, runtime)
-                              : NULL;
-    if (e && etag_out)
-        memcpy(etag_out, e->doc->etag, HUB_ETAG_MAX + 1);
-    pthread_mutex_unlock(&t->lock);
+    twin_doc *doc = current_doc(t, device_id, module_id);
+    char *text = doc && runtime ? twin_doc_service_text(doc, device_id, module_id, runtime, NULL)
+                                : NULL;
+    if (doc && etag_out)
+        memcpy(etag_out, doc->etag, HUB_ETAG_MAX + 1);
     free(runtime);
-    *st = text ? HUB_OK : e ? HUB_SERVER_ERROR : HUB_NOT_FOUND;
+    *st = text ? HUB_OK : doc ? HUB_SERVER_ERROR : HUB_NOT_FOUND;
+    twin_doc_unref(doc);
     return text;
 }
 

@@ -126,7 +126,7 @@ twin_doc *twin_doc_new_empty(int64_t now_ms, const char *etag)
     twin_doc *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
-    d->refs = 1;
+    atomic_init(&d->refs, 1);
     d->version = d->desired_version = d->reported_version = 1;
     d->tags = json_object();
     d->desired = json_object();
@@ -158,7 +158,7 @@ twin_doc *twin_doc_copy(const twin_doc *src)
     if (!d)
         return NULL;
     *d = *src;
-    d->refs = 1;
+    atomic_init(&d->refs, 1);
     json_incref(d->tags);
     json_incref(d->desired);
     json_incref(d->reported);
@@ -174,13 +174,13 @@ twin_doc *twin_doc_copy(const twin_doc *src)
 
 twin_doc *twin_doc_ref(twin_doc *d)
 {
-    d->refs++;
+    atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
     return d;
 }
 
 void twin_doc_unref(twin_doc *d)
 {
-    if (d && --d->refs == 0)
+    if (d && atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) == 1)
         doc_free(d);
 }
 
@@ -195,7 +195,7 @@ bool twin_etags_init(twin_etags *g)
     for (int i = 0; i < 8; i++)
         g->key = g->key << 8 | raw[i];
     g->tail = raw[8];
-    g->counter = 0;
+    atomic_init(&g->counter, 0);
     return true;
 }
 
@@ -210,7 +210,7 @@ static uint64_t mix64(uint64_t z)
 
 void twin_etags_next(twin_etags *g, char out[HUB_ETAG_MAX + 1])
 {
-    uint64_t v = mix64(g->key + ++g->counter);
+    uint64_t v = mix64(g->key + atomic_fetch_add_explicit(&g->counter, 1, memory_order_relaxed) + 1);
     uint8_t raw[9];
     for (int i = 0; i < 8; i++)
         raw[i] = (uint8_t)(v >> (8 * i));
@@ -649,7 +649,7 @@ twin_doc *twin_doc_from_json(const json_t *j, char *why, size_t whylen)
         snprintf(why, whylen, "out of memory");
         return NULL;
     }
-    d->refs = 1;
+    atomic_init(&d->refs, 1);
     const json_t *tags = json_object_get(j, "tags");
     const json_t *props = json_object_get(j, "properties");
     const char *etag = json_string_value(json_object_get(j, "etag"));

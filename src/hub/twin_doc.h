@@ -23,14 +23,15 @@
  * Functions here are pure apart from the clock value they are given and
  * the etag source; none takes a lock. A document being built is private to
  * its builder; twin.c publishes it and never changes it afterwards. The
- * reference counts of documents and texts are plain integers, so every
- * twin_doc_ref / _unref / _copy of a shared document must run under the
- * owner's lock (jansson's own counts are atomic).
+ * reference counts of documents and texts are atomic (as jansson's are),
+ * so a thread holding a reference to a published document may copy it,
+ * read it or drop it without the owner's lock.
  */
 #ifndef IOTHUBD_HUB_TWIN_DOC_H
 #define IOTHUBD_HUB_TWIN_DOC_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,7 +52,7 @@ typedef enum twin_section { TWIN_TAGS, TWIN_DESIRED, TWIN_REPORTED } twin_sectio
 
 
 typedef struct twin_doc {
-    unsigned refs;           /* owners (twin.c, under its lock) */
+    atomic_uint refs;        /* owners */
     json_t *tags;            /* objects, never NULL */
     json_t *desired;
     json_t *reported;
@@ -107,10 +108,11 @@ hub_status twin_doc_apply(twin_doc *d, twin_section section, const json_t *patch
 /* Where new etags come from: a random key drawn once, then a counter
  * through a bijective 64-bit mixer, so every etag of a run differs from
  * every other and none costs a call into the random generator. Owned by
- * one table (twin.c, under its lock). */
+ * one table (twin.c); the counter is atomic, so drafts built on several
+ * threads at once draw distinct etags. */
 typedef struct twin_etags {
     uint64_t key;
-    uint64_t counter;
+    _Atomic uint64_t counter;
     uint8_t tail; /* the 9th byte, random per run */
 } twin_etags;
 /* Draws the key; false when the random generator failed. */

@@ -207,7 +207,7 @@ twin_text *twin_text_render(const json_t *v)
     twin_buf_json(&b, v);
     twin_text *t = b.failed ? NULL : malloc(sizeof *t + b.len + 1);
     if (t) {
-        t->refs = 1;
+        atomic_init(&t->refs, 1);
         t->len = b.len;
         memcpy(t->s, b.p, b.len);
         t->s[b.len] = '\0';
@@ -219,13 +219,14 @@ twin_text *twin_text_render(const json_t *v)
 twin_text *twin_text_ref(twin_text *t)
 {
     if (t)
-        t->refs++;
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
     return t;
 }
 
 void twin_text_unref(twin_text *t)
 {
-    if (t && --t->refs == 0)
+    /* acq_rel: whoever frees sees every other owner's accesses done */
+    if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
         free(t);
 }
 

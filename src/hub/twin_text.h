@@ -5,8 +5,8 @@
  * twin_text: an immutable, reference-counted compact JSON text of one
  * tree, rendered once when the tree is built and then shared by every
  * version of a document that keeps the tree (see twin_doc.h). The count is
- * a plain integer: references are taken and dropped under the owner's
- * lock, like the documents' own.
+ * atomic, like the documents' own, so any thread holding a reference may
+ * take or drop one without a lock.
  *
  * twin_buf: a growing byte buffer the views are spliced in, with the few
  * JSON pieces they need (quoted strings, integers).
@@ -22,13 +22,14 @@
 #define IOTHUBD_HUB_TWIN_TEXT_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 typedef struct twin_text {
-    unsigned refs;
+    atomic_uint refs;
     size_t len; /* bytes in s, without the NUL */
     char s[];
 } twin_text;
