@@ -261,7 +261,6 @@ static char *runtime_text(hub_registry *reg, const char *device_id, const char *
     return text;
 }
 
-
 static void op_free(twin_op *op)
 {
     twin_doc_unref(op->now);
