@@ -23,7 +23,8 @@ ENV = dict(os.environ)
 META_KEYS = ("BENCH_QUICK", "BENCH_ROUNDS", "BENCH_DURATION", "BENCH_IDLE_SECONDS",
              "BENCH_IDLE_CLIENTS", "BENCH_IDLE_ROUNDS", "BENCH_ELAPSED", "BENCH_COMMIT", "BENCH_FIXED_RATE",
              "BENCH_TWIN_WINDOW", "BENCH_HTTP_CONNECTIONS", "BENCH_HUB_DEVICES", "MOSQUITTO_BIN",
-             "BENCH_TWIN_LIGHT_DEVICES", "BENCH_LOADS")
+             "BENCH_TWIN_LIGHT_DEVICES", "BENCH_TWIN_TARGET_RATE", "BENCH_TWIN_PACED_WINDOW",
+             "BENCH_LOADS")
 
 
 def load_runs():
@@ -243,6 +244,12 @@ HUB = ("hub",)
 
 def hub_sections():
     devices = ENV.get("BENCH_HUB_DEVICES", "1000")
+    twin_rows = [("round trips/s (get + patch)", throughput, ""),
+                 ("get twin latency p50", lat("p50"), " ms"),
+                 ("get twin latency p99", lat("p99"), " ms"),
+                 ("patch reported latency p50", lat2("p50"), " ms"),
+                 ("patch reported latency p99", lat2("p99"), " ms"),
+                 ("server CPU per round trip", cpu_us_per_msg, " µs")]
     md = ["## Hub scenarios (MQTT 5 SAS, devices created through the service API)", "",
           "iothubd runs with `--http 127.0.0.1:PORT --hostname localhost` and every "
           "`--throttle-*-per-s 0` (unlimited), so its default rate limits never cap a figure. "
@@ -284,27 +291,13 @@ def hub_sections():
           ("same, at the end of the hold", kib_per_conn_end, " KiB")]),
         ("hub-twin", f"### Twin get + reported patch ({devices} devices, "
          f"{ENV.get('BENCH_TWIN_WINDOW', '?')} requests outstanding per device, alternating "
-         "get and patch; patches are durable)",
-         [("round trips/s (get + patch)", throughput, ""),
-          ("get twin latency p50", lat("p50"), " ms"), ("get twin latency p99", lat("p99"), " ms"),
-          ("patch reported latency p50", lat2("p50"), " ms"),
-          ("patch reported latency p99", lat2("p99"), " ms"),
-          ("server CPU per round trip", cpu_us_per_msg, " µs")]),
+         "get and patch; patches are durable)", twin_rows),
         ("hub-twin-light", f"#### Twin at lower concurrency ({ENV.get('BENCH_TWIN_LIGHT_DEVICES', '?')} "
-         "devices, 1 request outstanding each)",
-         [("round trips/s (get + patch)", throughput, ""),
-          ("get twin latency p50", lat("p50"), " ms"), ("get twin latency p99", lat("p99"), " ms"),
-          ("patch reported latency p50", lat2("p50"), " ms"),
-          ("patch reported latency p99", lat2("p99"), " ms")]),
+         "devices, 1 request outstanding each)", twin_rows[:5]),
         ("hub-twin-paced", f"#### Twin at the target rate ({env_count('BENCH_TWIN_TARGET_RATE')} "
          f"requests/s paced over {devices} devices, at most "
          f"{ENV.get('BENCH_TWIN_PACED_WINDOW', '?')} outstanding each; latency from the moment "
-         "each request was due)",
-         [("round trips/s (get + patch)", throughput, ""),
-          ("get twin latency p50", lat("p50"), " ms"), ("get twin latency p99", lat("p99"), " ms"),
-          ("patch reported latency p50", lat2("p50"), " ms"),
-          ("patch reported latency p99", lat2("p99"), " ms"),
-          ("server CPU per round trip", cpu_us_per_msg, " µs")]),
+         "each request was due)", twin_rows),
         ("hub-methods", f"### Direct methods (`POST /twins/{{id}}/methods` on "
          f"{ENV.get('BENCH_HTTP_CONNECTIONS', '?')} HTTP/1.1 keep-alive connections, "
          f"{devices} devices answering at once)",
