@@ -87,6 +87,8 @@ static bool twin_send(bench_thread *t, bench_client *c, uint8_t kind, uint64_t n
                                         : MQTT_BYTES_LIT("$iothub/twin/patch/reported");
     if (!proto_put_hub_request(&c->out, topic, (mqtt_bytes){corr, TWIN_CORRELATION_LEN}, NULL,
                                (const uint8_t *)patch, (size_t)patch_len)) {
+        c->sent_ns[slot] = 0; /* the slot goes back: nothing was sent in it */
+        c->free_slots[c->free_count++] = slot;
         bench_count_error(t, ERR_OUT_OF_MEMORY);
         return false;
     }
