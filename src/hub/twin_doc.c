@@ -210,7 +210,8 @@ static uint64_t mix64(uint64_t z)
 
 void twin_etags_next(twin_etags *g, char out[HUB_ETAG_MAX + 1])
 {
-    uint64_t v = mix64(g->key + atomic_fetch_add_explicit(&g->counter, 1, memory_order_relaxed) + 1);
+    uint64_t n = atomic_fetch_add_explicit(&g->counter, 1, memory_order_relaxed) + 1;
+    uint64_t v = mix64(g->key + n);
     uint8_t raw[9];
     for (int i = 0; i < 8; i++)
         raw[i] = (uint8_t)(v >> (8 * i));

@@ -64,9 +64,6 @@ struct store {
     pthread_cond_t synced; /* store_run_sync callers sleep on it */
     store_req *head, **tail;
     bool urgent_queued; /* a request that is not batchable is queued */
-    /* The store thread sleeps with work queued, only until the commit
-     * interval ends: another batchable request need not wake it. */
-    bool waiting_for_interval;
     bool stopping;
     bool hold;
     unsigned fail_commits;

@@ -138,19 +138,22 @@ void *store_copy_mem(char **cursor, const void *p, size_t n)
     return d;
 }
 
-/* Queues r and wakes the store thread when r changes what it waits for.
- * The signal comes after the unlock: signalled under it, the store thread
- * would wake only to block on the mutex its waker still holds (and on a
- * busy machine often preempt that waker first). It cannot miss the
- * signal: it checks the queue and starts waiting under the same lock. */
+/* Queues r and wakes the store thread when r changes what it waits for:
+ * a batchable request joining a non-empty queue does not (the thread is
+ * running a batch and looks at the queue next, or sleeps out the commit
+ * interval, or the queue is held). The signal comes after the unlock:
+ * signalled under it, the store thread would wake only to block on the
+ * mutex its waker still holds (and on a busy machine often preempt that
+ * waker first). It cannot miss the signal: it checks the queue and starts
+ * waiting under the same lock. */
 void store_submit(store *st, store_req *r)
 {
     r->next = NULL;
     pthread_mutex_lock(&st->lock);
+    bool wake = !r->batchable || !st->head;
     *st->tail = r;
     st->tail = &r->next;
     st->urgent_queued |= !r->batchable;
-    bool wake = !(r->batchable && st->waiting_for_interval);
     pthread_mutex_unlock(&st->lock);
     if (wake)
         pthread_cond_signal(&st->wake);
@@ -512,14 +515,12 @@ static void wait_for_work(store *st, uint64_t commit_at_ns, uint64_t retention_a
         uint64_t until = queued ? commit_at_ns : UINT64_MAX;
         if (retention_at_ms && retention_at_ms * 1000000u < until)
             until = retention_at_ms * 1000000u;
-        st->waiting_for_interval = queued;
         if (until == UINT64_MAX) {
             pthread_cond_wait(&st->wake, &st->lock);
         } else {
             struct timespec ts = timespec_of_ns(until);
             pthread_cond_timedwait(&st->wake, &st->lock, &ts);
         }
-        st->waiting_for_interval = false;
     }
 }
 
