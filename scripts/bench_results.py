@@ -24,7 +24,7 @@ META_KEYS = ("BENCH_QUICK", "BENCH_ROUNDS", "BENCH_DURATION", "BENCH_IDLE_SECOND
              "BENCH_IDLE_CLIENTS", "BENCH_IDLE_ROUNDS", "BENCH_ELAPSED", "BENCH_COMMIT", "BENCH_FIXED_RATE",
              "BENCH_TWIN_WINDOW", "BENCH_HTTP_CONNECTIONS", "BENCH_HUB_DEVICES", "MOSQUITTO_BIN",
              "BENCH_TWIN_LIGHT_DEVICES", "BENCH_TWIN_TARGET_RATE", "BENCH_TWIN_PACED_WINDOW",
-             "BENCH_LOADS")
+             "BENCH_LOADS", "BENCH_WORK_MS", "BENCH_STEAL")
 
 
 def load_runs():
@@ -46,21 +46,20 @@ def load_runs():
 RUNS = load_runs()
 
 
-def load_averages():
-    """1-minute load averages recorded as each run started (text, one number each)."""
-    if "BENCH_LOADS" in ENV:
-        return [float(v) for v in str(ENV["BENCH_LOADS"]).split()]
-    loads = []
-    for path in sorted(glob.glob(os.path.join(RES, "*.load"))):
+def per_run_values(ext, key):
+    """One number per run that run-bench wrote beside each run's JSON as
+    NAME.TARGET.ROUND.<ext> (kept in results.json's _meta as ENV[key])."""
+    if key in ENV:
+        return [float(v) for v in str(ENV[key]).split()]
+    values = []
+    for path in sorted(glob.glob(os.path.join(RES, "*." + ext))):
         with open(path) as f:
             try:
-                loads.append(float(f.read().split()[0]))
+                values.append(float(f.read().split()[0]))
             except (ValueError, IndexError):
                 pass
-    ENV["BENCH_LOADS"] = " ".join(f"{v:.2f}" for v in loads)
-    return loads
-
-
+    ENV[key] = " ".join(f"{v:.2f}" for v in values)
+    return values
 
 
 def med(values):
@@ -446,7 +445,7 @@ def targets_table():
 
 
 def load_note():
-    loads = load_averages()
+    loads = per_run_values("load", "BENCH_LOADS")
     if not loads:
         return "- machine load: not recorded."
     return (f"- machine load: the 1-minute load average when each run started was median "
@@ -454,6 +453,24 @@ def load_note():
             f"{os.cpu_count()} CPUs; the previous run's server and load generator account for up "
             f"to ~2; more means other work shared the CPUs and the figures are lower than an "
             f"idle machine would give).")
+
+
+def host_note():
+    work = per_run_values("work", "BENCH_WORK_MS")
+    steal = per_run_values("steal", "BENCH_STEAL")
+    if not work and not steal:
+        return "- host: not recorded."
+    parts = []
+    if work:
+        parts.append(f"a fixed piece of CPU work (SHA-256 over 24 MiB, timed in its own CPU time "
+                     f"before each run) took median {statistics.median(work):.1f} ms, "
+                     f"{min(work):.1f}–{max(work):.1f} ms across runs")
+    if steal:
+        parts.append(f"the host took median {statistics.median(steal):.2f} %, max "
+                     f"{max(steal):.2f} % of this machine's CPU time while runs lasted (steal)")
+    return ("- host: " + "; ".join(parts) + ". This machine is a virtual one: the same build "
+            "has measured tens of per cent faster or slower from one hour to the next, so compare "
+            "sessions only with these two figures in view.")
 
 
 def main():
@@ -465,7 +482,7 @@ def main():
            f"- machine: {machine()}",
            f"- commit: {ENV.get('BENCH_COMMIT')}",
            "- load generator, servers and ceiling share this machine's CPUs; all traffic on "
-           "loopback; every run on a freshly started server.", load_note(), ""]
+           "loopback; every run on a freshly started server.", load_note(), host_note(), ""]
     md += ["## Configurations", "",
            "- **iothubd**: `iothubd --mqtt 127.0.0.1:PORT --open-topics --allow-anonymous "
            "--data <fresh temp dir> --log-level warn` (event loops: one per CPU; hub rows add "
