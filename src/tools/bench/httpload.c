@@ -215,14 +215,17 @@ static void conn_answered(bench_http_load *hl, http_conn *c, int status)
         conn_request(hl, c);
 }
 
-static void conn_read(bench_http_load *hl, http_conn *c)
+/* Reads and answers everything available (edge-triggered); a short read
+ * drained the socket unless it hung up (see read_input in engine.c). */
+static void conn_read(bench_http_load *hl, http_conn *c, bool hung_up)
 {
     for (;;) {
         if (c->in_len == sizeof c->in) {
             conn_fail(hl, c, ERR_HTTP_MALFORMED);
             return;
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, sizeof c->in - c->in_len, 0);
+        size_t space = sizeof c->in - c->in_len;
+        ssize_t n = recv(c->fd, c->in + c->in_len, space, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -246,6 +249,8 @@ static void conn_read(bench_http_load *hl, http_conn *c)
             conn_fail(hl, c, ERR_HTTP_MALFORMED);
             return;
         }
+        if ((size_t)n < space && !hung_up)
+            return;
     }
 }
 
@@ -277,8 +282,9 @@ static void *http_thread(void *arg)
                 continue;
             if (events[i].events & EPOLLOUT)
                 conn_write(hl, c);
-            if (c->fd >= 0 && events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-                conn_read(hl, c);
+            uint32_t hangup = events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+            if (c->fd >= 0 && (events[i].events & EPOLLIN || hangup))
+                conn_read(hl, c, hangup != 0);
         }
         uint64_t now = bench_now_ns();
         if (phase_now(hl) == PHASE_RUN && (!hl->kicked || now - last_kick > HTTP_RETRY_NS)) {
