@@ -39,8 +39,23 @@ def load_runs():
     for path in sorted(glob.glob(os.path.join(RES, "*.json"))):
         name, target, rnd = os.path.basename(path)[:-5].rsplit(".", 2)
         with open(path) as f:
-            runs.setdefault(name, {}).setdefault(target, {})[int(rnd)] = json.load(f)
+            run = json.load(f)
+        run["host"] = host_state(path[:-5])
+        runs.setdefault(name, {}).setdefault(target, {})[int(rnd)] = run
     return runs
+
+
+def host_state(base):
+    """What run-bench noted beside one run (base.load, base.work, base.steal):
+    the load average at its start, the host probe's CPU time and the steal."""
+    state = {}
+    for ext, key in (("load", "load1"), ("work", "work_ms"), ("steal", "steal_pct")):
+        try:
+            with open(f"{base}.{ext}") as f:
+                state[key] = float(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return state
 
 
 RUNS = load_runs()
@@ -469,8 +484,11 @@ def host_note():
         parts.append(f"the host took median {statistics.median(steal):.2f} %, max "
                      f"{max(steal):.2f} % of this machine's CPU time while runs lasted (steal)")
     return ("- host: " + "; ".join(parts) + ". This machine is a virtual one: the same build "
-            "has measured tens of per cent faster or slower from one hour to the next, so compare "
-            "sessions only with these two figures in view.")
+            "has measured tens of per cent faster or slower from one hour to the next. These two "
+            "figures catch a host that is slower at plain computation or takes CPU time away; a "
+            "host slower only at what this workload leans on (system calls, wake-ups across CPUs) "
+            "shows in neither, so compare the hub's rows between sessions with care (each run's "
+            "figures are in results.json).")
 
 
 def main():
