@@ -24,7 +24,7 @@ META_KEYS = ("BENCH_QUICK", "BENCH_ROUNDS", "BENCH_DURATION", "BENCH_IDLE_SECOND
              "BENCH_IDLE_CLIENTS", "BENCH_IDLE_ROUNDS", "BENCH_ELAPSED", "BENCH_COMMIT", "BENCH_FIXED_RATE",
              "BENCH_TWIN_WINDOW", "BENCH_HTTP_CONNECTIONS", "BENCH_HUB_DEVICES", "MOSQUITTO_BIN",
              "BENCH_TWIN_LIGHT_DEVICES", "BENCH_TWIN_TARGET_RATE", "BENCH_TWIN_PACED_WINDOW",
-             "BENCH_LOADS", "BENCH_WORK_MS", "BENCH_STEAL")
+             "BENCH_LOADS")
 
 
 def load_runs():
@@ -61,19 +61,14 @@ def host_state(base):
 RUNS = load_runs()
 
 
-def per_run_values(ext, key):
-    """One number per run that run-bench wrote beside each run's JSON as
-    NAME.TARGET.ROUND.<ext> (kept in results.json's _meta as ENV[key])."""
-    if key in ENV:
-        return [float(v) for v in str(ENV[key]).split()]
-    values = []
-    for path in sorted(glob.glob(os.path.join(RES, "*." + ext))):
-        with open(path) as f:
-            try:
-                values.append(float(f.read().split()[0]))
-            except (ValueError, IndexError):
-                pass
-    ENV[key] = " ".join(f"{v:.2f}" for v in values)
+def per_run_values(key, legacy_key):
+    """One host figure (see host_state) from every run that has it. A
+    results.json written before runs carried their own keeps the figures as
+    one list in _meta (legacy_key)."""
+    values = [run["host"][key] for targets in RUNS.values() for rounds in targets.values()
+              for run in rounds.values() if key in run.get("host", {})]
+    if not values and legacy_key in ENV:
+        values = [float(v) for v in str(ENV[legacy_key]).split()]
     return values
 
 
@@ -460,7 +455,7 @@ def targets_table():
 
 
 def load_note():
-    loads = per_run_values("load", "BENCH_LOADS")
+    loads = per_run_values("load1", "BENCH_LOADS")
     if not loads:
         return "- machine load: not recorded."
     return (f"- machine load: the 1-minute load average when each run started was median "
@@ -471,8 +466,8 @@ def load_note():
 
 
 def host_note():
-    work = per_run_values("work", "BENCH_WORK_MS")
-    steal = per_run_values("steal", "BENCH_STEAL")
+    work = per_run_values("work_ms", "BENCH_WORK_MS")
+    steal = per_run_values("steal_pct", "BENCH_STEAL")
     if not work and not steal:
         return "- host: not recorded."
     parts = []

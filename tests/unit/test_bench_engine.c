@@ -23,6 +23,7 @@
 #include "../../src/tools/bench/httpload.c"
 #include "../../src/tools/bench/hub.c"
 #include "../../src/tools/bench/options.c"
+#include "../../src/tools/bench/procs.c"
 #include "../../src/tools/bench/proto.c"
 #include "../../src/tools/bench/scenarios.c"
 #include "../../src/tools/bench/scenarios_hub.c"
@@ -40,18 +41,6 @@ typedef struct scripted_server {
     bool saw_client_close;  /* the engine closed its end within 5 s */
     pthread_t thread;
 } scripted_server;
-
-static bool write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
 
 /* True when the peer closes fd within timeout_ms. */
 static bool wait_for_eof(int fd, int timeout_ms)
@@ -75,7 +64,7 @@ static void *scripted_server_main(void *arg)
         return NULL;
     uint8_t connect[512];
     static const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
-    if (read(fd, connect, sizeof connect) > 0 && write_all(fd, connack, sizeof connack)) {
+    if (read(fd, connect, sizeof connect) > 0 && bench_write_all(fd, connack, sizeof connack)) {
         for (int i = 0; i < 5000 && !atomic_load(&s->go); i++)
             usleep(1000);
         uint8_t *burst = malloc(s->burst + 2);
@@ -88,7 +77,7 @@ static void *scripted_server_main(void *arg)
             burst[len++] = 0xe0; /* DISCONNECT, reason 0 */
             burst[len++] = 0x00;
         }
-        bool sent = write_all(fd, burst, len);
+        bool sent = bench_write_all(fd, burst, len);
         free(burst);
         if (sent && s->end_with_fin)
             shutdown(fd, SHUT_WR);
