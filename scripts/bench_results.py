@@ -46,15 +46,20 @@ def load_runs():
 
 
 def host_state(base):
-    """What run-bench noted beside one run (base.load, base.work, base.steal):
-    the load average at its start, the host probe's CPU time and the steal."""
+    """What run-bench noted beside one run: the load average at its start
+    (base.load), scripts/host_probe.py's figures before it (base.probe;
+    sessions before the loopback probe wrote base.work, the first figure
+    alone) and the steal while it lasted (base.steal)."""
     state = {}
-    for ext, key in (("load", "load1"), ("work", "work_ms"), ("steal", "steal_pct")):
+    for ext, keys in (("load", ("load1",)), ("probe", ("work_ms", "rtt_us", "rtt_kernel_us")),
+                      ("work", ("work_ms",)), ("steal", ("steal_pct",))):
         try:
             with open(f"{base}.{ext}") as f:
-                state[key] = float(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
+                values = [float(v) for v in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        if len(values) == len(keys):
+            state.update(zip(keys, values))
     return state
 
 
@@ -67,7 +72,7 @@ def per_run_values(key, legacy_key):
     one list in _meta (legacy_key)."""
     values = [run["host"][key] for targets in RUNS.values() for rounds in targets.values()
               for run in rounds.values() if key in run.get("host", {})]
-    if not values and legacy_key in ENV:
+    if not values and legacy_key and legacy_key in ENV:
         values = [float(v) for v in str(ENV[legacy_key]).split()]
     return values
 
@@ -467,6 +472,8 @@ def load_note():
 
 def host_note():
     work = per_run_values("work_ms", "BENCH_WORK_MS")
+    rtt = per_run_values("rtt_us", None)
+    kernel = per_run_values("rtt_kernel_us", None)
     steal = per_run_values("steal_pct", "BENCH_STEAL")
     if not work and not steal:
         return "- host: not recorded."
@@ -475,15 +482,50 @@ def host_note():
         parts.append(f"a fixed piece of CPU work (SHA-256 over 24 MiB, timed in its own CPU time "
                      f"before each run) took median {statistics.median(work):.1f} ms, "
                      f"{min(work):.1f}–{max(work):.1f} ms across runs")
+    if rtt and kernel:
+        parts.append(f"a 64-byte round trip over loopback TCP between two processes took median "
+                     f"{statistics.median(rtt):.0f} µs ({min(rtt):.0f}–{max(rtt):.0f}), of which "
+                     f"median {statistics.median(kernel):.0f} µs of kernel CPU time "
+                     f"({min(kernel):.0f}–{max(kernel):.0f})")
     if steal:
         parts.append(f"the host took median {statistics.median(steal):.2f} %, max "
                      f"{max(steal):.2f} % of this machine's CPU time while runs lasted (steal)")
     return ("- host: " + "; ".join(parts) + ". This machine is a virtual one: the same build "
-            "has measured tens of per cent faster or slower from one hour to the next. These two "
-            "figures catch a host that is slower at plain computation or takes CPU time away; a "
-            "host slower only at what this workload leans on (system calls, wake-ups across CPUs) "
-            "shows in neither, so compare the hub's rows between sessions with care (each run's "
-            "figures are in results.json).")
+            "has measured tens of per cent faster or slower from one hour to the next. The CPU "
+            "work catches a host slower at plain computation, the steal one that takes CPU time "
+            "away, the loopback round trip one slower at what the hub's rows lean on (system "
+            "calls, loopback TCP, wake-ups across CPUs); it is noisy from one run to the next, "
+            "so compare medians. \"The host during each scenario\" at the end has them per "
+            "scenario (and results.json per run).")
+
+
+def host_table():
+    """The host probe's figures (host_state) per scenario and target: which
+    rows ran on a slower host. Nothing for sessions whose runs carry none."""
+    if not any(run.get("host") for targets in RUNS.values() for rounds in targets.values()
+               for run in rounds.values()):
+        return []
+    md = ["## The host during each scenario", "",
+          "Medians over the scenario's runs of what `scripts/host_probe.py` measured just "
+          "before each (see the header), the load average at its start and the steal while "
+          "it ran.", "",
+          "| scenario | target | runs | load | CPU work | loopback round trip | of which kernel "
+          "| steal (max) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name in sorted(RUNS):
+        if name.endswith("-probe"):
+            continue
+        for target in sorted(RUNS[name]):
+            hosts = [run.get("host", {}) for run in RUNS[name][target].values()]
+
+            def median_of(key, unit, digits):
+                return fmt(med([h.get(key) for h in hosts]), unit, digits)
+
+            steal = [h["steal_pct"] for h in hosts if "steal_pct" in h]
+            md.append(f"| {name} | {target} | {len(hosts)} | {median_of('load1', '', 2)} | "
+                      f"{median_of('work_ms', ' ms', 1)} | {median_of('rtt_us', ' µs', 0)} | "
+                      f"{median_of('rtt_kernel_us', ' µs', 0)} | "
+                      f"{fmt(max(steal) if steal else None, ' %', 2)} |")
+    return md + [""]
 
 
 def main():
@@ -579,6 +621,7 @@ def main():
 
     md += hub_sections()
     md += targets_table()
+    md += host_table()
 
     with open(OUT_MD, "w") as f:
         f.write("\n".join(md) + "\n")

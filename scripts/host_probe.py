@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""The host's state before one benchmark run, for scripts/run-bench.
+
+Prints three figures on one line: "WORK_MS RTT_US KERNEL_US".
+
+WORK_MS    CPU time of a fixed computation (SHA-256 over 24 MiB): ~15 ms on
+           this machine type, steady within 1 % on an idle host. It grows
+           when the host's other guests share the physical cores or caches;
+           waits in this machine's own run queue do not count in it.
+RTT_US     wall time of one round trip of 64 bytes over loopback TCP between
+           two processes (5,000 of them, after 200 to warm up), and
+KERNEL_US  the kernel CPU time both processes spent per round trip.
+
+The two loopback figures cover what WORK_MS does not see: the hub spends
+most of its CPU in the kernel (loopback TCP, wake-ups across CPUs), and a
+host that is slower at system calls and inter-processor wake-ups slows the
+hub's rows with WORK_MS unchanged. Both include this machine's own load:
+read them beside the load average run-bench records with them.
+"""
+import hashlib
+import os
+import resource
+import socket
+import time
+
+ROUND_TRIPS = 5000
+WARM_UP = 200
+MESSAGE = b"x" * 64
+
+
+def work_ms():
+    block = bytes(8 << 20)
+    start = time.thread_time()
+    for _ in range(3):
+        hashlib.sha256(block).digest()
+    return (time.thread_time() - start) * 1000
+
+
+def echo_child(address):
+    """Echoes until the parent closes (or 10 s without a message)."""
+    try:
+        c = socket.create_connection(address, timeout=10)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            data = c.recv(len(MESSAGE))
+            if not data:
+                break
+            c.sendall(data)
+    finally:
+        os._exit(0)
+
+
+def exchange(s, n):
+    for _ in range(n):
+        s.sendall(MESSAGE)
+        got = 0
+        while got < len(MESSAGE):
+            chunk = s.recv(len(MESSAGE) - got)
+            if not chunk:
+                raise ConnectionError("echo child closed early")
+            got += len(chunk)
+
+
+def loopback_round_trip():
+    """(wall µs, kernel CPU µs of both processes) per round trip."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    address = listener.getsockname()
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        echo_child(address)
+    listener.settimeout(10)
+    s, _ = listener.accept()
+    listener.close()
+    s.settimeout(10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        exchange(s, WARM_UP)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        start = time.perf_counter()
+        exchange(s, ROUND_TRIPS)
+        wall = time.perf_counter() - start
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_stime - before
+    finally:
+        s.close()
+        os.waitpid(pid, 0)
+    # the child's kernel time includes its warm-up: about 4 % of the total
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+    child *= ROUND_TRIPS / (ROUND_TRIPS + WARM_UP)
+    return 1e6 * wall / ROUND_TRIPS, 1e6 * (own + child) / ROUND_TRIPS
+
+
+if __name__ == "__main__":
+    work = work_ms()
+    rtt, kernel = loopback_round_trip()
+    print(f"{work:.1f} {rtt:.1f} {kernel:.1f}")

@@ -1,0 +1,105 @@
+"""Tests of the benchmark's Python scripts: scripts/host_probe.py and what
+scripts/bench_results.py makes of the host figures run-bench records beside
+each run (base.probe, the older base.work, base.steal, base.load)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PY = sys.executable
+
+
+def twin_run(throughput):
+    """One run as iothub-bench --json writes it (the twin scenario)."""
+    lat = {"count": 1000, "max": 9000.0, "mean": 900.0, "p50": 500.0, "p90": 2000.0,
+           "p99": 8000.0, "p999": 8500.0}
+    return {"acked": 1000, "clients_failed": 0, "clients_ready": 10, "connects": 0,
+            "delivered": 0, "disconnects": 0, "duration_s": 1.0, "errors": {}, "held": 10,
+            "label": "hub", "latency_name": "get twin", "latency_us": lat,
+            "latency2_name": "patch reported", "latency2_us": lat, "scenario": "twin",
+            "sent": 1000, "throughput_per_s": throughput,
+            "server": {"cpu_s": 0.5, "cpu_sys_s": 0.3, "rss_kb_baseline": 1000,
+                       "rss_kb_end": 2000, "rss_kb_start": 1500}}
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def render(src, tmp_path, name):
+    md, js = tmp_path / f"{name}.md", tmp_path / f"{name}.json"
+    subprocess.run([PY, os.path.join(ROOT, "scripts", "bench_results.py"), str(src), str(md),
+                    str(js)], check=True, timeout=60, env=dict(os.environ, BENCH_ROUNDS="3"))
+    return md.read_text(), js
+
+
+def test_host_probe_prints_three_positive_figures():
+    out = subprocess.run([PY, os.path.join(ROOT, "scripts", "host_probe.py")], check=True,
+                         capture_output=True, text=True, timeout=120).stdout.split()
+    assert len(out) == 3
+    work_ms, rtt_us, kernel_us = map(float, out)
+    assert 0 < work_ms < 10_000
+    assert 0 < rtt_us < 1_000_000
+    assert 0 <= kernel_us < 1_000_000
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    for rnd, (tp, probe) in enumerate([(50000, "15.0 60.0 40.0"), (48000, "16.0 80.0 50.0"),
+                                       (49000, None)], start=1):
+        base = res / f"hub-twin-paced.hub.{rnd}"
+        write(f"{base}.json", json.dumps(twin_run(tp)))
+        write(f"{base}.load", "1.25\n")
+        write(f"{base}.steal", f"{rnd / 10:.2f}\n")
+        if probe:
+            write(f"{base}.probe", probe + "\n")
+        else:
+            write(f"{base}.work", "17.0\n")  # a session before the loopback probe
+    # a probe that printed too few figures says nothing rather than the wrong thing
+    base = res / "hub-twin-light.hub.1"
+    write(f"{base}.json", json.dumps(twin_run(90000)))
+    write(f"{base}.probe", "15.0 61.0\n")
+    return res
+
+
+def test_runs_carry_their_host_figures(results_dir, tmp_path):
+    _, js = render(results_dir, tmp_path, "a")
+    runs = json.loads(js.read_text())
+    paced = runs["hub-twin-paced"]["hub"]
+    assert paced["1"]["host"] == {"load1": 1.25, "work_ms": 15.0, "rtt_us": 60.0,
+                                  "rtt_kernel_us": 40.0, "steal_pct": 0.1}
+    assert paced["3"]["host"] == {"load1": 1.25, "work_ms": 17.0, "steal_pct": 0.3}
+    assert runs["hub-twin-light"]["hub"]["1"]["host"] == {}
+
+
+def test_header_and_host_table(results_dir, tmp_path):
+    md, _ = render(results_dir, tmp_path, "a")
+    header = next(line for line in md.splitlines() if line.startswith("- host:"))
+    assert "took median 16.0 ms, 15.0–17.0 ms" in header
+    assert "loopback TCP between two processes took median 70 µs (60–80)" in header
+    assert "median 45 µs of kernel CPU time (40–50)" in header
+    assert "max 0.30 %" in header
+    assert "| hub-twin-paced | hub | 3 | 1.25 | 16.0 ms | 70 µs | 45 µs | 0.30 % |" in md
+    assert "| hub-twin-light | hub | 1 | — | — | — | — | — |" in md
+
+
+def test_rendering_a_kept_results_json_gives_the_same_host_figures(results_dir, tmp_path):
+    first, js = render(results_dir, tmp_path, "a")
+    again, _ = render(js, tmp_path, "b")
+    host = lambda md: [l for l in md.splitlines() if l.startswith(("- host:", "| hub-twin"))]
+    assert host(again) == host(first)
+
+
+def test_no_host_table_without_host_figures(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    write(str(res / "hub-twin-paced.hub.1.json"), json.dumps(twin_run(50000)))
+    md, _ = render(res, tmp_path, "a")
+    assert "- host: not recorded." in md
+    assert "## The host during each scenario" not in md
