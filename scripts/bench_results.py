@@ -47,9 +47,9 @@ def load_runs():
 
 def host_state(base):
     """What run-bench noted beside one run: the load average at its start
-    (base.load), scripts/host_probe.py's figures before it (base.probe;
-    sessions before the loopback probe wrote base.work, the first figure
-    alone) and the steal while it lasted (base.steal)."""
+    (base.load), scripts/host_probe.py's figures before it (base.probe:
+    three, or the first alone in QUICK mode; sessions before the loopback
+    probe wrote base.work) and the steal while it lasted (base.steal)."""
     state = {}
     for ext, keys in (("load", ("load1",)), ("probe", ("work_ms", "rtt_us", "rtt_kernel_us")),
                       ("work", ("work_ms",)), ("steal", ("steal_pct",))):
@@ -58,8 +58,8 @@ def host_state(base):
                 values = [float(v) for v in f.read().split()]
         except (OSError, ValueError):
             continue
-        if len(values) == len(keys):
-            state.update(zip(keys, values))
+        if len(values) == len(keys) or (ext == "probe" and len(values) == 1):
+            state.update(zip(keys, values))  # a probe of the CPU work alone: QUICK
     return state
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The host's state before one benchmark run, for scripts/run-bench.
 
+Usage: host_probe.py [ROUND_TRIPS]   (default 5,000; 0: WORK_MS alone)
+
 Prints three figures on one line: "WORK_MS RTT_US KERNEL_US".
 
 WORK_MS    CPU time of a fixed computation (SHA-256 over 24 MiB): ~15 ms on
@@ -8,7 +10,7 @@ WORK_MS    CPU time of a fixed computation (SHA-256 over 24 MiB): ~15 ms on
            when the host's other guests share the physical cores or caches;
            waits in this machine's own run queue do not count in it.
 RTT_US     wall time of one round trip of 64 bytes over loopback TCP between
-           two processes (5,000 of them, after 200 to warm up), and
+           two processes (ROUND_TRIPS of them, after 200 to warm up), and
 KERNEL_US  the kernel CPU time both processes spent per round trip.
 
 The two loopback figures cover what WORK_MS does not see: the hub spends
@@ -21,9 +23,9 @@ import hashlib
 import os
 import resource
 import socket
+import sys
 import time
 
-ROUND_TRIPS = 5000
 WARM_UP = 200
 MESSAGE = b"x" * 64
 
@@ -61,7 +63,7 @@ def exchange(s, n):
             got += len(chunk)
 
 
-def loopback_round_trip():
+def loopback_round_trip(round_trips):
     """(wall µs, kernel CPU µs of both processes) per round trip."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -80,7 +82,7 @@ def loopback_round_trip():
         exchange(s, WARM_UP)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         start = time.perf_counter()
-        exchange(s, ROUND_TRIPS)
+        exchange(s, round_trips)
         wall = time.perf_counter() - start
         own = resource.getrusage(resource.RUSAGE_SELF).ru_stime - before
     finally:
@@ -88,11 +90,15 @@ def loopback_round_trip():
         os.waitpid(pid, 0)
     # the child's kernel time includes its warm-up: about 4 % of the total
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
-    child *= ROUND_TRIPS / (ROUND_TRIPS + WARM_UP)
-    return 1e6 * wall / ROUND_TRIPS, 1e6 * (own + child) / ROUND_TRIPS
+    child *= round_trips / (round_trips + WARM_UP)
+    return 1e6 * wall / round_trips, 1e6 * (own + child) / round_trips
 
 
 if __name__ == "__main__":
+    round_trips = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     work = work_ms()
-    rtt, kernel = loopback_round_trip()
-    print(f"{work:.1f} {rtt:.1f} {kernel:.1f}")
+    if round_trips <= 0:
+        print(f"{work:.1f}")
+    else:
+        rtt, kernel = loopback_round_trip(round_trips)
+        print(f"{work:.1f} {rtt:.1f} {kernel:.1f}")

@@ -37,14 +37,23 @@ def render(src, tmp_path, name):
     return md.read_text(), js
 
 
+def host_probe(*args):
+    return subprocess.run([PY, os.path.join(ROOT, "scripts", "host_probe.py"), *args],
+                          check=True, capture_output=True, text=True, timeout=120).stdout.split()
+
+
 def test_host_probe_prints_three_positive_figures():
-    out = subprocess.run([PY, os.path.join(ROOT, "scripts", "host_probe.py")], check=True,
-                         capture_output=True, text=True, timeout=120).stdout.split()
+    out = host_probe("500")
     assert len(out) == 3
     work_ms, rtt_us, kernel_us = map(float, out)
     assert 0 < work_ms < 10_000
     assert 0 < rtt_us < 1_000_000
     assert 0 <= kernel_us < 1_000_000
+
+
+def test_host_probe_without_round_trips_prints_the_cpu_work_alone():
+    out = host_probe("0")
+    assert len(out) == 1 and float(out[0]) > 0
 
 
 @pytest.fixture
@@ -61,10 +70,14 @@ def results_dir(tmp_path):
             write(f"{base}.probe", probe + "\n")
         else:
             write(f"{base}.work", "17.0\n")  # a session before the loopback probe
-    # a probe that printed too few figures says nothing rather than the wrong thing
+    # a probe that printed two figures says nothing rather than the wrong thing
     base = res / "hub-twin-light.hub.1"
     write(f"{base}.json", json.dumps(twin_run(90000)))
     write(f"{base}.probe", "15.0 61.0\n")
+    # QUICK mode probes the CPU work alone
+    base = res / "hub-twin.hub.1"
+    write(f"{base}.json", json.dumps(twin_run(95000)))
+    write(f"{base}.probe", "15.5\n")
     return res
 
 
@@ -76,12 +89,13 @@ def test_runs_carry_their_host_figures(results_dir, tmp_path):
                                   "rtt_kernel_us": 40.0, "steal_pct": 0.1}
     assert paced["3"]["host"] == {"load1": 1.25, "work_ms": 17.0, "steal_pct": 0.3}
     assert runs["hub-twin-light"]["hub"]["1"]["host"] == {}
+    assert runs["hub-twin"]["hub"]["1"]["host"] == {"work_ms": 15.5}
 
 
 def test_header_and_host_table(results_dir, tmp_path):
     md, _ = render(results_dir, tmp_path, "a")
     header = next(line for line in md.splitlines() if line.startswith("- host:"))
-    assert "took median 16.0 ms, 15.0–17.0 ms" in header
+    assert "took median 15.8 ms, 15.0–17.0 ms" in header
     assert "loopback TCP between two processes took median 70 µs (60–80)" in header
     assert "median 45 µs of kernel CPU time (40–50)" in header
     assert "max 0.30 %" in header
