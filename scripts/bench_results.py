@@ -487,6 +487,8 @@ def host_note():
                      f"{statistics.median(rtt):.0f} µs ({min(rtt):.0f}–{max(rtt):.0f}), of which "
                      f"median {statistics.median(kernel):.0f} µs of kernel CPU time "
                      f"({min(kernel):.0f}–{max(kernel):.0f})")
+    else:
+        parts.append("no loopback round trip (QUICK mode skips it)")
     if steal:
         parts.append(f"the host took median {statistics.median(steal):.2f} %, max "
                      f"{max(steal):.2f} % of this machine's CPU time while runs lasted (steal)")

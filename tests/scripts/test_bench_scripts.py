@@ -110,6 +110,16 @@ def test_rendering_a_kept_results_json_gives_the_same_host_figures(results_dir, 
     assert host(again) == host(first)
 
 
+def test_quick_mode_says_the_loopback_probe_was_skipped(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    write(str(res / "hub-twin-paced.hub.1.json"), json.dumps(twin_run(50000)))
+    write(str(res / "hub-twin-paced.hub.1.probe"), "15.2\n")
+    md, _ = render(res, tmp_path, "a")
+    assert "no loopback round trip (QUICK mode skips it)" in md
+    assert "| hub-twin-paced | hub | 1 | — | 15.2 ms | — | — | — |" in md
+
+
 def test_no_host_table_without_host_figures(tmp_path):
     res = tmp_path / "results"
     res.mkdir()
