@@ -18,6 +18,8 @@ import platform
 import statistics
 import sys
 
+from bench_host import host_state
+
 RES, OUT_MD, OUT_JSON = sys.argv[1:4]
 ENV = dict(os.environ)
 META_KEYS = ("BENCH_QUICK", "BENCH_ROUNDS", "BENCH_DURATION", "BENCH_IDLE_SECONDS",
@@ -43,24 +45,6 @@ def load_runs():
         run["host"] = host_state(path[:-5])
         runs.setdefault(name, {}).setdefault(target, {})[int(rnd)] = run
     return runs
-
-
-def host_state(base):
-    """What run-bench noted beside one run: the load average at its start
-    (base.load), scripts/host_probe.py's figures before it (base.probe:
-    three, or the first alone in QUICK mode; sessions before the loopback
-    probe wrote base.work) and the steal while it lasted (base.steal)."""
-    state = {}
-    for ext, keys in (("load", ("load1",)), ("probe", ("work_ms", "rtt_us", "rtt_kernel_us")),
-                      ("work", ("work_ms",)), ("steal", ("steal_pct",))):
-        try:
-            with open(f"{base}.{ext}") as f:
-                values = [float(v) for v in f.read().split()]
-        except (OSError, ValueError):
-            continue
-        if len(values) == len(keys) or (ext == "probe" and len(values) == 1):
-            state.update(zip(keys, values))  # a probe of the CPU work alone: QUICK
-    return state
 
 
 RUNS = load_runs()

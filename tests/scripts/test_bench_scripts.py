@@ -127,3 +127,28 @@ def test_no_host_table_without_host_figures(tmp_path):
     md, _ = render(res, tmp_path, "a")
     assert "- host: not recorded." in md
     assert "## The host during each scenario" not in md
+
+
+def test_host_drift_summary(tmp_path):
+    """Four iterations whose server CPU rises with the loopback probe."""
+    res = tmp_path / "results"
+    res.mkdir()
+    for k, (rtt, patch_p99_us) in enumerate([(50.0, 8000.0), (60.0, 9000.0), (70.0, 15000.0),
+                                             (80.0, 30000.0)], start=1):
+        twin = twin_run(50000)
+        twin["server"]["cpu_s"] = 9.0 + rtt / 100
+        twin["latency2_us"] = dict(twin["latency2_us"], p99=patch_p99_us)
+        tel = dict(twin_run(50000), scenario="telemetry")
+        tel["server"] = dict(twin["server"], cpu_s=7.0 + rtt / 50)
+        for name, run in (("drift-twin", twin), ("drift-telemetry", tel)):
+            base = res / f"{name}.hub.{k}"
+            write(f"{base}.json", json.dumps(run))
+            write(f"{base}.probe", f"15.0 {rtt} {rtt / 2}\n")
+    out = subprocess.run([PY, os.path.join(ROOT, "scripts", "host_drift.py"), str(res)],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    assert "twin paced: 4 runs; server CPU per run, quartiles" in out
+    assert "correlation of server CPU with the loopback round trip before it: r = 1.00" in out
+    assert "correlation of server CPU with the SHA-256 CPU work before it: r = —" in out
+    assert "p99 <= 10 ms: get and patch in 2 of 4 runs; get in 4, patch in 2" in out
+    assert "telemetry paced: 4 runs" in out
+    assert "twin and telemetry runs of one iteration: r = 1.00" in out

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Summarises a `scripts/run-bench --drift N` session: how far the host's
+speed moved the hub's figures, and how well the host probe followed it.
+
+Usage: host_drift.py RESULTS_DIR
+
+Reads drift-twin.hub.K.json and drift-telemetry.hub.K.json (iteration K,
+both paced at a fixed rate, each on a fresh server) with the host figures
+run-bench noted beside each (bench_host.host_state), and prints per
+scenario the quartiles of the server's CPU time per run, its correlation
+with each probe figure taken just before the run, and for the twin how
+many runs met p99 <= 10 ms for get and for patch.
+"""
+import glob
+import json
+import os
+import statistics
+import sys
+
+from bench_host import host_state
+
+PROBES = (("rtt_us", "loopback round trip"), ("rtt_kernel_us", "loopback kernel time"),
+          ("work_ms", "SHA-256 CPU work"))
+
+
+def load(res, scenario):
+    runs = []
+    for path in glob.glob(os.path.join(res, f"drift-{scenario}.hub.*.json")):
+        with open(path) as f:
+            run = json.load(f)
+        run["host"] = host_state(path[:-5])
+        run["_round"] = int(path[:-5].rsplit(".", 1)[1])
+        runs.append(run)
+    return runs
+
+
+def correlation(xs, ys):
+    try:
+        return f"{statistics.correlation(xs, ys):.2f}"
+    except (statistics.StatisticsError, ValueError):
+        return "—"  # too few runs, or one side constant
+
+
+def quartiles(values):
+    """Quartiles, or every value when there are fewer than four."""
+    qs = statistics.quantiles(values, n=4) if len(values) >= 4 else sorted(values)
+    return " / ".join(f"{q:.2f}" for q in qs)
+
+
+def summarise(name, runs):
+    cpu = [r["server"]["cpu_s"] for r in runs if r.get("server")]
+    if not cpu:
+        print(f"{name}: no runs")
+        return
+    print(f"{name}: {len(cpu)} runs; server CPU per run, quartiles {quartiles(cpu)} s "
+          f"(min {min(cpu):.2f}, max {max(cpu):.2f})")
+    for key, label in PROBES:
+        pairs = [(r["server"]["cpu_s"], r["host"][key]) for r in runs
+                 if r.get("server") and key in r["host"]]
+        if pairs:
+            print(f"  correlation of server CPU with the {label} before it: "
+                  f"r = {correlation([c for c, _ in pairs], [p for _, p in pairs])}")
+
+
+def twin_targets(runs):
+    def p99(r, which):
+        return r[which]["p99"] / 1000 if r.get(which, {}).get("count") else None
+
+    get = [p99(r, "latency_us") for r in runs]
+    patch = [p99(r, "latency2_us") for r in runs]
+    both = sum(1 for g, p in zip(get, patch) if g is not None and p is not None
+               and g <= 10 and p <= 10)
+    print(f"  p99 <= 10 ms: get and patch in {both} of {len(runs)} runs; get in "
+          f"{sum(1 for g in get if g is not None and g <= 10)}, patch in "
+          f"{sum(1 for p in patch if p is not None and p <= 10)}")
+    patch = [p for p in patch if p is not None]
+    if patch:
+        print(f"  patch p99 quartiles {quartiles(patch)} ms")
+
+
+def main():
+    res = sys.argv[1]
+    twin, telemetry = load(res, "twin"), load(res, "telemetry")
+    summarise("twin paced", twin)
+    if twin:
+        twin_targets(twin)
+    summarise("telemetry paced", telemetry)
+    by_round = {}
+    for scenario, runs in (("twin", twin), ("telemetry", telemetry)):
+        for r in runs:
+            if r.get("server"):
+                by_round.setdefault(r["_round"], {})[scenario] = r["server"]["cpu_s"]
+    pairs = [v for v in by_round.values() if len(v) == 2]
+    if pairs:
+        print(f"server CPU of the twin and telemetry runs of one iteration: r = "
+              f"{correlation([p['twin'] for p in pairs], [p['telemetry'] for p in pairs])} "
+              f"(the host's speed drifting over minutes shows here)")
+
+
+if __name__ == "__main__":
+    main()
