@@ -16,8 +16,9 @@ KERNEL_US  the kernel CPU time both processes spent per round trip.
 The two loopback figures cover what WORK_MS does not see: the hub spends
 most of its CPU in the kernel (loopback TCP, wake-ups across CPUs), and a
 host that is slower at system calls and inter-processor wake-ups slows the
-hub's rows with WORK_MS unchanged. Both include this machine's own load:
-read them beside the load average run-bench records with them.
+hub's rows with WORK_MS unchanged. Both also depend on this machine's own
+load (with both CPUs busy a round trip came out shorter: no idle CPU to
+wake), so run-bench takes them between runs, with the load average beside.
 """
 import hashlib
 import os
