@@ -50,12 +50,16 @@ def load_runs():
 RUNS = load_runs()
 
 
+def all_runs():
+    return (run for targets in RUNS.values() for rounds in targets.values()
+            for run in rounds.values())
+
+
 def per_run_values(key, legacy_key):
     """One host figure (see host_state) from every run that has it. A
     results.json written before runs carried their own keeps the figures as
     one list in _meta (legacy_key)."""
-    values = [run["host"][key] for targets in RUNS.values() for rounds in targets.values()
-              for run in rounds.values() if key in run.get("host", {})]
+    values = [run["host"][key] for run in all_runs() if key in run.get("host", {})]
     if not values and legacy_key and legacy_key in ENV:
         values = [float(v) for v in str(ENV[legacy_key]).split()]
     return values
@@ -471,8 +475,10 @@ def host_note():
                      f"{statistics.median(rtt):.0f} µs ({min(rtt):.0f}–{max(rtt):.0f}), of which "
                      f"median {statistics.median(kernel):.0f} µs of kernel CPU time "
                      f"({min(kernel):.0f}–{max(kernel):.0f})")
-    else:
+    elif ENV.get("BENCH_QUICK") == "1":
         parts.append("no loopback round trip (QUICK mode skips it)")
+    else:
+        parts.append("no loopback round trip recorded")
     if steal:
         parts.append(f"the host took median {statistics.median(steal):.2f} %, max "
                      f"{max(steal):.2f} % of this machine's CPU time while runs lasted (steal)")
@@ -488,8 +494,7 @@ def host_note():
 def host_table():
     """The host probe's figures (host_state) per scenario and target: which
     rows ran on a slower host. Nothing for sessions whose runs carry none."""
-    if not any(run.get("host") for targets in RUNS.values() for rounds in targets.values()
-               for run in rounds.values()):
+    if not any(run.get("host") for run in all_runs()):
         return []
     md = ["## The host during each scenario", "",
           "Medians over the scenario's runs of what `scripts/host_probe.py` measured just "

@@ -30,10 +30,11 @@ def write(path, text):
         f.write(text)
 
 
-def render(src, tmp_path, name):
+def render(src, tmp_path, name, **env):
     md, js = tmp_path / f"{name}.md", tmp_path / f"{name}.json"
     subprocess.run([PY, os.path.join(ROOT, "scripts", "bench_results.py"), str(src), str(md),
-                    str(js)], check=True, timeout=60, env=dict(os.environ, BENCH_ROUNDS="3"))
+                    str(js)], check=True, timeout=60,
+                   env=dict(os.environ, BENCH_ROUNDS="3", **env))
     return md.read_text(), js
 
 
@@ -115,7 +116,7 @@ def test_quick_mode_says_the_loopback_probe_was_skipped(tmp_path):
     res.mkdir()
     write(str(res / "hub-twin-paced.hub.1.json"), json.dumps(twin_run(50000)))
     write(str(res / "hub-twin-paced.hub.1.probe"), "15.2\n")
-    md, _ = render(res, tmp_path, "a")
+    md, _ = render(res, tmp_path, "a", BENCH_QUICK="1")
     assert "no loopback round trip (QUICK mode skips it)" in md
     assert "| hub-twin-paced | hub | 1 | — | 15.2 ms | — | — | — |" in md
 
