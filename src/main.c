@@ -133,13 +133,15 @@ typedef struct iothubd {
 /* Process-wide settings, before any thread exists. */
 static void prepare_process(void)
 {
-    /* SQLite allocates and frees a 64 KiB statement-journal chunk for every
-     * store request's savepoint; with glibc's defaults each free shrinks
-     * the store thread's arena again (one madvise per request). Free memory
-     * up to 4 MiB stays in each arena instead, and blocks below 512 KiB (a
-     * maximal telemetry body with its copies) come from the arenas rather
-     * than their own mmap, which a fixed trim threshold would otherwise
-     * pin at 128 KiB. See docs/PERFORMANCE.md. */
+    /* These matter only on glibc's malloc (sanitizer builds and
+     * `make MALLOC_LIB=`); the default build links jemalloc, which ignores
+     * them. SQLite allocates and frees a 64 KiB statement-journal chunk for
+     * every store request's savepoint; with glibc's defaults each free
+     * shrinks the store thread's arena again (one madvise per request).
+     * Free memory up to 4 MiB stays in each arena instead, and blocks below
+     * 512 KiB (a maximal telemetry body with its copies) come from the
+     * arenas rather than their own mmap, which a fixed trim threshold would
+     * otherwise pin at 128 KiB. See docs/PERFORMANCE.md. */
     mallopt(M_MMAP_THRESHOLD, 512 * 1024);
     mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     signal(SIGPIPE, SIG_IGN);
