@@ -153,3 +153,27 @@ def test_host_drift_summary(tmp_path):
     assert "p99 <= 10 ms: get and patch in 2 of 4 runs; get in 4, patch in 2" in out
     assert "telemetry paced: 4 runs" in out
     assert "twin and telemetry runs of one iteration: r = 1.00" in out
+
+
+def test_bench_compare_summary(tmp_path):
+    """Three iterations where build B uses less CPU in two and meets the twin target in one."""
+    res = tmp_path / "results"
+    res.mkdir()
+    for k, (cpu_a, cpu_b, patch_b_us) in enumerate([(10.0, 9.0, 9000.0), (11.0, 10.5, 12000.0),
+                                                    (9.5, 9.8, 20000.0)], start=1):
+        for target, cpu, patch_us in (("hub", cpu_a, 30000.0), ("hub-b", cpu_b, patch_b_us)):
+            twin = twin_run(50000)
+            twin["server"]["cpu_s"] = cpu
+            twin["latency2_us"] = dict(twin["latency2_us"], p99=patch_us)
+            tel = dict(twin_run(50000), scenario="telemetry", latency2_us=None)
+            tel["server"] = dict(twin["server"], cpu_s=cpu - 2)
+            write(str(res / f"compare-twin.{target}.{k}.json"), json.dumps(twin))
+            write(str(res / f"compare-telemetry.{target}.{k}.json"), json.dumps(tel))
+    out = subprocess.run([PY, os.path.join(ROOT, "scripts", "bench_compare.py"), str(res)],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    assert ("twin A: 3 runs; server CPU 10.00 s (9.50–11.00); get p99 8.00 ms (8.00–8.00); "
+            "patch p99 30.00 ms (30.00–30.00); both <= 10 ms in 0") in out
+    assert ("twin B: 3 runs; server CPU 9.80 s (9.00–10.50); get p99 8.00 ms (8.00–8.00); "
+            "patch p99 12.00 ms (9.00–20.00); both <= 10 ms in 1") in out
+    assert out.count("B used less server CPU than A in 2 of 3 iterations") == 2
+    assert "telemetry A: 3 runs; server CPU 8.00 s (7.50–9.00); PUBACK p99 8.00 ms" in out
