@@ -52,7 +52,8 @@ def summarise(res, scenario, latencies):
             parts.append(f"{name} p99 {spread(vals, 'ms')}")
         if len(latencies) == 2:
             met = sum(1 for r in runs.values()
-                      if all((p99_ms(r, w) or float("inf")) <= 10 for w, _ in latencies))
+                      if all(p99_ms(r, w) is not None and p99_ms(r, w) <= 10
+                             for w, _ in latencies))
             parts.append(f"both <= 10 ms in {met}")
         print("; ".join(parts))
     a, b = by_build["A"], by_build["B"]
