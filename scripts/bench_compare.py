@@ -12,27 +12,12 @@ p99 <= 10 ms for both get and patch, and in how many iterations B used less
 CPU than A. A difference smaller than the spread of either build's runs is
 noise on this kind of machine; compare the pair counts.
 """
-import glob
-import json
-import os
 import statistics
 import sys
 
+from bench_host import p99_ms, runs_by_round
+
 BUILDS = (("hub", "A"), ("hub-b", "B"))
-
-
-def load(res, scenario, target):
-    """{iteration: run} for one scenario and build."""
-    runs = {}
-    for path in glob.glob(os.path.join(res, f"compare-{scenario}.{target}.*.json")):
-        with open(path) as f:
-            runs[int(path[:-5].rsplit(".", 1)[1])] = json.load(f)
-    return runs
-
-
-def p99_ms(run, which):
-    hist = run.get(which) or {}
-    return hist["p99"] / 1000 if hist.get("count") else None
 
 
 def spread(values, unit):
@@ -43,7 +28,8 @@ def spread(values, unit):
 
 
 def summarise(res, scenario, latencies):
-    by_build = {label: load(res, scenario, target) for target, label in BUILDS}
+    by_build = {label: runs_by_round(res, f"compare-{scenario}", target)
+                for target, label in BUILDS}
     for label, runs in by_build.items():
         cpu = [r["server"]["cpu_s"] for r in runs.values() if r.get("server")]
         parts = [f"{scenario} {label}: {len(runs)} runs; server CPU {spread(cpu, 's')}"]

@@ -1,5 +1,26 @@
-"""The host figures scripts/run-bench notes beside each run (shared by
-bench_results.py and host_drift.py)."""
+"""What scripts/run-bench leaves for each run, read one way by
+bench_results.py, host_drift.py and bench_compare.py: the run's JSON
+(NAME.TARGET.ROUND.json, as iothub-bench --json writes it) and the host
+figures noted beside it."""
+import glob
+import json
+import os
+
+
+def runs_by_round(res, name, target):
+    """{round: run} of one scenario name and target in results dir res."""
+    runs = {}
+    for path in glob.glob(os.path.join(res, f"{name}.{target}.*.json")):
+        with open(path) as f:
+            runs[int(path[:-5].rsplit(".", 1)[1])] = json.load(f)
+    return runs
+
+
+def p99_ms(run, which):
+    """The p99 of a run's histogram `which` (latency_us, latency2_us) in ms,
+    None when the run has no such samples."""
+    hist = run.get(which) or {}
+    return hist["p99"] / 1000 if hist.get("count") else None
 
 
 def host_state(base):

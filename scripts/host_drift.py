@@ -11,25 +11,22 @@ scenario the quartiles of the server's CPU time per run, its correlation
 with each probe figure taken just before the run, and for the twin how
 many runs met p99 <= 10 ms for get and for patch.
 """
-import glob
-import json
 import os
 import statistics
 import sys
 
-from bench_host import host_state
+from bench_host import host_state, p99_ms, runs_by_round
 
 PROBES = (("rtt_us", "loopback round trip"), ("rtt_kernel_us", "loopback kernel time"),
           ("work_ms", "SHA-256 CPU work"))
 
 
 def load(res, scenario):
+    """The drift runs of one scenario, each with its host figures and round."""
     runs = []
-    for path in glob.glob(os.path.join(res, f"drift-{scenario}.hub.*.json")):
-        with open(path) as f:
-            run = json.load(f)
-        run["host"] = host_state(path[:-5])
-        run["_round"] = int(path[:-5].rsplit(".", 1)[1])
+    for rnd, run in runs_by_round(res, f"drift-{scenario}", "hub").items():
+        run["host"] = host_state(os.path.join(res, f"drift-{scenario}.hub.{rnd}"))
+        run["_round"] = rnd
         runs.append(run)
     return runs
 
@@ -63,11 +60,8 @@ def summarise(name, runs):
 
 
 def twin_targets(runs):
-    def p99(r, which):
-        return r[which]["p99"] / 1000 if r.get(which, {}).get("count") else None
-
-    get = [p99(r, "latency_us") for r in runs]
-    patch = [p99(r, "latency2_us") for r in runs]
+    get = [p99_ms(r, "latency_us") for r in runs]
+    patch = [p99_ms(r, "latency2_us") for r in runs]
     both = sum(1 for g, p in zip(get, patch) if g is not None and p is not None
                and g <= 10 and p <= 10)
     print(f"  p99 <= 10 ms: get and patch in {both} of {len(runs)} runs; get in "

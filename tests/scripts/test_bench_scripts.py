@@ -25,6 +25,17 @@ def twin_run(throughput):
                        "rss_kb_end": 2000, "rss_kb_start": 1500}}
 
 
+def paced_pair(twin_cpu_s, patch_p99_us, telemetry_cpu_s):
+    """A paced twin run and a telemetry run with the given server CPU and
+    twin patch p99 (what --drift and --compare repeat)."""
+    twin = twin_run(50000)
+    twin["server"]["cpu_s"] = twin_cpu_s
+    twin["latency2_us"] = dict(twin["latency2_us"], p99=patch_p99_us)
+    tel = dict(twin_run(50000), scenario="telemetry", latency2_us=None)
+    tel["server"] = dict(twin["server"], cpu_s=telemetry_cpu_s)
+    return twin, tel
+
+
 def write(path, text):
     with open(path, "w") as f:
         f.write(text)
@@ -38,9 +49,14 @@ def render(src, tmp_path, name, **env):
     return md.read_text(), js
 
 
+def script_stdout(name, *args):
+    """What scripts/NAME prints, run with this interpreter."""
+    return subprocess.run([PY, os.path.join(ROOT, "scripts", name), *map(str, args)],
+                          check=True, capture_output=True, text=True, timeout=120).stdout
+
+
 def host_probe(*args):
-    return subprocess.run([PY, os.path.join(ROOT, "scripts", "host_probe.py"), *args],
-                          check=True, capture_output=True, text=True, timeout=120).stdout.split()
+    return script_stdout("host_probe.py", *args).split()
 
 
 def test_host_probe_prints_three_positive_figures():
@@ -136,17 +152,12 @@ def test_host_drift_summary(tmp_path):
     res.mkdir()
     for k, (rtt, patch_p99_us) in enumerate([(50.0, 8000.0), (60.0, 9000.0), (70.0, 15000.0),
                                              (80.0, 30000.0)], start=1):
-        twin = twin_run(50000)
-        twin["server"]["cpu_s"] = 9.0 + rtt / 100
-        twin["latency2_us"] = dict(twin["latency2_us"], p99=patch_p99_us)
-        tel = dict(twin_run(50000), scenario="telemetry")
-        tel["server"] = dict(twin["server"], cpu_s=7.0 + rtt / 50)
+        twin, tel = paced_pair(9.0 + rtt / 100, patch_p99_us, 7.0 + rtt / 50)
         for name, run in (("drift-twin", twin), ("drift-telemetry", tel)):
             base = res / f"{name}.hub.{k}"
             write(f"{base}.json", json.dumps(run))
             write(f"{base}.probe", f"15.0 {rtt} {rtt / 2}\n")
-    out = subprocess.run([PY, os.path.join(ROOT, "scripts", "host_drift.py"), str(res)],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
+    out = script_stdout("host_drift.py", res)
     assert "twin paced: 4 runs; server CPU per run, quartiles" in out
     assert "correlation of server CPU with the loopback round trip before it: r = 1.00" in out
     assert "correlation of server CPU with the SHA-256 CPU work before it: r = —" in out
@@ -162,15 +173,10 @@ def test_bench_compare_summary(tmp_path):
     for k, (cpu_a, cpu_b, patch_b_us) in enumerate([(10.0, 9.0, 9000.0), (11.0, 10.5, 12000.0),
                                                     (9.5, 9.8, 20000.0)], start=1):
         for target, cpu, patch_us in (("hub", cpu_a, 30000.0), ("hub-b", cpu_b, patch_b_us)):
-            twin = twin_run(50000)
-            twin["server"]["cpu_s"] = cpu
-            twin["latency2_us"] = dict(twin["latency2_us"], p99=patch_us)
-            tel = dict(twin_run(50000), scenario="telemetry", latency2_us=None)
-            tel["server"] = dict(twin["server"], cpu_s=cpu - 2)
+            twin, tel = paced_pair(cpu, patch_us, cpu - 2)
             write(str(res / f"compare-twin.{target}.{k}.json"), json.dumps(twin))
             write(str(res / f"compare-telemetry.{target}.{k}.json"), json.dumps(tel))
-    out = subprocess.run([PY, os.path.join(ROOT, "scripts", "bench_compare.py"), str(res)],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
+    out = script_stdout("bench_compare.py", res)
     assert ("twin A: 3 runs; server CPU 10.00 s (9.50–11.00); get p99 8.00 ms (8.00–8.00); "
             "patch p99 30.00 ms (30.00–30.00); both <= 10 ms in 0") in out
     assert ("twin B: 3 runs; server CPU 9.80 s (9.00–10.50); get p99 8.00 ms (8.00–8.00); "
