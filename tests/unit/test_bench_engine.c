@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
 #include <poll.h>
 
 #include "../../src/tools/bench/engine.c"
@@ -152,11 +153,82 @@ static void test_sees_a_close_that_came_with_data(void **state)
     assert_int_equal(st.disconnects, 1);
 }
 
+/* A connected loopback pair: out[0] receives with stamps, out[1] sends. */
+static void stamped_pair(int out[2])
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 1), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    out[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bench_stamp_receives(out[0]);
+    assert_int_equal(connect(out[0], (struct sockaddr *)&a, sizeof a), 0);
+    out[1] = accept(lfd, NULL, NULL);
+    assert_true(out[1] >= 0);
+    close(lfd);
+    /* The kernel turns receive stamping on for the first socket that asks
+     * from a work queue, so the first segments may come unstamped: wait
+     * (2 s at most) until one is stamped. */
+    for (int i = 0; i < 200; i++) {
+        char c;
+        uint64_t arrival, read_at;
+        assert_int_equal(write(out[1], "w", 1), 1);
+        usleep(2000);
+        assert_int_equal(bench_recv_stamped(out[0], &c, 1, &arrival, &read_at), 1);
+        if (arrival != read_at)
+            return;
+        usleep(8000);
+    }
+    fail_msg("no receive stamp in 2 s");
+}
+
+/* Bytes that waited in the socket before the read: the arrival time is
+ * when they came (after the send, well before the read), so that wait is
+ * not part of a latency. The margins are wide (50 ms of waiting against
+ * 10 ms allowed) and only bound the stamp from both sides. */
+static void test_receive_time_is_the_arrival(void **state)
+{
+    (void)state;
+    int fd[2];
+    stamped_pair(fd);
+    uint64_t before_send = bench_now_ns();
+    assert_int_equal(write(fd[1], "x", 1), 1);
+    usleep(50000);
+    char c;
+    uint64_t arrival, read_at;
+    assert_int_equal(bench_recv_stamped(fd[0], &c, 1, &arrival, &read_at), 1);
+    assert_true(arrival >= before_send);
+    assert_true(read_at - arrival >= 40000000u);
+    assert_true(arrival - before_send <= 10000000u);
+
+    /* Nothing to read: both times are the read's. */
+    assert_int_equal(fcntl(fd[0], F_SETFL, O_NONBLOCK), 0);
+    assert_int_equal(bench_recv_stamped(fd[0], &c, 1, &arrival, &read_at), -1);
+    assert_int_equal(arrival, read_at);
+    close(fd[0]);
+    close(fd[1]);
+}
+
+/* An answer stamped before what it answers (a clock that stepped) counts
+ * as no time rather than as 2^64 ns. */
+static void test_latency_never_negative(void **state)
+{
+    (void)state;
+    bench_thread t = {.arrival_ns = 1000};
+    assert_int_equal(bench_latency_ns(&t, 400), 600);
+    assert_int_equal(bench_latency_ns(&t, 1500), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reads_a_burst_to_the_end),
         cmocka_unit_test(test_sees_a_close_that_came_with_data),
+        cmocka_unit_test(test_receive_time_is_the_arrival),
+        cmocka_unit_test(test_latency_never_negative),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

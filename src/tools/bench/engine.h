@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "tools/bench/hist.h"
 #include "tools/bench/options.h"
@@ -71,6 +72,8 @@ typedef struct bench_stats {
     bench_hist latency;        /* ns: PUBACK, delivery or CONNACK latency;
                                   twin: get; methods, c2d: HTTP request */
     bench_hist latency2;       /* ns: twin: patch reported; c2d: POST → delivery */
+    bench_hist read_delay;     /* ns: from bytes reaching a client's socket to the
+                                  generator reading them (in no latency above) */
     uint64_t sent;             /* messages sent during RUN */
     uint64_t acked;            /* QoS 1 acknowledgements during RUN */
     uint64_t delivered;        /* messages received during RUN */
@@ -134,6 +137,7 @@ typedef struct bench_thread {
     unsigned dirty_count;
     uint8_t *rbuf;
     size_t rbuf_cap;
+    uint64_t arrival_ns;      /* when the bytes being handled reached the socket */
     bench_stats stats;
     uint64_t last_scan_ns;
     /* rate mode: clients that may send now, FIFO (each at most once) */
@@ -193,6 +197,16 @@ void bench_run_free(bench_run *run);
 /* ---- used by the scenarios --------------------------------------------- */
 
 uint64_t bench_now_ns(void);
+/* The latency of the answer being handled, to something sent at sent_ns:
+ * until the answer reached the socket (0 if that seems earlier). */
+uint64_t bench_latency_ns(const bench_thread *t, uint64_t sent_ns);
+/* Asks the kernel to stamp what fd receives, for bench_recv_stamped. */
+void bench_stamp_receives(int fd);
+/* recv() that also says when the bytes reached the socket (arrival_ns:
+ * the kernel's stamp of the newest segment read, on bench_now_ns's clock;
+ * the read time when there is none) and when they were read (read_ns).
+ * Both are set whatever the result. */
+ssize_t bench_recv_stamped(int fd, void *buf, size_t len, uint64_t *arrival_ns, uint64_t *read_ns);
 /* Queues the client for a flush at the end of the iteration. */
 void bench_client_mark_dirty(bench_thread *t, bench_client *c);
 /* Sends what is queued for c now instead of at the end of the iteration. */

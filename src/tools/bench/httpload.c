@@ -135,6 +135,7 @@ static bool conn_open(bench_http_load *hl, http_conn *c)
         return false;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    bench_stamp_receives(fd);
     if (connect(fd, (const struct sockaddr *)&hl->addr, sizeof hl->addr) != 0 ||
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
         close(fd);
@@ -198,10 +199,10 @@ static void conn_request(bench_http_load *hl, http_conn *c)
     conn_write(hl, c);
 }
 
-/* One whole response: counted, then the next request (in RUN). */
-static void conn_answered(bench_http_load *hl, http_conn *c, int status)
+/* One whole response, which reached the socket at arrival_ns: counted,
+ * then the next request (in RUN). */
+static void conn_answered(bench_http_load *hl, http_conn *c, int status, uint64_t arrival_ns)
 {
-    uint64_t now = bench_now_ns();
     c->busy = false;
     bool measured = phase_now(hl) == PHASE_RUN && c->sent_ns >= hl->run->run_start_ns;
     if (status < 200 || status > 299) {
@@ -209,7 +210,7 @@ static void conn_answered(bench_http_load *hl, http_conn *c, int status)
             hl->stats.http_status[status]++;
     } else if (measured) {
         hl->stats.acked++;
-        hist_record(&hl->stats.latency, now - c->sent_ns);
+        hist_record(&hl->stats.latency, arrival_ns > c->sent_ns ? arrival_ns - c->sent_ns : 0);
     }
     if (phase_now(hl) == PHASE_RUN)
         conn_request(hl, c);
@@ -225,7 +226,8 @@ static void conn_read(bench_http_load *hl, http_conn *c, bool hung_up)
             return;
         }
         size_t space = sizeof c->in - c->in_len;
-        ssize_t n = recv(c->fd, c->in + c->in_len, space, 0);
+        uint64_t arrival_ns, read_ns;
+        ssize_t n = bench_recv_stamped(c->fd, c->in + c->in_len, space, &arrival_ns, &read_ns);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -234,6 +236,8 @@ static void conn_read(bench_http_load *hl, http_conn *c, bool hung_up)
             conn_fail(hl, c, ERR_HTTP_CONNECTION);
             return;
         }
+        if (phase_now(hl) == PHASE_RUN)
+            hist_record(&hl->stats.read_delay, read_ns - arrival_ns);
         c->in_len += (size_t)n;
         int status;
         size_t total;
@@ -241,7 +245,7 @@ static void conn_read(bench_http_load *hl, http_conn *c, bool hung_up)
         while ((rc = http_parse_response(c->in, c->in_len, &status, &total)) == 1) {
             memmove(c->in, c->in + total, c->in_len - total);
             c->in_len -= total;
-            conn_answered(hl, c, status);
+            conn_answered(hl, c, status, arrival_ns);
             if (c->fd < 0)
                 return;
         }

@@ -113,6 +113,7 @@ void bench_report_text(const bench_report *r, FILE *out)
     print_hist(out, latency_name(o->scenario, 1), h);
     if (latency_name(o->scenario, 2))
         print_hist(out, latency_name(o->scenario, 2), &s->latency2);
+    print_hist(out, "generator read delay", &s->read_delay);
     if (o->scenario == SCENARIO_IDLE)
         fprintf(out, "held %llu connections at the end; pings %llu, pongs %llu, lost %llu\n",
                 (unsigned long long)s->held, (unsigned long long)s->pings,
@@ -175,6 +176,7 @@ bool bench_report_json(const bench_report *r, const char *path, char *err, size_
     if (r->server_end.ok)
         json_object_set_new(root, "server", server_json(r));
     json_object_set_new(root, "latency2_us", latency_json(&s->latency2));
+    json_object_set_new(root, "read_delay_us", latency_json(&s->read_delay));
     json_object_set_new(root, "latency_name",
                         json_string(latency_name(r->opt->scenario, 1)));
     if (latency_name(r->opt->scenario, 2))

@@ -175,7 +175,6 @@ static void telemetry_on_puback(bench_thread *t, bench_client *c, const mqtt_ack
         bench_count_error(t, ERR_DECODE);
         return;
     }
-    uint64_t now = bench_now_ns();
     uint64_t sent = c->sent_ns[slot];
     c->sent_ns[slot] = 0;
     c->free_slots[c->free_count++] = (uint16_t)slot;
@@ -183,12 +182,12 @@ static void telemetry_on_puback(bench_thread *t, bench_client *c, const mqtt_ack
         bench_count_reason(t, REASON_PUBACK, a->reason);
     } else if (phase_of(t) == PHASE_RUN && sent >= t->run->run_start_ns) {
         t->stats.acked++;
-        hist_record(&t->stats.latency, now - sent);
+        hist_record(&t->stats.latency, bench_latency_ns(t, sent));
     }
     if (t->run->opt->rate > 0)
         bench_ring_push(t, c);
     else if (phase_of(t) == PHASE_RUN)
-        telemetry_send(t, c, now);
+        telemetry_send(t, c, bench_now_ns());
 }
 
 /* ---- fan-out ------------------------------------------------------------- */
@@ -234,7 +233,7 @@ static void fanout_on_publish(bench_thread *t, const mqtt_publish *p)
         return;
     t->stats.delivered++;
     t->delivered_unpublished++;
-    hist_record(&t->stats.latency, bench_now_ns() - sent);
+    hist_record(&t->stats.latency, bench_latency_ns(t, sent));
 }
 
 /* Messages sent but not yet delivered to every subscriber (minus those
@@ -310,10 +309,9 @@ static void fanout_tick(bench_thread *t, uint64_t now)
 
 static void connect_on_ready(bench_thread *t, bench_client *c)
 {
-    uint64_t now = bench_now_ns();
     if (phase_of(t) == PHASE_RUN && c->started_ns >= t->run->run_start_ns) {
         t->stats.connects_in_run++;
-        hist_record(&t->stats.latency, now - c->started_ns);
+        hist_record(&t->stats.latency, bench_latency_ns(t, c->started_ns));
     }
     proto_put_disconnect(&c->out, t->run->opt->mqtt_version);
     bench_client_flush_now(t, c);

@@ -126,7 +126,6 @@ static void twin_on_response(bench_thread *t, bench_client *c, const mqtt_publis
         bench_count_error(t, ERR_UNMATCHED_RESPONSE);
         return;
     }
-    uint64_t now = bench_now_ns();
     uint64_t sent = c->sent_ns[slot];
     c->sent_ns[slot] = 0;
     c->free_slots[c->free_count++] = slot;
@@ -136,12 +135,13 @@ static void twin_on_response(bench_thread *t, bench_client *c, const mqtt_publis
         bench_count_reason(t, REASON_HUB_STATUS, hub_status_code(status, &code) ? code : 0xff);
     } else if (scenario_phase(t) == PHASE_RUN && sent >= t->run->run_start_ns) {
         t->stats.acked++;
-        hist_record(kind == TWIN_GET ? &t->stats.latency : &t->stats.latency2, now - sent);
+        hist_record(kind == TWIN_GET ? &t->stats.latency : &t->stats.latency2,
+                    bench_latency_ns(t, sent));
     }
     if (t->run->opt->rate > 0)
         bench_ring_push(t, c); /* a slot is free: it may take the next token */
     else if (scenario_phase(t) == PHASE_RUN)
-        twin_send(t, c, kind ^ 1, now);
+        twin_send(t, c, kind ^ 1, bench_now_ns());
 }
 
 /* ---- methods and c2d ----------------------------------------------------- */
@@ -185,7 +185,7 @@ static void c2d_on_command(bench_thread *t, const mqtt_publish *p)
     if (scenario_phase(t) != PHASE_RUN || stamp < t->run->run_start_ns)
         return;
     t->stats.delivered++;
-    hist_record(&t->stats.latency2, bench_now_ns() - stamp);
+    hist_record(&t->stats.latency2, bench_latency_ns(t, stamp));
 }
 
 /* ---- hooks --------------------------------------------------------------- */
