@@ -103,9 +103,14 @@ uint64_t bench_now_ns(void)
  * first socket asks (from a work queue; the setup phase covers it); a read
  * without a stamp counts from the read time, as before. */
 
+uint64_t bench_span_ns(uint64_t from_ns, uint64_t to_ns)
+{
+    return to_ns > from_ns ? to_ns - from_ns : 0;
+}
+
 uint64_t bench_latency_ns(const bench_thread *t, uint64_t sent_ns)
 {
-    return t->arrival_ns > sent_ns ? t->arrival_ns - sent_ns : 0;
+    return bench_span_ns(sent_ns, t->arrival_ns);
 }
 
 void bench_stamp_receives(int fd)

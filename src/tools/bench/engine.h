@@ -197,8 +197,11 @@ void bench_run_free(bench_run *run);
 /* ---- used by the scenarios --------------------------------------------- */
 
 uint64_t bench_now_ns(void);
+/* to_ns - from_ns, or 0 when to_ns is not later (a clock that stepped
+ * must not record 2^64 ns). */
+uint64_t bench_span_ns(uint64_t from_ns, uint64_t to_ns);
 /* The latency of the answer being handled, to something sent at sent_ns:
- * until the answer reached the socket (0 if that seems earlier). */
+ * until the answer reached the socket. */
 uint64_t bench_latency_ns(const bench_thread *t, uint64_t sent_ns);
 /* Asks the kernel to stamp what fd receives, for bench_recv_stamped. */
 void bench_stamp_receives(int fd);

@@ -210,7 +210,7 @@ static void conn_answered(bench_http_load *hl, http_conn *c, int status, uint64_
             hl->stats.http_status[status]++;
     } else if (measured) {
         hl->stats.acked++;
-        hist_record(&hl->stats.latency, arrival_ns > c->sent_ns ? arrival_ns - c->sent_ns : 0);
+        hist_record(&hl->stats.latency, bench_span_ns(c->sent_ns, arrival_ns));
     }
     if (phase_now(hl) == PHASE_RUN)
         conn_request(hl, c);
