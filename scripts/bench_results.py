@@ -305,7 +305,7 @@ def hub_sections():
         ("hub-twin-paced", f"#### Twin at the target rate ({env_count('BENCH_TWIN_TARGET_RATE')} "
          f"requests/s paced over {devices} devices, at most "
          f"{ENV.get('BENCH_TWIN_PACED_WINDOW', '?')} outstanding each; latency from the moment "
-         "each request was due)", twin_rows),
+         "each request was due, as near as the generator's own wake-ups allow)", twin_rows),
         ("hub-methods", f"### Direct methods (`POST /twins/{{id}}/methods` on "
          f"{ENV.get('BENCH_HTTP_CONNECTIONS', '?')} HTTP/1.1 keep-alive connections, "
          f"{devices} devices answering at once)",
