@@ -8,8 +8,10 @@ Reads drift-twin.hub.K.json and drift-telemetry.hub.K.json (iteration K,
 both paced at a fixed rate, each on a fresh server) with the host figures
 run-bench noted beside each (bench_host.host_state), and prints per
 scenario the quartiles of the server's CPU time per run, its correlation
-with each probe figure taken just before the run, and for the twin how
-many runs met p99 <= 10 ms for get and for patch.
+with each probe figure taken just before the run, for the twin how many
+runs met p99 <= 10 ms for get and for patch, for telemetry the PUBACK p99,
+and for both the load generator's read delay (its own wait to read an
+answer, which no latency includes).
 """
 import os
 import statistics
@@ -59,6 +61,13 @@ def summarise(name, runs):
                   f"r = {correlation([c for c, _ in pairs], [p for _, p in pairs])}")
 
 
+def p99_quartiles(runs, which, label):
+    """Prints the quartiles of the runs' p99 of histogram `which`, if any."""
+    values = [v for v in (p99_ms(r, which) for r in runs) if v is not None]
+    if values:
+        print(f"  {label} p99 quartiles {quartiles(values)} ms")
+
+
 def twin_targets(runs):
     get = [p99_ms(r, "latency_us") for r in runs]
     patch = [p99_ms(r, "latency2_us") for r in runs]
@@ -78,7 +87,10 @@ def main():
     summarise("twin paced", twin)
     if twin:
         twin_targets(twin)
+        p99_quartiles(twin, "read_delay_us", "generator read delay")
     summarise("telemetry paced", telemetry)
+    p99_quartiles(telemetry, "latency_us", "PUBACK")
+    p99_quartiles(telemetry, "read_delay_us", "generator read delay")
     by_round = {}
     for scenario, runs in (("twin", twin), ("telemetry", telemetry)):
         for r in runs:

@@ -159,6 +159,16 @@ def test_host_drift_summary(tmp_path):
             write(f"{base}.probe", f"15.0 {rtt} {rtt / 2}\n")
     out = script_stdout("host_drift.py", res)
     assert "twin paced: 4 runs; server CPU per run, quartiles" in out
+    # runs written before the read delay existed have none: no line for it
+    assert out.count("generator read delay") == 0
+    assert "PUBACK p99 quartiles 8.00 / 8.00 / 8.00 ms" in out
+    for k in range(1, 5):  # read delay p99 1, 2, 3, 4 ms in the telemetry runs
+        path = res / f"drift-telemetry.hub.{k}.json"
+        run = json.loads(path.read_text())
+        run["read_delay_us"] = dict(run["latency_us"], p99=1000.0 * k)
+        write(str(path), json.dumps(run))
+    out = script_stdout("host_drift.py", res)
+    assert "generator read delay p99 quartiles 1.25 / 2.50 / 3.75 ms" in out
     assert "correlation of server CPU with the loopback round trip before it: r = 1.00" in out
     assert "correlation of server CPU with the SHA-256 CPU work before it: r = —" in out
     assert "p99 <= 10 ms: get and patch in 2 of 4 runs; get in 4, patch in 2" in out
