@@ -227,6 +227,69 @@ static void test_twin_round_trip(void **state)
     store_close(st);
 }
 
+/* Statuses of the twin writes of twin_batch, by index. */
+static store_status put_status[8];
+
+static void twin_put_done(net_loop *loop, void *arg, store_status st, const char *err)
+{
+    (void)loop;
+    (void)err;
+    put_status[(uintptr_t)arg] = st;
+}
+
+/* Queues twin writes while the store thread is held, so that they run as
+ * one batch: d0..d4 at versions base+0..4, a checkpoint (another kind of
+ * request, which splits the run), d5, then d0 again at base+7; waits. */
+static void twin_batch(store *st, int64_t base, bool fail_commit)
+{
+    memset(put_status, 0xff, sizeof put_status);
+    store_test_hold(st, true);
+    if (fail_commit)
+        store_test_fail_commits(st, 1);
+    for (uintptr_t i = 0; i < 7; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "d%u", (unsigned)(i == 6 ? 0 : i));
+        store_twin t = {.device_id = id, .module_id = "", .json = "{}", .etag = "E",
+                        .version = base + (i == 6 ? 7 : (int64_t)i)};
+        store_twin_put(st, &t, NULL, twin_put_done, (void *)i);
+        if (i == 4)
+            store_checkpoint_set(st, "g", 0, 1, NULL, NULL, NULL);
+    }
+    store_test_hold(st, false);
+    store_flush(st);
+}
+
+static int64_t stored_version(store *st, const char *id)
+{
+    store_twin_get(st, id, "", NULL, twin_got, NULL);
+    store_flush(st);
+    assert_int_equal(T.st, STORE_OK);
+    return T.v;
+}
+
+/* Twin writes of one batch (one group commit) leave what they would one
+ * by one: every write answered, the later write of a twin wins, and a
+ * failed commit answers every write with an error and stores none. */
+static void test_twin_batched_writes(void **state)
+{
+    (void)state;
+    store *st = testutil_open(testutil_dir, NULL);
+    twin_batch(st, 10, false);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(put_status[i], STORE_OK);
+    twin_batch(st, 20, true);
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(put_status[i], STORE_ERROR);
+    st = reopen(st);
+    assert_int_equal(stored_version(st, "d0"), 17);
+    for (int i = 1; i < 6; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "d%d", i);
+        assert_int_equal(stored_version(st, id), 10 + i);
+    }
+    store_close(st);
+}
+
 /* ---- C2D ---------------------------------------------------------------- */
 
 static struct {
@@ -417,6 +480,7 @@ int main(void)
         TESTUTIL_IN_FRESH_DIR(test_delete_device_cascades),
         TESTUTIL_IN_FRESH_DIR(test_policy_round_trip),
         TESTUTIL_IN_FRESH_DIR(test_twin_round_trip),
+        TESTUTIL_IN_FRESH_DIR(test_twin_batched_writes),
         TESTUTIL_IN_FRESH_DIR(test_c2d_queue),
         TESTUTIL_IN_FRESH_DIR(test_sessions),
     };
