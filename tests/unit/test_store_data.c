@@ -247,7 +247,7 @@ static void twin_batch(store *st, int64_t base, bool fail_commit)
     if (fail_commit)
         store_test_fail_commits(st, 1);
     for (uintptr_t i = 0; i < 7; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "d%u", (unsigned)(i == 6 ? 0 : i));
         store_twin t = {.device_id = id, .module_id = "", .json = "{}", .etag = "E",
                         .version = base + (i == 6 ? 7 : (int64_t)i)};
@@ -283,7 +283,7 @@ static void test_twin_batched_writes(void **state)
     st = reopen(st);
     assert_int_equal(stored_version(st, "d0"), 17);
     for (int i = 1; i < 6; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "d%d", i);
         assert_int_equal(stored_version(st, id), 10 + i);
     }
