@@ -193,3 +193,53 @@ def test_bench_compare_summary(tmp_path):
             "patch p99 12.00 ms (9.00–20.00); both <= 10 ms in 1") in out
     assert out.count("B used less server CPU than A in 2 of 3 iterations") == 2
     assert "telemetry A: 3 runs; server CPU 8.00 s (7.50–9.00); PUBACK p99 8.00 ms" in out
+
+
+def load_script(name):
+    """scripts/NAME.py as a module, for its functions."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_thread_load_reads_proc(tmp_path):
+    """A thread whose name holds ') ' is read whole, and its fields after it."""
+    tl = load_script("thread_load")
+    task = tmp_path / "42" / "task" / "43"
+    task.mkdir(parents=True)
+    write(str(tmp_path / "42" / "comm"), "iothubd\n")
+    fields = ["S"] + ["0"] * 10 + ["150", "50"] + ["0"] * 30  # utime, stime: fields 14, 15
+    write(str(task / "stat"), "43 (odd) name) " + " ".join(fields) + "\n")
+    write(str(task / "schedstat"), "123 2500000000 7\n")
+    assert tl.read_threads(42, proc=str(tmp_path)) == {43: ("iothubd", "odd) name", 150, 50,
+                                                            2500000000)}
+    assert tl.read_threads(99, proc=str(tmp_path)) == {}
+
+
+def test_thread_load_rows():
+    """CPU, kernel share and run-queue wait per second, busiest first; a
+    thread missing from either snapshot is left out."""
+    tl = load_script("thread_load")
+    before = {1: ("iothubd", "store", 100, 100, 0), 2: ("iothubd", "loop1", 0, 0, 0),
+              3: ("iothubd", "gone", 0, 0, 0)}
+    after = {1: ("iothubd", "store", 175, 175, 1_700_000_000),
+             2: ("iothubd", "loop1", 90, 170, 2_500_000_000), 4: ("iothubd", "new", 9, 9, 0)}
+    rows = tl.thread_rows(before, after, seconds=5, hz=100)
+    assert [r[1] for r in rows] == ["loop1", "store"]
+    _, _, tid, cpu, kernel, wait = rows[0]
+    assert (tid, round(cpu, 2), round(kernel), round(wait, 2)) == (2, 0.52, 65, 0.5)
+    assert (round(rows[1][3], 2), round(rows[1][4]), round(rows[1][5], 2)) == (0.3, 50, 0.34)
+
+
+def test_thread_load_runs():
+    """Against this test's own process: the header and a row for its thread."""
+    out = script_stdout("thread_load.py", "0.2", os.getpid())
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["process", "thread", "tid"]
+    assert any(line.split()[2] == str(os.getpid()) for line in lines[1:])
+    gone = subprocess.run([PY, os.path.join(ROOT, "scripts", "thread_load.py"), "0.1",
+                           str(os.getpid()), "999999999"], capture_output=True, text=True,
+                          timeout=60)
+    assert gone.returncode == 1 and "process 999999999 is gone" in gone.stderr
