@@ -15,7 +15,7 @@ noise on this kind of machine; compare the pair counts.
 import statistics
 import sys
 
-from bench_host import p99_ms, runs_by_round
+from bench_host import p99_met, p99_ms, runs_by_round
 
 BUILDS = (("hub", "A"), ("hub-b", "B"))
 
@@ -37,9 +37,7 @@ def summarise(res, scenario, latencies):
             vals = [v for v in (p99_ms(r, which) for r in runs.values()) if v is not None]
             parts.append(f"{name} p99 {spread(vals, 'ms')}")
         if len(latencies) == 2:
-            met = sum(1 for r in runs.values()
-                      if all(p99_ms(r, w) is not None and p99_ms(r, w) <= 10
-                             for w, _ in latencies))
+            met = sum(1 for r in runs.values() if all(p99_met(r, w) for w, _ in latencies))
             parts.append(f"both <= 10 ms in {met}")
         print("; ".join(parts))
     a, b = by_build["A"], by_build["B"]

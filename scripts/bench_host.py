@@ -23,6 +23,12 @@ def p99_ms(run, which):
     return hist["p99"] / 1000 if hist.get("count") else None
 
 
+def p99_met(run, which, limit_ms=10.0):
+    """Whether the run has samples in `which` and their p99 is within limit_ms."""
+    p99 = p99_ms(run, which)
+    return p99 is not None and p99 <= limit_ms
+
+
 def host_state(base):
     """What run-bench noted beside one run: the load average at its start
     (base.load), scripts/host_probe.py's figures before it (base.probe:

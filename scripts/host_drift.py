@@ -17,7 +17,7 @@ import os
 import statistics
 import sys
 
-from bench_host import host_state, p99_ms, runs_by_round
+from bench_host import host_state, p99_met, p99_ms, runs_by_round
 
 PROBES = (("rtt_us", "loopback round trip"), ("rtt_kernel_us", "loopback kernel time"),
           ("work_ms", "SHA-256 CPU work"))
@@ -69,16 +69,11 @@ def p99_quartiles(runs, which, label):
 
 
 def twin_targets(runs):
-    get = [p99_ms(r, "latency_us") for r in runs]
-    patch = [p99_ms(r, "latency2_us") for r in runs]
-    both = sum(1 for g, p in zip(get, patch) if g is not None and p is not None
-               and g <= 10 and p <= 10)
-    print(f"  p99 <= 10 ms: get and patch in {both} of {len(runs)} runs; get in "
-          f"{sum(1 for g in get if g is not None and g <= 10)}, patch in "
-          f"{sum(1 for p in patch if p is not None and p <= 10)}")
-    patch = [p for p in patch if p is not None]
-    if patch:
-        print(f"  patch p99 quartiles {quartiles(patch)} ms")
+    get = [p99_met(r, "latency_us") for r in runs]
+    patch = [p99_met(r, "latency2_us") for r in runs]
+    print(f"  p99 <= 10 ms: get and patch in {sum(map(all, zip(get, patch)))} of {len(runs)} "
+          f"runs; get in {sum(get)}, patch in {sum(patch)}")
+    p99_quartiles(runs, "latency2_us", "patch")
 
 
 def main():

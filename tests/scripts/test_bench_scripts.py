@@ -1,6 +1,9 @@
-"""Tests of the benchmark's Python scripts: scripts/host_probe.py and what
+"""Tests of the benchmark's Python scripts: scripts/host_probe.py, what
 scripts/bench_results.py makes of the host figures run-bench records beside
-each run (base.probe, the older base.work, base.steal, base.load)."""
+each run (base.probe, the older base.work, base.steal, base.load), the
+--drift and --compare summaries (host_drift.py, bench_compare.py) and
+scripts/thread_load.py."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -197,7 +200,6 @@ def test_bench_compare_summary(tmp_path):
 
 def load_script(name):
     """scripts/NAME.py as a module, for its functions."""
-    import importlib.util
     spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

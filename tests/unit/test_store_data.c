@@ -239,7 +239,7 @@ static void twin_put_done(net_loop *loop, void *arg, store_status st, const char
 
 /* Queues twin writes while the store thread is held, so that they run as
  * one batch: d0..d4 at versions base+0..4, a checkpoint (another kind of
- * request, which splits the run), d5, then d0 again at base+7; waits. */
+ * request in the same commit), d5, then d0 again at base+7; waits. */
 static void twin_batch(store *st, int64_t base, bool fail_commit)
 {
     memset(put_status, 0xff, sizeof put_status);

@@ -140,10 +140,11 @@ ssize_t bench_recv_stamped(int fd, void *buf, size_t len, uint64_t *arrival_ns, 
             continue;
         struct timespec stamp;
         memcpy(&stamp, CMSG_DATA(cm), sizeof stamp);
-        uint64_t ago = ns_of(&real) - ns_of(&stamp);
-        /* A stamp from the future (the wall clock stepped back) or older
-         * than the monotonic clock's origin is no use: keep the read time. */
-        if (ns_of(&stamp) <= ns_of(&real) && ago < *read_ns)
+        uint64_t ago = bench_span_ns(ns_of(&stamp), ns_of(&real));
+        /* A stamp from the future (the wall clock stepped back: ago is 0)
+         * or older than the monotonic clock's origin is no use: keep the
+         * read time. */
+        if (ago > 0 && ago < *read_ns)
             *arrival_ns = *read_ns - ago;
     }
     return n;
@@ -481,7 +482,7 @@ static void read_input(bench_thread *t, bench_client *c, bool hung_up)
             client_fail(t, c, ERR_CLOSED_BY_SERVER);
             return;
         }
-        if (atomic_load_explicit(&t->run->phase, memory_order_relaxed) == PHASE_RUN)
+        if (scenario_phase(t) == PHASE_RUN)
             hist_record(&t->stats.read_delay, read_ns - t->arrival_ns);
         free(c->tail);
         c->tail = NULL;
