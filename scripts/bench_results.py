@@ -120,6 +120,26 @@ READ_DELAY_ROW = ("generator read delay p99 (not in the latencies)", lat("p99", 
                   " ms")
 
 
+def machine_busy(d):
+    """CPUs the whole machine kept busy (server, generator and kernel)."""
+    m = d.get("machine")
+    return m["busy_s"] / d["duration_s"] if m and d.get("duration_s") else None
+
+
+def server_cpu_wait(d):
+    """Seconds per second the server's threads were runnable but had no CPU."""
+    s = d.get("server") or {}
+    return s["cpu_wait_s"] / d["duration_s"] if "cpu_wait_s" in s and d.get("duration_s") else None
+
+
+def machine_rows():
+    """How saturated the machine was: at a paced rate, a latency tail with
+    every CPU busy and the server's threads queued is CPU queueing."""
+    cpus = next((run["machine"]["cpus"] for run in all_runs() if "machine" in run), "?")
+    return [(f"machine CPUs busy, of {cpus} (server, generator, kernel)", machine_busy, ""),
+            ("server threads' wait for a CPU, s per s", server_cpu_wait, " s")]
+
+
 def cpu_us_per_msg(d, key="cpu_s"):
     s, n = d.get("server"), max(d["acked"], d["delivered"], d["connects"], d["sent"])
     return s[key] * 1e6 / n if s and key in s and n else None
@@ -257,7 +277,8 @@ def hub_sections():
                  ("get twin latency p99", lat("p99"), " ms"),
                  ("patch reported latency p50", lat2("p50"), " ms"),
                  ("patch reported latency p99", lat2("p99"), " ms"),
-                 ("server CPU per round trip", cpu_us_per_msg, " µs"), READ_DELAY_ROW]
+                 ("server CPU per round trip", cpu_us_per_msg, " µs"), READ_DELAY_ROW,
+                 *machine_rows()]
     md = ["## Hub scenarios (MQTT 5 SAS, devices created through the service API)", "",
           "iothubd runs with `--http 127.0.0.1:PORT --hostname localhost` and every "
           "`--throttle-*-per-s 0` (unlimited), so its default rate limits never cap a figure. "
@@ -269,23 +290,26 @@ def hub_sections():
          [("messages/s", throughput, ""), ("PUBACK latency p50", lat("p50"), " ms"),
           ("PUBACK latency p99", lat("p99"), " ms"),
           ("server CPU per message", cpu_us_per_msg, " µs"),
-          ("of which in the kernel", cpu_sys_us_per_msg, " µs")]),
+          ("of which in the kernel", cpu_sys_us_per_msg, " µs"), *machine_rows()]),
         ("hub-telemetry-half", "#### At half of its own maximum rate",
          [("achieved messages/s", throughput, ""), ("PUBACK latency p50", lat("p50"), " ms"),
           ("PUBACK latency p99", lat("p99"), " ms"), ("PUBACK latency p99.9", lat("p999"), " ms"),
           ("server CPU per message", cpu_us_per_msg, " µs"),
-          ("of which in the kernel", cpu_sys_us_per_msg, " µs"), READ_DELAY_ROW]),
+          ("of which in the kernel", cpu_sys_us_per_msg, " µs"), READ_DELAY_ROW,
+          *machine_rows()]),
         ("hub-telemetry-target-half", "#### At half of the target rate (¾ × Mosquitto's maximum)",
          [("achieved messages/s", throughput, ""), ("PUBACK latency p50", lat("p50"), " ms"),
           ("PUBACK latency p99", lat("p99"), " ms"), ("PUBACK latency p99.9", lat("p999"), " ms"),
           ("server CPU per message", cpu_us_per_msg, " µs"),
-          ("of which in the kernel", cpu_sys_us_per_msg, " µs"), READ_DELAY_ROW]),
+          ("of which in the kernel", cpu_sys_us_per_msg, " µs"), READ_DELAY_ROW,
+          *machine_rows()]),
         ("hub-telemetry-fixed", f"#### At a fixed {fmt(float(ENV.get('BENCH_FIXED_RATE', 0)))} "
          "messages/s",
          [("achieved messages/s", throughput, ""), ("PUBACK latency p50", lat("p50"), " ms"),
           ("PUBACK latency p99", lat("p99"), " ms"), ("PUBACK latency p99.9", lat("p999"), " ms"),
           ("server CPU per message", cpu_us_per_msg, " µs"),
-          ("of which in the kernel", cpu_sys_us_per_msg, " µs"), READ_DELAY_ROW]),
+          ("of which in the kernel", cpu_sys_us_per_msg, " µs"), READ_DELAY_ROW,
+          *machine_rows()]),
         ("hub-connect", "### Authenticated connection storm (64 connectors, SAS CONNECT)",
          [("connects/s", throughput, ""), ("CONNACK latency p50", lat("p50"), " ms"),
           ("CONNACK latency p99", lat("p99"), " ms")]),
@@ -395,6 +419,7 @@ def targets_table():
     mq_p99h = figure("telemetry-qos1-half", "mosquitto", lat("p99"))
     p99f = figure("hub-telemetry-fixed", "hub", lat("p99"))
     ceil_p99f = figure("telemetry-qos1-fixed", "ceiling", lat("p99"))
+    busy_h = figure("hub-telemetry-half", "hub", machine_busy)
     p99t = figure("hub-telemetry-target-half", "hub", lat("p99"))
     rate_t = figure("hub-telemetry-target-half", "hub", throughput)
     md.append(f"| p99 PUBACK ≤ 10 ms at half that rate (a): half the target rate | same, `--rate` at "
@@ -403,7 +428,8 @@ def targets_table():
               f"{fmt(p99t, ' ms')} | — | — | {fmt(ratio(p99f, ceil_p99f), '', 2)} | "
               f"{status(le(p99t, 10))} |")
     md.append(f"| p99 PUBACK ≤ 10 ms at half that rate (b): half the hub's own maximum | same, "
-              f"`--rate` at half of the hub's own maximum ({fmt(rate_h)}/s achieved); Mosquitto at "
+              f"`--rate` at half of the hub's own maximum ({fmt(rate_h)}/s achieved, "
+              f"{fmt(busy_h)} CPUs of the machine busy); Mosquitto at "
               f"half of its own | {fmt(p99h, ' ms')} | {fmt(mq_p99h, ' ms')} | "
               f"{fmt(ratio(p99h, mq_p99h), '×', 2)} | — | {status(le(p99h, 10))} |")
     fo, fo_m = figure("fanout", "iothubd", throughput), figure("fanout", "mosquitto", throughput)
@@ -553,8 +579,10 @@ def main():
            "connect() → CONNACK for connects, and ends when the answer reached the "
            "generator's socket (the kernel's receive stamp, `SO_TIMESTAMPNS`), so the "
            "generator's own wait for a CPU on this shared machine is not counted; the paced "
-           "rows show that wait as the generator read delay. Server CPU and RSS come from "
-           "/proc.", ""]
+           "rows show that wait as the generator read delay. Server CPU, RSS and the time "
+           "the server's threads were runnable but waited for a CPU (their schedstat) come "
+           "from /proc, as does how many of the machine's CPUs were busy in the measured "
+           "phase (/proc/stat: user, system, irq and softirq, whoever ran it).", ""]
 
     md += ["## Telemetry ingest, open topic space (QoS 1, 256-byte payloads, 1,000 clients, "
            "no subscriber)", "",

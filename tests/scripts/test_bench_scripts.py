@@ -245,3 +245,26 @@ def test_thread_load_runs():
                            str(os.getpid()), "999999999"], capture_output=True, text=True,
                           timeout=60)
     assert gone.returncode == 1 and "process 999999999 is gone" in gone.stderr
+
+
+def test_machine_rows(tmp_path):
+    """Runs that sampled the machine and the server's wait for a CPU get
+    both rows, as a median per second; runs written before have "—"."""
+    res = tmp_path / "results"
+    res.mkdir()
+    for rnd, (busy, wait) in enumerate([(19.0, 18.0), (19.6, 20.0), (15.0, 9.0)], start=1):
+        run = dict(twin_run(150000), scenario="telemetry", latency2_us=None, duration_s=10.0)
+        run["server"] = dict(run["server"], cpu_wait_s=wait)
+        run["machine"] = {"cpus": 2, "busy_s": busy, "user_s": 4.0, "system_s": 10.0,
+                          "softirq_s": busy - 14.0, "iowait_s": 0.0, "steal_s": 0.0,
+                          "idle_s": 20.0 - busy}
+        write(str(res / f"hub-telemetry-half.hub.{rnd}.json"), json.dumps(run))
+    write(str(res / "hub-twin-paced.hub.1.json"), json.dumps(twin_run(50000)))
+    md, _ = render(res, tmp_path, "a")
+    telemetry = md[md.index("#### At half of its own maximum rate"):]
+    assert "| machine CPUs busy, of 2 (server, generator, kernel) | 1.90 |" in telemetry
+    assert "| server threads' wait for a CPU, s per s | 1.80 s |" in telemetry
+    assert "1.90 CPUs of the machine busy" in md
+    twin = md[md.index("#### Twin at the target rate"):]
+    assert "| machine CPUs busy, of 2 (server, generator, kernel) | — |" in twin
+    assert "| server threads' wait for a CPU, s per s | — |" in twin

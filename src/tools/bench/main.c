@@ -106,11 +106,13 @@ static int run_scenario(const bench_options *o, const bench_connstr *cs,
         return 1;
     }
     r->server_start = proc_sample_take(o->server_pid);
+    r->machine_start = machine_sample_take();
     run.run_start_ns = bench_now_ns();
     atomic_store(&run.phase, PHASE_RUN);
     sleep_s(o->duration_s);
     run.run_end_ns = bench_now_ns();
     r->server_end = proc_sample_take(o->server_pid);
+    r->machine_end = machine_sample_take();
     bench_run_finish(&run, &r->stats);
     if (with_http)
         bench_http_load_finish(&http, &r->stats);
@@ -240,11 +242,13 @@ static int run_processes(const bench_options *o, const bench_credentials *creds,
     uint64_t start = bench_now_ns(), end = start;
     if (ok) {
         r->server_start = proc_sample_take(o->server_pid);
+        r->machine_start = machine_sample_take();
         start = bench_now_ns();
         ok = tell_workers(w, n, 'g');
         sleep_s(o->duration_s);
         end = bench_now_ns();
         r->server_end = proc_sample_take(o->server_pid);
+        r->machine_end = machine_sample_take();
         ok = tell_workers(w, n, 's') && ok;
     }
     bench_stats_init(&r->stats);

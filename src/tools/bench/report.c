@@ -81,9 +81,14 @@ static void print_hist(FILE *out, const char *name, const bench_hist *h)
                 (unsigned long long)h->count);
 }
 
-static void print_error(const char *name, uint64_t count, void *ctx)
+static void print_error_count(const char *name, uint64_t count, void *ctx)
 {
     fprintf((FILE *)ctx, "  error %-24s %llu\n", name, (unsigned long long)count);
+}
+
+static bool server_wait_known(const bench_report *r)
+{
+    return r->server_start.wait_ok && r->server_end.wait_ok;
 }
 
 static void print_server(const bench_report *r, FILE *out)
@@ -93,10 +98,28 @@ static void print_server(const bench_report *r, FILE *out)
     double cpu = r->server_end.cpu_s - r->server_start.cpu_s;
     double sys = r->server_end.cpu_sys_s - r->server_start.cpu_sys_s;
     fprintf(out, "server: RSS %llu kB before clients, %llu kB at start, %llu kB at end; "
-                 "CPU %.2f s in the measured phase (%.0f %% of one core; %.2f s in the kernel)\n",
+                 "CPU %.2f s in the measured phase (%.0f %% of one core; %.2f s in the kernel)",
             (unsigned long long)r->server_baseline.rss_kb, (unsigned long long)r->server_start.rss_kb,
             (unsigned long long)r->server_end.rss_kb, cpu,
             r->duration_s > 0 ? 100.0 * cpu / r->duration_s : 0, sys);
+    if (server_wait_known(r))
+        fprintf(out, "; its threads waited %.2f s for a CPU",
+                r->server_end.wait_s - r->server_start.wait_s);
+    fputc('\n', out);
+}
+
+/* Averages over the measured phase, in CPUs: how much of the machine the
+ * server, the generator and the kernel's loopback work left idle. */
+static void print_machine(const bench_report *r, FILE *out)
+{
+    machine_sample m = machine_sample_delta(&r->machine_start, &r->machine_end);
+    if (!m.ok || r->duration_s <= 0)
+        return;
+    double d = r->duration_s;
+    fprintf(out, "machine: %.2f of %u CPUs busy in the measured phase (user %.2f, system %.2f, "
+                 "irq+softirq %.2f; iowait %.2f, steal %.2f, idle %.2f)\n",
+            machine_busy_s(&m) / d, m.cpus, m.user_s / d, m.system_s / d, m.softirq_s / d,
+            m.iowait_s / d, m.steal_s / d, m.idle_s / d);
 }
 
 void bench_report_text(const bench_report *r, FILE *out)
@@ -119,7 +142,8 @@ void bench_report_text(const bench_report *r, FILE *out)
                 (unsigned long long)s->held, (unsigned long long)s->pings,
                 (unsigned long long)s->pongs, (unsigned long long)s->disconnects);
     print_server(r, out);
-    each_error(s, print_error, out);
+    print_machine(r, out);
+    each_error(s, print_error_count, out);
 }
 
 static void json_error(const char *name, uint64_t count, void *ctx)
@@ -146,12 +170,25 @@ static json_t *latency_json(const bench_hist *h)
 
 static json_t *server_json(const bench_report *r)
 {
-    return json_pack("{s:I, s:I, s:I, s:f, s:f}", "rss_kb_baseline",
-                     (json_int_t)r->server_baseline.rss_kb, "rss_kb_start",
-                     (json_int_t)r->server_start.rss_kb, "rss_kb_end",
-                     (json_int_t)r->server_end.rss_kb, "cpu_s",
-                     r->server_end.cpu_s - r->server_start.cpu_s, "cpu_sys_s",
-                     r->server_end.cpu_sys_s - r->server_start.cpu_sys_s);
+    json_t *j = json_pack("{s:I, s:I, s:I, s:f, s:f}", "rss_kb_baseline",
+                          (json_int_t)r->server_baseline.rss_kb, "rss_kb_start",
+                          (json_int_t)r->server_start.rss_kb, "rss_kb_end",
+                          (json_int_t)r->server_end.rss_kb, "cpu_s",
+                          r->server_end.cpu_s - r->server_start.cpu_s, "cpu_sys_s",
+                          r->server_end.cpu_sys_s - r->server_start.cpu_sys_s);
+    if (j && server_wait_known(r))
+        json_object_set_new(j, "cpu_wait_s",
+                            json_real(r->server_end.wait_s - r->server_start.wait_s));
+    return j;
+}
+
+/* CPU-seconds over the measured phase, summed over the machine's CPUs. */
+static json_t *machine_json(const machine_sample *m)
+{
+    return json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "cpus", (int)m->cpus, "busy_s",
+                     machine_busy_s(m), "user_s", m->user_s, "system_s", m->system_s,
+                     "softirq_s", m->softirq_s, "iowait_s", m->iowait_s, "steal_s", m->steal_s,
+                     "idle_s", m->idle_s);
 }
 
 bool bench_report_json(const bench_report *r, const char *path, char *err, size_t errlen)
@@ -175,6 +212,9 @@ bool bench_report_json(const bench_report *r, const char *path, char *err, size_
     }
     if (r->server_end.ok)
         json_object_set_new(root, "server", server_json(r));
+    machine_sample m = machine_sample_delta(&r->machine_start, &r->machine_end);
+    if (m.ok)
+        json_object_set_new(root, "machine", machine_json(&m));
     json_object_set_new(root, "latency2_us", latency_json(&s->latency2));
     json_object_set_new(root, "read_delay_us", latency_json(&s->read_delay));
     json_object_set_new(root, "latency_name",

@@ -31,6 +31,8 @@ typedef struct bench_report {
     proc_sample server_baseline; /* before any client connected */
     proc_sample server_start;    /* when RUN began */
     proc_sample server_end;      /* when RUN ended */
+    machine_sample machine_start; /* the whole machine, when RUN began */
+    machine_sample machine_end;   /* ... and when it ended */
 } bench_report;
 
 /* The scenario's headline figure, per second. */
