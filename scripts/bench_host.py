@@ -29,6 +29,14 @@ def p99_met(run, which, limit_ms=10.0):
     return p99 is not None and p99 <= limit_ms
 
 
+def machine_busy(run):
+    """CPUs the whole machine kept busy in the run's measured phase (server,
+    generator and kernel), None for runs written before iothub-bench
+    sampled /proc/stat."""
+    m = run.get("machine")
+    return m["busy_s"] / run["duration_s"] if m and run.get("duration_s") else None
+
+
 def host_state(base):
     """What run-bench noted beside one run: the load average at its start
     (base.load), scripts/host_probe.py's figures before it (base.probe:

@@ -18,7 +18,7 @@ import platform
 import statistics
 import sys
 
-from bench_host import host_state
+from bench_host import host_state, machine_busy
 
 RES, OUT_MD, OUT_JSON = sys.argv[1:4]
 ENV = dict(os.environ)
@@ -118,12 +118,6 @@ def lat2(key):
 # the instrument's own wait, left out of every latency (iothub-bench, engine.c).
 READ_DELAY_ROW = ("generator read delay p99 (not in the latencies)", lat("p99", "read_delay_us"),
                   " ms")
-
-
-def machine_busy(d):
-    """CPUs the whole machine kept busy (server, generator and kernel)."""
-    m = d.get("machine")
-    return m["busy_s"] / d["duration_s"] if m and d.get("duration_s") else None
 
 
 def server_cpu_wait(d):

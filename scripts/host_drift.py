@@ -10,14 +10,16 @@ run-bench noted beside each (bench_host.host_state), and prints per
 scenario the quartiles of the server's CPU time per run, its correlation
 with each probe figure taken just before the run, for the twin how many
 runs met p99 <= 10 ms for get and for patch, for telemetry the PUBACK p99,
-and for both the load generator's read delay (its own wait to read an
-answer, which no latency includes).
+for both the load generator's read delay (its own wait to read an answer,
+which no latency includes) and how often the p99 target was met in the
+less busy and the busier half of the runs (the machine's busy CPUs in
+each run's measured phase).
 """
 import os
 import statistics
 import sys
 
-from bench_host import host_state, p99_met, p99_ms, runs_by_round
+from bench_host import host_state, machine_busy, p99_met, p99_ms, runs_by_round
 
 PROBES = (("rtt_us", "loopback round trip"), ("rtt_kernel_us", "loopback kernel time"),
           ("work_ms", "SHA-256 CPU work"))
@@ -68,12 +70,27 @@ def p99_quartiles(runs, which, label):
         print(f"  {label} p99 quartiles {quartiles(values)} ms")
 
 
+def met_by_machine_load(runs, met):
+    """How often the target was met in the less busy half of the runs and
+    in the busier half, by the machine's busy CPUs; nothing for runs
+    written before the machine was sampled."""
+    pairs = sorted((b, ok) for b, ok in zip(map(machine_busy, runs), met) if b is not None)
+    if len(pairs) < 2:
+        return
+    print(f"  machine CPUs busy quartiles {quartiles([b for b, _ in pairs])}")
+    half = len(pairs) // 2
+    text = [f"in {sum(ok for _, ok in part)} of {len(part)} runs at {part[0][0]:.2f}–"
+            f"{part[-1][0]:.2f} CPUs busy" for part in (pairs[:half], pairs[half:])]
+    print(f"  p99 <= 10 ms {text[0]}, {text[1]}")
+
+
 def twin_targets(runs):
     get = [p99_met(r, "latency_us") for r in runs]
     patch = [p99_met(r, "latency2_us") for r in runs]
     print(f"  p99 <= 10 ms: get and patch in {sum(map(all, zip(get, patch)))} of {len(runs)} "
           f"runs; get in {sum(get)}, patch in {sum(patch)}")
     p99_quartiles(runs, "latency2_us", "patch")
+    met_by_machine_load(runs, [g and p for g, p in zip(get, patch)])
 
 
 def main():
@@ -85,6 +102,7 @@ def main():
         p99_quartiles(twin, "read_delay_us", "generator read delay")
     summarise("telemetry paced", telemetry)
     p99_quartiles(telemetry, "latency_us", "PUBACK")
+    met_by_machine_load(telemetry, [p99_met(r, "latency_us") for r in telemetry])
     p99_quartiles(telemetry, "read_delay_us", "generator read delay")
     by_round = {}
     for scenario, runs in (("twin", twin), ("telemetry", telemetry)):

@@ -177,6 +177,21 @@ def test_host_drift_summary(tmp_path):
     assert "p99 <= 10 ms: get and patch in 2 of 4 runs; get in 4, patch in 2" in out
     assert "telemetry paced: 4 runs" in out
     assert "twin and telemetry runs of one iteration: r = 1.00" in out
+    assert "CPUs busy" not in out  # runs written before the machine was sampled
+    for k, busy in enumerate([1.9, 1.4, 1.8, 1.5], start=1):
+        for name in ("drift-twin", "drift-telemetry"):
+            path = res / f"{name}.hub.{k}.json"
+            run = json.loads(path.read_text())
+            run["machine"] = {"cpus": 2, "busy_s": busy * run["duration_s"]}
+            write(str(path), json.dumps(run))
+    out = script_stdout("host_drift.py", res)
+    # twin runs 1 and 2 met the target (patch p99 8 and 9 ms), at 1.9 and 1.4 CPUs busy
+    assert ("p99 <= 10 ms in 1 of 2 runs at 1.40–1.50 CPUs busy, in 1 of 2 runs at "
+            "1.80–1.90 CPUs busy") in out
+    assert "machine CPUs busy quartiles 1.42 / 1.65 / 1.87" in out
+    # every telemetry run met its PUBACK p99 (8 ms)
+    assert ("p99 <= 10 ms in 2 of 2 runs at 1.40–1.50 CPUs busy, in 2 of 2 runs at "
+            "1.80–1.90 CPUs busy") in out
 
 
 def test_bench_compare_summary(tmp_path):
