@@ -183,6 +183,18 @@ static void test_live_samples(void **state)
     assert_true(machine_busy_s(&m) > 0);
 }
 
+/* What bench_report_text prints for r; the caller frees it. */
+static char *report_text(const bench_report *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    assert_non_null(out);
+    bench_report_text(r, out);
+    fclose(out);
+    return text;
+}
+
 /* The report's server and machine lines, from two samples a phase apart. */
 static void test_report_lines(void **state)
 {
@@ -196,11 +208,7 @@ static void test_report_lines(void **state)
     r.machine_start = (machine_sample){.ok = true, .cpus = 2, .user_s = 1, .idle_s = 10};
     r.machine_end = (machine_sample){.ok = true, .cpus = 2, .user_s = 6, .system_s = 8,
                                      .softirq_s = 3, .idle_s = 13};
-    char *text = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&text, &len);
-    bench_report_text(&r, out);
-    fclose(out);
+    char *text = report_text(&r);
     assert_non_null(strstr(text, "CPU 5.00 s in the measured phase"));
     assert_non_null(strstr(text, "its threads waited 7.50 s for a CPU"));
     assert_non_null(strstr(text, "machine: 1.60 of 2 CPUs busy in the measured phase "
@@ -210,9 +218,7 @@ static void test_report_lines(void **state)
 
     r.server_end.wait_ok = false; /* unknown: said nothing about, not 0 */
     r.machine_end.ok = false;
-    out = open_memstream(&text, &len);
-    bench_report_text(&r, out);
-    fclose(out);
+    text = report_text(&r);
     assert_null(strstr(text, "waited"));
     assert_null(strstr(text, "machine:"));
     free(text);
