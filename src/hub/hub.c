@@ -33,11 +33,11 @@
  * to guard against; an idle connection costs the hub nothing for it.
  */
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hub/hub_internal.h"
+#include "util/fmt.h"
 #include "util/log.h"
 #include "util/time.h"
 
@@ -112,14 +112,6 @@ hub_answer_buf *hub_client_answer(hub_client *hc)
     if (!hc->answer)
         hc->answer = malloc(sizeof *hc->answer);
     return hc->answer;
-}
-
-void hub_client_id_of(const char *device_id, const char *module_id, char *out, size_t cap)
-{
-    if (module_id && *module_id)
-        snprintf(out, cap, "%s/%s", device_id, module_id);
-    else
-        snprintf(out, cap, "%s", device_id);
 }
 
 net_loop *hub_device_loop(const hub *h, const char *client_id)
@@ -346,9 +338,8 @@ typedef struct device_task {
 static bool post_to_device(hub *h, const char *device_id, const char *module_id,
                            net_task_fn fn, uint64_t version, const char *patch)
 {
-    char key[2 * HUB_ID_MAX + 2];
-    hub_client_id_of(device_id, module_id, key, sizeof key);
-    size_t klen = strlen(key) + 1;
+    char key[HUB_IDENTITY_KEY_MAX];
+    size_t klen = hub_identity_key(key, device_id, module_id) + 1;
     size_t plen = patch ? strlen(patch) + 1 : 1;
     device_task *t = malloc(sizeof *t + klen + plen);
     if (!t) {
@@ -393,13 +384,13 @@ static void desired_task(net_loop *loop, void *arg)
     hub_client *hc = hub_find_device(t->h, loop, t->text);
     broker_client *c = hc ? hub_client_broker(hc) : NULL;
     if (hc && broker_client_has_subscription(c, "$iothub/twin/patch/desired")) {
-        char num[24];
+        char num[FMT_U64_MAX];
         uint8_t users[64];
         size_t ulen = 0;
-        snprintf(num, sizeof num, "%llu", (unsigned long long)t->version);
+        size_t num_len = fmt_u64(num, t->version);
         mqtt_publish pub = {.topic = MQTT_BYTES_LIT("$iothub/twin/patch/desired")};
         if (mqtt_user_props_append(users, sizeof users, &ulen, MQTT_BYTES_LIT("version"),
-                                   (mqtt_bytes){(const uint8_t *)num, (uint32_t)strlen(num)}))
+                                   (mqtt_bytes){(const uint8_t *)num, (uint32_t)num_len}))
             pub.props.user_count = 1;
         pub.props.user = (mqtt_bytes){users, (uint32_t)ulen};
         pub.payload = (mqtt_bytes){(const uint8_t *)t->patch, (uint32_t)strlen(t->patch)};

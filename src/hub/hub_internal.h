@@ -120,7 +120,7 @@ static inline const char *hub_client_policy(const hub_client *hc)
 /* Fixed-size storage for the strings while a CONNECT is judged, before
  * what the client keeps is known (hub_client_init). */
 typedef struct hub_client_ids {
-    char client_id[2 * HUB_ID_MAX + 2];
+    char client_id[HUB_IDENTITY_KEY_MAX];
     char device_id[HUB_ID_MAX + 1];
     char module_id[HUB_ID_MAX + 1];
     char host[HUB_HOST_MAX + 1];
@@ -145,8 +145,6 @@ void hub_client_release(hub_client *hc);
  * client goes (a device refused once is likely refused again); NULL when
  * memory runs out, which hub_answer_failure accepts. */
 hub_answer_buf *hub_client_answer(hub_client *hc);
-/* The client id of an identity: "dev" or "dev/mod" (out: 2*HUB_ID_MAX+2). */
-void hub_client_id_of(const char *device_id, const char *module_id, char *out, size_t cap);
 /* Reaching a device from any thread (see hub.c): the loop that serves the
  * client id whenever it is connected, where a task then finds the device
  * connected under it now (hub_find_device; NULL when none is). */

@@ -77,7 +77,7 @@ struct method_call {
     net_loop *caller_loop;
     hub_method_done_fn done;
     void *done_arg;
-    char client_id[2 * HUB_ID_MAX + 2];
+    char client_id[HUB_IDENTITY_KEY_MAX];
     char topic[sizeof METHODS_TOPIC_PREFIX + HUB_METHOD_NAME_MAX];
     uint8_t correlation[CORRELATION_LEN];
     uint64_t response_timeout_ms;
@@ -104,7 +104,7 @@ struct method_call {
 
 /* The calls waiting for one client id (the map's key is `key`). */
 typedef struct waiter_set {
-    char key[2 * HUB_ID_MAX + 2];
+    char key[HUB_IDENTITY_KEY_MAX];
     method_call *head;
 } waiter_set;
 
@@ -602,7 +602,7 @@ static method_call *call_new(hub_methods *m, const hub_method_invocation *inv, n
     call->caller_loop = loop;
     call->done = done;
     call->done_arg = arg;
-    hub_client_id_of(inv->device_id, inv->module_id, call->client_id, sizeof call->client_id);
+    hub_identity_key(call->client_id, inv->device_id, inv->module_id);
     snprintf(call->topic, sizeof call->topic, "%s%s", METHODS_TOPIC_PREFIX, inv->method_name);
     call->response_timeout_ms = (uint64_t)inv->response_timeout_s * 1000;
     if (inv->connect_timeout_s)

@@ -18,11 +18,11 @@
  * storage is the client's hub_answer_buf, not the stack. Responses
  * (PUBLISH on $iothub/responses) are copied into a broker_msg at once.
  */
-#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "hub/hub_internal.h"
+#include "util/fmt.h"
 #include "util/log.h"
 #include "util/utf8.h"
 
@@ -163,8 +163,8 @@ void hub_send_response(hub_client *hc, mqtt_bytes correlation, hub_status st, co
             append_user(users, sizeof users, &ulen, &pub.props.user_count, "reason", reason);
     }
     if (has_version) {
-        char num[24];
-        snprintf(num, sizeof num, "%llu", (unsigned long long)version);
+        char num[FMT_U64_MAX];
+        fmt_u64(num, version);
         append_user(users, sizeof users, &ulen, &pub.props.user_count, "version", num);
     }
     pub.props.user = (mqtt_bytes){users, (uint32_t)ulen};

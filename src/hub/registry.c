@@ -42,11 +42,10 @@
 #include "util/log.h"
 #include "util/time.h"
 
-#define REG_KEY_MAX (2 * HUB_ID_MAX + 2)
 #define REG_POLICIES_MAX 16
 
 typedef struct reg_entry {
-    char key[REG_KEY_MAX];
+    char key[HUB_IDENTITY_KEY_MAX];
     size_t keylen;
     hub_identity id;
     bool deleted;
@@ -193,13 +192,6 @@ static bool random_token(char out[HUB_ETAG_MAX + 1])
     }
     out[12] = '\0';
     return true;
-}
-
-static size_t make_key(char out[REG_KEY_MAX], const char *device_id, const char *module_id)
-{
-    int n = module_id && *module_id ? snprintf(out, REG_KEY_MAX, "%s/%s", device_id, module_id)
-                                    : snprintf(out, REG_KEY_MAX, "%s", device_id);
-    return n < 0 ? 0 : (size_t)n < REG_KEY_MAX ? (size_t)n : REG_KEY_MAX - 1;
 }
 
 /* The live (non-tombstone) entry for a key, or NULL. Lock held. */
@@ -378,9 +370,9 @@ void registry_put(hub_registry *r, const hub_identity *in, const char *if_match,
         op_fail_early(op, st);
         return;
     }
-    char key[REG_KEY_MAX], dkey[REG_KEY_MAX];
-    size_t keylen = make_key(key, in->device_id, in->module_id);
-    size_t dkeylen = make_key(dkey, in->device_id, NULL);
+    char key[HUB_IDENTITY_KEY_MAX], dkey[HUB_IDENTITY_KEY_MAX];
+    size_t keylen = hub_identity_key(key, in->device_id, in->module_id);
+    size_t dkeylen = hub_identity_key(dkey, in->device_id, NULL);
     pthread_mutex_lock(&r->lock);
     reg_entry *e = hmap_get(&r->map, key, keylen);
     bool exists = e && !e->deleted;
@@ -458,8 +450,8 @@ static void tombstone(reg_op *op, reg_entry *e)
 void registry_delete(hub_registry *r, const char *device_id, const char *module_id,
                      const char *if_match, net_loop *loop, registry_done_fn done, void *arg)
 {
-    char key[REG_KEY_MAX];
-    size_t keylen = make_key(key, device_id, module_id);
+    char key[HUB_IDENTITY_KEY_MAX];
+    size_t keylen = hub_identity_key(key, device_id, module_id);
     bool device = !module_id || !*module_id;
     pthread_mutex_lock(&r->lock);
     reg_entry *e = live_entry(r, key, keylen);
@@ -499,8 +491,8 @@ void registry_delete(hub_registry *r, const char *device_id, const char *module_
 bool registry_get(hub_registry *r, const char *device_id, const char *module_id,
                   hub_identity *out)
 {
-    char key[REG_KEY_MAX];
-    size_t keylen = make_key(key, device_id, module_id);
+    char key[HUB_IDENTITY_KEY_MAX];
+    size_t keylen = hub_identity_key(key, device_id, module_id);
     pthread_mutex_lock(&r->lock);
     reg_entry *e = live_entry(r, key, keylen);
     if (e)
@@ -590,8 +582,8 @@ void registry_set_change_listener(hub_registry *r, registry_change_fn fn, void *
 void registry_note_connection(hub_registry *r, const char *device_id, const char *module_id,
                               bool connected, int64_t now_ms)
 {
-    char key[REG_KEY_MAX];
-    size_t keylen = make_key(key, device_id, module_id);
+    char key[HUB_IDENTITY_KEY_MAX];
+    size_t keylen = hub_identity_key(key, device_id, module_id);
     pthread_mutex_lock(&r->lock);
     reg_entry *e = live_entry(r, key, keylen);
     if (e) {
@@ -606,8 +598,8 @@ void registry_note_connection(hub_registry *r, const char *device_id, const char
 void registry_note_activity(hub_registry *r, const char *device_id, const char *module_id,
                             int64_t now_ms)
 {
-    char key[REG_KEY_MAX];
-    size_t keylen = make_key(key, device_id, module_id);
+    char key[HUB_IDENTITY_KEY_MAX];
+    size_t keylen = hub_identity_key(key, device_id, module_id);
     pthread_mutex_lock(&r->lock);
     reg_entry *e = live_entry(r, key, keylen);
     if (e)
@@ -617,8 +609,8 @@ void registry_note_activity(hub_registry *r, const char *device_id, const char *
 
 void registry_set_c2d_count(hub_registry *r, const char *device_id, uint32_t count)
 {
-    char key[REG_KEY_MAX];
-    size_t keylen = make_key(key, device_id, NULL);
+    char key[HUB_IDENTITY_KEY_MAX];
+    size_t keylen = hub_identity_key(key, device_id, NULL);
     pthread_mutex_lock(&r->lock);
     reg_entry *e = live_entry(r, key, keylen);
     if (e)
@@ -677,7 +669,7 @@ static void load_identity(void *arg, const hub_identity *id)
     e->id = *id;
     e->durable = *id;
     e->durable_exists = true;
-    e->keylen = make_key(e->key, id->device_id, id->module_id);
+    e->keylen = hub_identity_key(e->key, id->device_id, id->module_id);
     if (hmap_put(&r->map, e->key, e->keylen, e) == e)
         free(e);
 }

@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "net/loop.h"
 
@@ -34,6 +35,26 @@ struct store;
 #define HUB_THUMBPRINT_MAX 64
 #define HUB_ETAG_MAX 32
 #define HUB_REASON_MAX 128
+#define HUB_IDENTITY_KEY_MAX (2 * HUB_ID_MAX + 2) /* "dev/mod" and the terminator */
+
+/* An identity's map key and MQTT client id: "deviceId", or
+ * "deviceId/moduleId", each id cut at HUB_ID_MAX bytes; returns its length.
+ * Every device request builds one or two, so it copies bytes rather than
+ * calling snprintf (util/fmt.h says what that costs). */
+static inline size_t hub_identity_key(char out[HUB_IDENTITY_KEY_MAX], const char *device_id,
+                                      const char *module_id)
+{
+    size_t n = device_id ? strnlen(device_id, HUB_ID_MAX) : 0;
+    memcpy(out, device_id ? device_id : "", n);
+    if (module_id && *module_id) {
+        size_t m = strnlen(module_id, HUB_ID_MAX);
+        out[n++] = '/';
+        memcpy(out + n, module_id, m);
+        n += m;
+    }
+    out[n] = '\0';
+    return n;
+}
 
 typedef enum hub_auth_type {
     HUB_AUTH_SAS,          /* "sas" */

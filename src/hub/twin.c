@@ -60,10 +60,8 @@
 #include "util/log.h"
 #include "util/time.h"
 
-#define TWIN_MAP_KEY_MAX (2 * HUB_ID_MAX + 2)
-
 typedef struct twin_entry {
-    char key[TWIN_MAP_KEY_MAX];
+    char key[HUB_IDENTITY_KEY_MAX];
     size_t keylen;
     char device_id[HUB_ID_MAX + 1];
     char module_id[HUB_ID_MAX + 1];
@@ -123,23 +121,11 @@ static size_t copy_id(char *out, size_t cap, const char *s)
     return n;
 }
 
-/* The map key "deviceId" or "deviceId/moduleId" (memcpy, not snprintf:
- * this runs for every twin request). */
-static size_t make_key(char out[TWIN_MAP_KEY_MAX], const char *device_id, const char *module_id)
-{
-    size_t n = copy_id(out, HUB_ID_MAX + 1, device_id);
-    if (module_id && *module_id) {
-        out[n++] = '/';
-        n += copy_id(out + n, HUB_ID_MAX + 1, module_id);
-    }
-    return n;
-}
-
 /* The live entry of an identity, or NULL. Lock held. */
 static twin_entry *live_entry(hub_twins *t, const char *device_id, const char *module_id)
 {
-    char key[TWIN_MAP_KEY_MAX];
-    size_t keylen = make_key(key, device_id, module_id);
+    char key[HUB_IDENTITY_KEY_MAX];
+    size_t keylen = hub_identity_key(key, device_id, module_id);
     twin_entry *e = hmap_get(&t->map, key, keylen);
     return e && !e->deleted ? e : NULL;
 }
@@ -192,8 +178,8 @@ static bool add_entry_locked(hub_twins *t, const hub_identity *id)
         twin_doc_unref(doc);
         return false;
     }
-    char key[TWIN_MAP_KEY_MAX];
-    size_t keylen = make_key(key, id->device_id, id->module_id);
+    char key[HUB_IDENTITY_KEY_MAX];
+    size_t keylen = hub_identity_key(key, id->device_id, id->module_id);
     twin_entry *e = hmap_get(&t->map, key, keylen);
     if (!e) {
         e = calloc(1, sizeof *e);

@@ -69,7 +69,7 @@ static bool stamp_init(stamp *s, int64_t now_ms, int64_t version)
 {
     char when[32];
     time_iso8601_ms(now_ms, when);
-    s->when = json_string(when);
+    s->when = json_string_nocheck(when); /* ASCII: no UTF-8 check needed */
     s->version = version > 0 ? json_integer(version) : NULL;
     return s->when && (version <= 0 || s->version);
 }

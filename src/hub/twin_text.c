@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/fmt.h"
 #include "util/json_escape.h"
 
 /* ---- the buffer --------------------------------------------------------------- */
@@ -66,16 +67,12 @@ void twin_buf_str(twin_buf *b, const char *s) { twin_buf_put(b, s, strlen(s)); }
 
 void twin_buf_int(twin_buf *b, int64_t v)
 {
-    char digits[24];
-    size_t i = sizeof digits;
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        digits[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    char text[1 + FMT_U64_MAX];
+    size_t n = 0;
     if (v < 0)
-        digits[--i] = '-';
-    twin_buf_put(b, digits + i, sizeof digits - i);
+        text[n++] = '-';
+    n += fmt_u64(text + n, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+    twin_buf_put(b, text, n);
 }
 
 void twin_buf_quoted(twin_buf *b, const char *s, size_t n)

@@ -562,11 +562,32 @@ static void test_done_on_loop(void **state)
     net_server_free(LP.srv);
 }
 
+/* The map key and client id: "dev" or "dev/mod", each id cut at
+ * HUB_ID_MAX bytes, always terminated. */
+static void test_identity_key(void **state)
+{
+    (void)state;
+    char key[HUB_IDENTITY_KEY_MAX];
+    assert_int_equal(hub_identity_key(key, "dev", NULL), 3);
+    assert_string_equal(key, "dev");
+    assert_int_equal(hub_identity_key(key, "dev", ""), 3);
+    assert_string_equal(key, "dev");
+    assert_int_equal(hub_identity_key(key, "dev", "mod"), 7);
+    assert_string_equal(key, "dev/mod");
+    char longest[HUB_ID_MAX + 2];
+    memset(longest, 'a', sizeof longest - 1);
+    longest[sizeof longest - 1] = '\0'; /* one byte over HUB_ID_MAX */
+    assert_int_equal(hub_identity_key(key, longest, longest), sizeof key - 1);
+    assert_int_equal(strlen(key), sizeof key - 1);
+    assert_int_equal(key[HUB_ID_MAX], '/');
+}
+
 int main(void)
 {
     alarm(60);
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_identity_key),
         cmocka_unit_test_setup_teardown(test_policies_created_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_replace_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conditions, setup, teardown),
