@@ -173,6 +173,7 @@ static change_req *change_new(const char *device_id, uint64_t seq, net_loop *loo
                               void (*complete)(store_req *), void *arg)
 {
     change_req *q = store_req_new(sizeof *q, 0, loop, exec, complete);
+    q->h.base.one_statement = true; /* change_exec_sql: one UPDATE or DELETE */
     snprintf(q->device_id, sizeof q->device_id, "%s", device_id);
     q->seq = seq;
     q->h.arg = arg;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "store_testutil.h"
 #include "util/log.h"
@@ -290,6 +291,53 @@ static void test_twin_batched_writes(void **state)
     store_close(st);
 }
 
+/* A twin write runs without a savepoint of its own (one_statement): when
+ * its statement fails after the REPLACE has deleted the old row (an
+ * AFTER INSERT trigger aborts it here), SQLite undoes the statement, the
+ * old row stays, and the writes around it in the batch still commit. */
+static void test_twin_write_failing_mid_statement(void **state)
+{
+    (void)state;
+    store *st = testutil_open(testutil_dir, NULL);
+    store_twin bad = {.device_id = "bad", .module_id = "", .json = "{}", .etag = "E", .version = 5};
+    store_twin_put(st, &bad, NULL, twin_put_done, (void *)0);
+    store_flush(st);
+    assert_int_equal(put_status[0], STORE_OK);
+    store_close(st);
+
+    char path[128];
+    snprintf(path, sizeof path, "%s/iothubd.db", testutil_dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER fail_bad AFTER INSERT ON twins"
+                                  " WHEN NEW.device_id = 'bad' AND NEW.version = 6"
+                                  " BEGIN SELECT RAISE(ABORT, 'injected'); END",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    st = testutil_open(testutil_dir, NULL);
+    memset(put_status, 0xff, sizeof put_status);
+    store_test_hold(st, true);
+    const char *ids[] = {"d0", "bad", "d2"};
+    for (uintptr_t i = 0; i < 3; i++) {
+        store_twin t = {.device_id = ids[i], .module_id = "", .json = "{}", .etag = "E",
+                        .version = 6};
+        store_twin_put(st, &t, NULL, twin_put_done, (void *)i);
+    }
+    store_test_hold(st, false);
+    store_flush(st);
+    assert_int_equal(put_status[0], STORE_OK);
+    assert_int_equal(put_status[1], STORE_ERROR);
+    assert_int_equal(put_status[2], STORE_OK);
+    st = reopen(st);
+    assert_int_equal(stored_version(st, "d0"), 6);
+    assert_int_equal(stored_version(st, "bad"), 5);
+    assert_int_equal(stored_version(st, "d2"), 6);
+    store_close(st);
+}
+
 /* ---- C2D ---------------------------------------------------------------- */
 
 static struct {
@@ -481,6 +529,7 @@ int main(void)
         TESTUTIL_IN_FRESH_DIR(test_policy_round_trip),
         TESTUTIL_IN_FRESH_DIR(test_twin_round_trip),
         TESTUTIL_IN_FRESH_DIR(test_twin_batched_writes),
+        TESTUTIL_IN_FRESH_DIR(test_twin_write_failing_mid_statement),
         TESTUTIL_IN_FRESH_DIR(test_c2d_queue),
         TESTUTIL_IN_FRESH_DIR(test_sessions),
     };
