@@ -1,7 +1,8 @@
 /* Unit tests for util/time's ISO 8601 stamps and util/fmt's digit
- * writers: the hand-written format agrees byte for byte with strftime and
- * snprintf (what it replaced) at the edges and over random times up to
- * INT64_MAX milliseconds, and "never" stays IoT Hub's. */
+ * writers: the hand-written date and format agree byte for byte with
+ * gmtime_r, strftime and snprintf (what they replaced) at the edges, on
+ * every day from 1970 to 2498 and over random times up to INT64_MAX
+ * milliseconds, and "never" stays IoT Hub's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,6 +65,14 @@ static void test_edges(void **state)
     assert_string_equal(out, "2026-11-30T23:59:59.999Z");
 }
 
+static void test_every_day_matches_strftime(void **state)
+{
+    (void)state;
+    const int64_t day_ms = 86400000;
+    for (int64_t day = 0; day < 193000; day++) /* 1970-01-01 to mid-2498 */
+        assert_matches_reference(day * day_ms + (day % 2 ? day_ms - 1 : 1));
+}
+
 static void test_random_times_match_strftime(void **state)
 {
     (void)state;
@@ -97,6 +106,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_never),
         cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_every_day_matches_strftime),
         cmocka_unit_test(test_random_times_match_strftime),
         cmocka_unit_test(test_fmt_u64),
     };
