@@ -17,11 +17,11 @@
  * (store_req.one_statement: twin writes, C2D updates and deletes) skips
  * its savepoint: SQLite makes each statement all-or-nothing by itself, and
  * the savepoint (its journal copied each page the write touched) cost a
- * twin write ~7,600 instructions. Adjacent requests that offer an exec_run (the
- * telemetry appends, thousands per batch under load) run as one call in
- * one savepoint; if that fails they run again one by one, so the isolation
- * is the same. Completions go to each loop as one chain per batch (one
- * mailbox post, one wake-up), not one post per request.
+ * twin write ~7,600 instructions. Adjacent requests that offer an
+ * exec_run (the telemetry appends, thousands per batch under load) run as
+ * one call in one savepoint; if that fails they run again one by one, so
+ * the isolation is the same. Completions go to each loop as one chain per
+ * batch (one mailbox post, one wake-up), not one post per request.
  *
  * Commit interval: under moderate load group commit alone would commit as
  * often as the disk allows, a few requests at a time, and each commit

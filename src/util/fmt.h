@@ -1,8 +1,8 @@
 /*
  * util/fmt.h — numbers as decimal text without printf.
  *
- * The per-request paths (a twin write's version, its "$lastUpdated"
- * stamp, an identity's map key) each format a few numbers. glibc's
+ * The per-request paths (a twin response's version, the digits of a
+ * "$lastUpdated" stamp) each format a few numbers. glibc's
  * snprintf spends about 600 instructions a call parsing its format and
  * driving a FILE; a digit loop spends a few dozen. Callgrind put snprintf
  * and strftime at ~8 % of a twin request's instructions before these.
