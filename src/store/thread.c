@@ -359,26 +359,16 @@ static bool exec_cached(store *st, const char *sql, char *err, size_t errlen)
     return false;
 }
 
-/* Runs a one_statement request without a savepoint: a failed statement
- * has undone itself, so only a transaction SQLite ended needs handling. */
-static bool exec_one_statement(store *st, store_req *r)
-{
-    r->status = r->exec(st, r);
-    if (r->status == STORE_ERROR)
-        r->status = last_error_status(st);
-    return r->status == STORE_OK || !sqlite3_get_autocommit(st->db);
-}
-
-/* Runs one request inside its savepoint. False when the batch's
- * transaction is gone: SQLite rolls the whole transaction back by itself
- * on some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM), and the next
- * request would then run, and be committed, outside the batch. */
+/* Runs one request inside its savepoint, or with none when it is
+ * one_statement (a failed statement has undone itself). False when the
+ * batch's transaction is gone: SQLite rolls the whole transaction back by
+ * itself on some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM), and the
+ * next request would then run, and be committed, outside the batch. */
 static bool exec_request(store *st, store_req *r)
 {
     char err[256];
-    if (r->one_statement)
-        return exec_one_statement(st, r);
-    if (!exec_cached(st, SQL_SAVEPOINT, err, sizeof err)) {
+    bool savepoint = !r->one_statement;
+    if (savepoint && !exec_cached(st, SQL_SAVEPOINT, err, sizeof err)) {
         r->status = last_error_status(st);
         snprintf(r->err, sizeof r->err, "%s", err);
         return !sqlite3_get_autocommit(st->db);
@@ -389,9 +379,11 @@ static bool exec_request(store *st, store_req *r)
             r->status = last_error_status(st); /* exec may not have asked */
         if (sqlite3_get_autocommit(st->db))
             return false;
-        exec_cached(st, SQL_ROLLBACK_TO, err, sizeof err);
+        if (savepoint)
+            exec_cached(st, SQL_ROLLBACK_TO, err, sizeof err);
     }
-    exec_cached(st, SQL_RELEASE, err, sizeof err);
+    if (savepoint)
+        exec_cached(st, SQL_RELEASE, err, sizeof err);
     return true;
 }
 
