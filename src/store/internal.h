@@ -41,13 +41,15 @@ struct store_req {
      * registry), starts the next batch as soon as the previous commit is
      * done. */
     bool batchable;
-    /* exec runs exactly one statement that changes the database, and
-     * undoes nothing else on failure: SQLite already makes a statement
-     * all-or-nothing (its statement journal), so the request needs no
-     * savepoint of its own. Spares SAVEPOINT and RELEASE, and the copy of
-     * every page the write touches into the savepoint's journal, for each
-     * twin write. */
-    bool one_statement;
+    /* exec leaves nothing behind that must be undone when it fails part
+     * way: either it runs exactly one statement that changes the database
+     * (SQLite already makes a statement all-or-nothing, through its
+     * statement journal), or what its earlier statements wrote may stay
+     * (a C2D enqueue's sequence bump: a skipped number is allowed, a
+     * reused one is not). Such a request needs no savepoint of its own;
+     * that spares SAVEPOINT and RELEASE, and the copy of every page the
+     * write touches into the savepoint's journal. */
+    bool no_savepoint;
     store_status status;
     bool sync_done; /* for store_run_sync: set under st->lock */
     char err[256];

@@ -13,9 +13,10 @@
  * the bigger the next batch: throughput grows with load while latency stays
  * one commit. A per-request savepoint keeps one bad request (a constraint
  * error) from failing its neighbours; a failed COMMIT fails them all, since
- * none of them is on disk. A request whose exec is one statement
- * (store_req.one_statement: twin writes, C2D updates and deletes) skips
- * its savepoint: SQLite makes each statement all-or-nothing by itself, and
+ * none of them is on disk. A request that has nothing to undo when it
+ * fails part way (store_req.no_savepoint: twin writes and C2D updates and
+ * deletes are one statement, which SQLite makes all-or-nothing by itself;
+ * a C2D enqueue may leave a skipped sequence number) runs without one:
  * the savepoint (its journal copied each page the write touched) cost a
  * twin write ~7,600 instructions. Adjacent requests that offer an
  * exec_run (the telemetry appends, thousands per batch under load) run as
@@ -360,14 +361,14 @@ static bool exec_cached(store *st, const char *sql, char *err, size_t errlen)
 }
 
 /* Runs one request inside its savepoint, or with none when it is
- * one_statement (a failed statement has undone itself). False when the
+ * no_savepoint (nothing it leaves behind on failure must be undone). False when the
  * batch's transaction is gone: SQLite rolls the whole transaction back by
  * itself on some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM), and the
  * next request would then run, and be committed, outside the batch. */
 static bool exec_request(store *st, store_req *r)
 {
     char err[256];
-    bool savepoint = !r->one_statement;
+    bool savepoint = !r->no_savepoint;
     if (savepoint && !exec_cached(st, SQL_SAVEPOINT, err, sizeof err)) {
         r->status = last_error_status(st);
         snprintf(r->err, sizeof r->err, "%s", err);

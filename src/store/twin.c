@@ -48,7 +48,7 @@ void store_twin_put(store *st, const store_twin *t, net_loop *loop, store_done_f
     twin_put_req *q = store_req_new(sizeof *q, extra, loop, twin_put_exec, store_done_complete);
     q->h.done = done;
     q->h.arg = arg;
-    q->h.base.one_statement = true;
+    q->h.base.no_savepoint = true; /* one INSERT OR REPLACE */
     char *cur = (char *)(q + 1);
     q->t = *t;
     q->t.device_id = store_copy_str(&cur, t->device_id);

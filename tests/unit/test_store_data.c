@@ -291,7 +291,7 @@ static void test_twin_batched_writes(void **state)
     store_close(st);
 }
 
-/* A twin write runs without a savepoint of its own (one_statement): when
+/* A twin write runs without a savepoint of its own (no_savepoint): when
  * its statement fails after the REPLACE has deleted the old row (an
  * AFTER INSERT trigger aborts it here), SQLite undoes the statement, the
  * old row stays, and the writes around it in the batch still commit. */
@@ -445,6 +445,69 @@ static void test_c2d_queue(void **state)
     store_close(st);
 }
 
+/* A C2D enqueue runs without a savepoint (no_savepoint): when its insert
+ * fails after the sequence counter was bumped (a trigger aborts it here),
+ * the request fails alone, its neighbours in the batch commit, and the
+ * number it took is skipped, never reused. */
+static store_status batch_status[3];
+static uint64_t batch_seq[3];
+
+static void c2d_enqueued_at(net_loop *loop, void *arg, store_status st, uint64_t seq, int64_t t,
+                            const char *err)
+{
+    (void)loop;
+    (void)t;
+    (void)err;
+    batch_status[(uintptr_t)arg] = st;
+    batch_seq[(uintptr_t)arg] = seq;
+}
+
+static void test_c2d_enqueue_failing_after_sequence_bump(void **state)
+{
+    (void)state;
+    store *st = testutil_open(testutil_dir, NULL);
+    store_close(st);
+    char path[128];
+    snprintf(path, sizeof path, "%s/iothubd.db", testutil_dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER fail_bad AFTER INSERT ON c2d"
+                                  " WHEN NEW.body = CAST('bad' AS BLOB)"
+                                  " BEGIN SELECT RAISE(ABORT, 'injected'); END",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    st = testutil_open(testutil_dir, NULL);
+    store_test_hold(st, true);
+    const char *bodies[] = {"a", "bad", "c"};
+    for (uintptr_t i = 0; i < 3; i++) {
+        store_c2d_msg m = {.device_id = "dev", .body = bodies[i], .body_len = strlen(bodies[i])};
+        store_c2d_enqueue(st, &m, 50, NULL, c2d_enqueued_at, (void *)i);
+    }
+    store_test_hold(st, false);
+    store_flush(st);
+    assert_int_equal(batch_status[0], STORE_OK);
+    assert_int_equal(batch_status[1], STORE_ERROR);
+    assert_int_equal(batch_status[2], STORE_OK);
+    assert_int_equal(batch_seq[2], batch_seq[0] + 2); /* the failed one's number is skipped */
+
+    st = reopen(st);
+    memset(&C, 0, sizeof C);
+    store_c2d_list(st, "dev", NULL, c2d_listed, NULL);
+    store_flush(st);
+    assert_int_equal(C.n, 2);
+    assert_string_equal(C.bodies[0], "a");
+    assert_string_equal(C.bodies[1], "c");
+    store_c2d_msg m = {.device_id = "dev", .body = "d", .body_len = 1};
+    store_c2d_enqueue(st, &m, 50, NULL, c2d_enqueued, NULL);
+    store_flush(st);
+    assert_int_equal(C.st, STORE_OK);
+    assert_true(C.seq[0] > batch_seq[2]);
+    store_close(st);
+}
+
 /* ---- sessions ----------------------------------------------------------- */
 
 static struct {
@@ -531,6 +594,7 @@ int main(void)
         TESTUTIL_IN_FRESH_DIR(test_twin_batched_writes),
         TESTUTIL_IN_FRESH_DIR(test_twin_write_failing_mid_statement),
         TESTUTIL_IN_FRESH_DIR(test_c2d_queue),
+        TESTUTIL_IN_FRESH_DIR(test_c2d_enqueue_failing_after_sequence_bump),
         TESTUTIL_IN_FRESH_DIR(test_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
