@@ -408,6 +408,57 @@ static void cl_take(client *c, size_t n)
     c->len -= n;
 }
 
+/* A request id is a version-4 UUID in lower-case hex, 8-4-4-4-12. */
+static void check_request_id(const char *id)
+{
+    assert_int_equal(strspn(id, "0123456789abcdef-"), 36);
+    for (int i = 0; i < 36; i++)
+        assert_true((id[i] == '-') == (i == 8 || i == 13 || i == 18 || i == 23));
+    assert_int_equal(id[14], '4');
+    assert_non_null(strchr("89ab", id[19]));
+}
+
+static const char *reason_phrase(int status)
+{
+    static const struct {
+        int status;
+        const char *phrase;
+    } table[] = {{200, "OK"}, {201, "Created"}, {204, "No Content"}, {400, "Bad Request"},
+                 {401, "Unauthorized"}, {403, "Forbidden"}, {404, "Not Found"},
+                 {405, "Method Not Allowed"}, {408, "Request Timeout"}, {409, "Conflict"},
+                 {412, "Precondition Failed"}, {413, "Payload Too Large"},
+                 {429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
+                 {500, "Internal Server Error"}, {503, "Service Unavailable"}};
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (table[i].status == status)
+            return table[i].phrase;
+    fail_msg("unexpected status %d", status);
+    return NULL;
+}
+
+/* Every response head: the status line with its reason phrase, then
+ * x-ms-request-id first, then the content headers, each line CRLF-ended. */
+static void check_head(const response *r)
+{
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nx-ms-request-id: ", r->status,
+                     reason_phrase(r->status));
+    assert_memory_equal(r->head, line, (size_t)n);
+    check_request_id(r->head + n);
+    assert_memory_equal(r->head + n + 36, "\r\n", 2);
+    char want[64];
+    snprintf(want, sizeof want, "\r\nContent-Length: %zu\r\n", r->body_len);
+    assert_non_null(strstr(r->head, want));
+    if (r->body_len)
+        assert_non_null(strstr(r->head, "\r\nContent-Type: application/json; charset=utf-8\r\n"));
+    else
+        assert_null(strcasestr(r->head, "\r\nContent-Type:"));
+    size_t len = strlen(r->head);
+    assert_true(len >= 4 && strcmp(r->head + len - 4, "\r\n\r\n") == 0);
+    for (const char *p = strstr(r->head, "\r\n") + 2; *p != '\r'; p = strstr(p, "\r\n") + 2)
+        assert_non_null(memchr(p, ':', (size_t)(strstr(p, "\r\n") - p))); /* "Name: value" */
+}
+
 /* Reads one response (Content-Length framed). */
 static void cl_read(client *c, response *r)
 {
@@ -430,9 +481,7 @@ static void cl_read(client *c, response *r)
     r->body = calloc(1, r->body_len + 1);
     memcpy(r->body, c->buf, r->body_len);
     cl_take(c, r->body_len);
-    assert_non_null(strcasestr(r->head, "\r\nx-ms-request-id: "));
-    if (r->body_len)
-        assert_non_null(strcasestr(r->head, "\r\nContent-Type: application/json; charset=utf-8"));
+    check_head(r);
 }
 
 static bool cl_eof(client *c)
