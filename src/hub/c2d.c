@@ -379,12 +379,7 @@ static void random_message_id(char out[C2D_MESSAGE_ID_MAX + 1])
 {
     uint8_t r[16] = {0};
     crypto_random_id(r, sizeof r);
-    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
-    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
-    snprintf(out, C2D_MESSAGE_ID_MAX + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1],
-             r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
-             r[15]);
+    crypto_uuid_format(r, out);
 }
 
 static void send_committed(net_loop *loop, void *arg, store_status st, uint64_t seq,

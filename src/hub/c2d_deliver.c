@@ -20,12 +20,12 @@
  * then the stored ones (creation-time, message-id, user-id,
  * correlation-id, content-encoding, @name), and Content Type.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hub/c2d_internal.h"
 #include "mqtt/codec.h"
+#include "util/fmt.h"
 #include "util/log.h"
 #include "util/time.h"
 
@@ -34,11 +34,11 @@
 static bool append_number(uint8_t *block, size_t cap, size_t *len, const char *name,
                           uint64_t value)
 {
-    char num[24];
-    snprintf(num, sizeof num, "%llu", (unsigned long long)value);
+    char num[FMT_U64_MAX];
+    size_t digits = fmt_u64(num, value);
     return mqtt_user_props_append(block, cap, len,
                                   (mqtt_bytes){(const uint8_t *)name, (uint32_t)strlen(name)},
-                                  (mqtt_bytes){(const uint8_t *)num, (uint32_t)strlen(num)});
+                                  (mqtt_bytes){(const uint8_t *)num, (uint32_t)digits});
 }
 
 /* The PUBLISH of one delivery as a broker message; NULL for a damaged

@@ -9,11 +9,11 @@
  */
 #include "hub/c2d_queue.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mqtt/codec.h"
+#include "util/fmt.h"
 
 #define BLOB_VERSION 1
 
@@ -217,7 +217,7 @@ static size_t user_pairs(const c2d_message *in, mqtt_bytes *names, mqtt_bytes *v
         {"correlation-id", in->correlation_id}, {"content-encoding", in->content_encoding},
     };
     if (in->creation_time_ms > 0) {
-        snprintf(num, 24, "%lld", (long long)in->creation_time_ms);
+        fmt_u64(num, (uint64_t)in->creation_time_ms);
         names[n] = bytes_of("creation-time");
         values[n++] = bytes_of(num);
     }

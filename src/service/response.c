@@ -134,6 +134,8 @@ char *http_error_body(const char *code, const char *text, const char *request_id
     return s;
 }
 
+_Static_assert(HTTP_REQUEST_ID_LEN == CRYPTO_UUID_LEN, "a request id is a UUID");
+
 void http_new_request_id(char out[HTTP_REQUEST_ID_LEN + 1])
 {
     uint8_t b[16];
@@ -143,19 +145,7 @@ void http_new_request_id(char out[HTTP_REQUEST_ID_LEN + 1])
         for (size_t i = 0; i < sizeof b; i++)
             b[i] = (uint8_t)(t >> (8 * (i % 8))) ^ (uint8_t)i;
     }
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    /* 8-4-4-4-12 hex digits, by hand: snprintf's sixteen %02x cost more
-     * than the rest of the response head */
-    static const char hex[] = "0123456789abcdef";
-    char *p = out;
-    for (size_t i = 0; i < sizeof b; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *p++ = '-';
-        *p++ = hex[b[i] >> 4];
-        *p++ = hex[b[i] & 15];
-    }
-    *p = '\0';
+    crypto_uuid_format(b, out);
 }
 
 void http_reply_json(http_request *req, int status, json_t *body, const char *etag)

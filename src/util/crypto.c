@@ -203,6 +203,21 @@ bool crypto_random_id(uint8_t *out, size_t n)
     return true;
 }
 
+void crypto_uuid_format(uint8_t b[16], char out[CRYPTO_UUID_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    char *p = out;
+    for (size_t i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[b[i] >> 4];
+        *p++ = hex[b[i] & 15];
+    }
+    *p = '\0';
+}
+
 bool crypto_new_key(char out[45])
 {
     uint8_t raw[32];

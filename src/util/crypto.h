@@ -45,6 +45,12 @@ bool crypto_random(uint8_t *out, size_t n);
 #define CRYPTO_RANDOM_ID_MAX 32
 bool crypto_random_id(uint8_t *out, size_t n);
 
+/* Makes 16 random bytes a version-4 UUID (sets its version and variant
+ * bits) and writes it as 36 lower-case hex digits and dashes, 8-4-4-4-12,
+ * NUL-terminated. */
+#define CRYPTO_UUID_LEN 36
+void crypto_uuid_format(uint8_t b[16], char out[CRYPTO_UUID_LEN + 1]);
+
 /* A new symmetric key: 32 random bytes, base64 (44 chars + NUL). */
 bool crypto_new_key(char out[45]);
 

@@ -184,6 +184,23 @@ static void test_random_id(void **state)
     assert_true(crypto_random_id(big, CRYPTO_RANDOM_ID_MAX));
 }
 
+static void test_uuid_format(void **state)
+{
+    (void)state;
+    char out[CRYPTO_UUID_LEN + 1];
+    uint8_t b[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                     0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+    crypto_uuid_format(b, out);
+    /* version nibble 4 in byte 6, variant 10xx in byte 8 */
+    assert_string_equal(out, "00112233-4455-4677-8899-aabbccddeeff");
+    memset(b, 0xff, sizeof b);
+    crypto_uuid_format(b, out);
+    assert_string_equal(out, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+    memset(b, 0, sizeof b);
+    crypto_uuid_format(b, out);
+    assert_string_equal(out, "00000000-0000-4000-8000-000000000000");
+}
+
 static void test_digests_and_random(void **state)
 {
     (void)state;
@@ -269,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_hmac_rfc4231),
         cmocka_unit_test(test_hmac_threads),
         cmocka_unit_test(test_random_id),
+        cmocka_unit_test(test_uuid_format),
         cmocka_unit_test(test_digests_and_random),
         cmocka_unit_test(test_url_encode),
         cmocka_unit_test(test_url_decode),
