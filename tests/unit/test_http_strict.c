@@ -53,6 +53,8 @@ static void test_cr_without_lf(void **state)
     expect("GET / HTTP/1.1\r\nHost: x\r\n\rX", false, false);
     expect(HEAD "5\rXhello\r\n0\r\n\r\n", true, false);
     expect(HEAD "5\r\nhello\r\n0\r\n\rX", true, false);
+    expect(HEAD "3;a\rb\r\nabc\r\n0\r\n\r\n", true, false); /* in a chunk extension */
+    expect(HEAD "0\r\nT: 1\rX\r\n\r\n", true, false);          /* in a trailer field */
 }
 
 static void test_bad_chunks(void **state)
