@@ -36,6 +36,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mqtt/codec.h"
 #include "util/crypto.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -360,6 +361,27 @@ static bool id_ok(const char *s)
     return !s || strlen(s) <= C2D_MESSAGE_ID_MAX;
 }
 
+static bool utf8_ok(const char *s)
+{
+    return !s || mqtt_utf8_valid((const uint8_t *)s, strlen(s));
+}
+
+/* Every text the device will see as an MQTT user property must be
+ * well-formed UTF-8 (MQTT 5 §1.5.4): the device would take a PUBLISH
+ * carrying anything else for a malformed packet and drop the connection,
+ * and the command would come back on every redelivery. HTTP headers may
+ * carry any bytes, so this is checked at send. */
+static bool texts_utf8(const c2d_message *m)
+{
+    if (!utf8_ok(m->message_id) || !utf8_ok(m->correlation_id) || !utf8_ok(m->user_id) ||
+        !utf8_ok(m->content_type) || !utf8_ok(m->content_encoding))
+        return false;
+    for (size_t i = 0; i < m->app_count; i++)
+        if (!utf8_ok(m->app[i].name) || !utf8_ok(m->app[i].value))
+            return false;
+    return true;
+}
+
 /* Checks what can be checked without the lock; C2D_OK or the refusal. */
 static c2d_result check_message(hub_c2d *c, const c2d_message *m, const char **why)
 {
@@ -370,6 +392,10 @@ static c2d_result check_message(hub_c2d *c, const c2d_message *m, const char **w
     }
     if (!id_ok(m->message_id) || !id_ok(m->correlation_id) || !id_ok(m->user_id)) {
         *why = "message, correlation and user ids are at most 128 characters";
+        return C2D_INVALID;
+    }
+    if (!texts_utf8(m)) {
+        *why = "a property is not valid UTF-8";
         return C2D_INVALID;
     }
     return C2D_OK;

@@ -112,6 +112,27 @@ def test_send_answers_201_and_delivers_with_properties(env):
     c.close()
 
 
+def test_properties_must_be_utf8(env):
+    """HTTP headers may carry any bytes; the device sees these texts as MQTT
+    user properties, which must be UTF-8, so the send is refused."""
+    hub, svc, dev, key = env
+    c = subscribed_device(hub, dev, key)
+    for header in ("iothub_messageid", "iothub_correlationid", "iothub_userid", "Content_Type",
+                   "Content_Encoding", "iothub_app_color"):
+        r = send(svc, dev, b"x", **{header: b"ok\xff\xfe"})
+        assert r.status == 400 and r.error_code == "ArgumentInvalid", (header, r)
+    no_command(c)
+    assert device_json(svc, dev)["cloudToDeviceMessageCount"] == 0
+    # UTF-8 beyond ASCII passes through, in the receipt and to the device
+    r = send(svc, dev, b"x", iothub_messageid="caf\u00e9 \"1\"".encode(),
+             iothub_app_color="gr\u00fcn".encode())
+    assert r.status == 201 and r.json()["messageId"] == "caf\u00e9 \"1\"", r
+    p = next_command(c)
+    assert p.users["message-id"] == "caf\u00e9 \"1\"" and p.users["@color"] == "gr\u00fcn"
+    c.puback(p.packet_id)
+    c.close()
+
+
 def test_complete_with_paho_removes_the_command(env):
     hub, svc, dev, key = env
     got = []
