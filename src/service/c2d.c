@@ -37,6 +37,7 @@
 #include "hub/c2d.h"
 #include "service/internal.h"
 #include "util/log.h"
+#include "util/outbuf.h"
 #include "util/time.h"
 
 #define APP_PREFIX "iothub-app-"
@@ -239,11 +240,23 @@ static void sent(net_loop *loop, void *arg, c2d_result r, uint64_t seq, int64_t 
         reply_result(req, r, err);
         return;
     }
-    char when[32];
+    char when[32], body[64 + 6 * C2D_MESSAGE_ID_MAX + FMT_U64_MAX + sizeof when];
     time_iso8601_ms(enqueued_ms, when);
-    json_t *body = json_pack("{s:s, s:I, s:s}", "messageId", message_id, "sequenceNumber",
-                             (json_int_t)seq, "enqueuedTime", when);
-    http_reply_json(req, 201, body, NULL);
+    /* written here rather than packed and dumped by jansson, which cost
+     * ~15,000 instructions a send; the message id is UTF-8 (hub/c2d.c) */
+    outbuf o = outbuf_over(body, sizeof body);
+    OUTBUF_LITERAL(&o, "{\"messageId\":");
+    outbuf_json_string(&o, message_id);
+    OUTBUF_LITERAL(&o, ",\"sequenceNumber\":");
+    outbuf_u64(&o, seq);
+    OUTBUF_LITERAL(&o, ",\"enqueuedTime\":\"");
+    outbuf_str(&o, when);
+    OUTBUF_LITERAL(&o, "\"}");
+    if (o.overflow) { /* cannot happen: every part is bounded */
+        http_reply_error(req, 500, "ServerError", "receipt too long");
+        return;
+    }
+    http_conn_finish(req, 201, NULL, body, outbuf_len(&o, body));
 }
 
 void c2d_http_send(http_request *req)

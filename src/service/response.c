@@ -8,7 +8,8 @@
  *   {"Message":"ErrorCode:{Code};{text}","ExceptionMessage":"Tracking ID:..."}
  * ETags go out quoted; the JSON "etag" fields stay unquoted.
  *
- * The head is written into a stack buffer (it is small and bounded) and
+ * The head is written into a stack buffer (util/outbuf.h: it is small and
+ * bounded, and printf cost more than the rest of a response) and
  * head and body are appended to the connection's output queue with one
  * reserve/commit, so a response is never half-queued.
  */
@@ -20,7 +21,7 @@
 #include "net/conn.h"
 #include "service/internal.h"
 #include "util/crypto.h"
-#include "util/fmt.h"
+#include "util/outbuf.h"
 #include "util/log.h"
 #include "util/time.h"
 
@@ -50,66 +51,36 @@ const char *http_reason(int status)
     }
 }
 
-/* The head is built piece by piece into a bounded buffer; a piece that
- * does not fit marks it overflowed rather than being cut. */
-typedef struct head_buf {
-    char *p, *end;
-    bool overflow;
-} head_buf;
-
-static void head_put(head_buf *h, const char *s, size_t n)
-{
-    if ((size_t)(h->end - h->p) < n) {
-        h->overflow = true;
-        return;
-    }
-    memcpy(h->p, s, n);
-    h->p += n;
-}
-
-#define HEAD_LITERAL(h, lit) head_put((h), (lit), sizeof(lit) - 1)
-
-static void head_str(head_buf *h, const char *s)
-{
-    head_put(h, s, strlen(s));
-}
-
-static void head_u64(head_buf *h, uint64_t v)
-{
-    char digits[FMT_U64_MAX];
-    head_put(h, digits, fmt_u64(digits, v));
-}
-
 /* Writes the head without printf: this runs for every response, and its
  * five snprintf calls were ~3,000 instructions of a C2D send. */
 bool http_write_response(net_conn *c, int status, const char *request_id, const char *etag,
                          const char *connection_header, const char *body, size_t body_len)
 {
     char head[512];
-    head_buf h = {head, head + sizeof head, false};
-    HEAD_LITERAL(&h, "HTTP/1.1 ");
-    head_u64(&h, (uint64_t)status);
-    HEAD_LITERAL(&h, " ");
-    head_str(&h, http_reason(status));
-    HEAD_LITERAL(&h, "\r\nx-ms-request-id: ");
-    head_str(&h, request_id);
+    outbuf h = outbuf_over(head, sizeof head);
+    OUTBUF_LITERAL(&h, "HTTP/1.1 ");
+    outbuf_u64(&h, (uint64_t)status);
+    OUTBUF_LITERAL(&h, " ");
+    outbuf_str(&h, http_reason(status));
+    OUTBUF_LITERAL(&h, "\r\nx-ms-request-id: ");
+    outbuf_str(&h, request_id);
     if (body_len > 0)
-        HEAD_LITERAL(&h, "\r\nContent-Type: application/json; charset=utf-8");
-    HEAD_LITERAL(&h, "\r\nContent-Length: ");
-    head_u64(&h, body_len);
+        OUTBUF_LITERAL(&h, "\r\nContent-Type: application/json; charset=utf-8");
+    OUTBUF_LITERAL(&h, "\r\nContent-Length: ");
+    outbuf_u64(&h, body_len);
     if (etag && *etag) {
-        HEAD_LITERAL(&h, "\r\nETag: \"");
-        head_str(&h, etag);
-        HEAD_LITERAL(&h, "\"");
+        OUTBUF_LITERAL(&h, "\r\nETag: \"");
+        outbuf_str(&h, etag);
+        OUTBUF_LITERAL(&h, "\"");
     }
     if (connection_header) {
-        HEAD_LITERAL(&h, "\r\nConnection: ");
-        head_str(&h, connection_header);
+        OUTBUF_LITERAL(&h, "\r\nConnection: ");
+        outbuf_str(&h, connection_header);
     }
-    HEAD_LITERAL(&h, "\r\n\r\n");
+    OUTBUF_LITERAL(&h, "\r\n\r\n");
     if (h.overflow)
         return false; /* cannot happen with ids and etags of bounded size */
-    size_t n = (size_t)(h.p - head);
+    size_t n = outbuf_len(&h, head);
     uint8_t *out = net_conn_reserve(c, n + body_len);
     if (!out)
         return false;
