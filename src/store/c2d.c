@@ -32,7 +32,7 @@ typedef struct enqueue_req {
 
 static const char *const SQL_C2D_DEPTH = "SELECT count(*) FROM c2d WHERE device_id = ?1";
 /* A SELECT and an UPDATE, not one UPDATE ... RETURNING: SQLite runs a
- * RETURNING statement through a temporary table, which cost ~15,000
+ * RETURNING statement through a temporary table, which cost ~20,000
  * instructions per enqueue, more than the insert itself. */
 static const char *const SQL_C2D_NEXT_SEQ = "SELECT value FROM meta WHERE key = 'c2d_next_seq'";
 static const char *const SQL_C2D_BUMP_SEQ =
