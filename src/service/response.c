@@ -21,8 +21,8 @@
 #include "net/conn.h"
 #include "service/internal.h"
 #include "util/crypto.h"
-#include "util/outbuf.h"
 #include "util/log.h"
+#include "util/outbuf.h"
 #include "util/time.h"
 
 const char *http_reason(int status)

@@ -361,10 +361,11 @@ static bool exec_cached(store *st, const char *sql, char *err, size_t errlen)
 }
 
 /* Runs one request inside its savepoint, or with none when it is
- * no_savepoint (nothing it leaves behind on failure must be undone). False when the
- * batch's transaction is gone: SQLite rolls the whole transaction back by
- * itself on some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM), and the
- * next request would then run, and be committed, outside the batch. */
+ * no_savepoint (nothing it leaves behind on failure must be undone).
+ * False when the batch's transaction is gone: SQLite rolls the whole
+ * transaction back by itself on some errors (SQLITE_FULL, SQLITE_IOERR,
+ * SQLITE_NOMEM), and the next request would then run, and be committed,
+ * outside the batch. */
 static bool exec_request(store *st, store_req *r)
 {
     char err[256];
