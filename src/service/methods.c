@@ -25,16 +25,18 @@
  *
  * What the device gets: the request's `payload` as compact JSON text
  * (absent or null → "null"). What the caller gets back as `payload`: the
- * device's payload parsed as JSON (any JSON value); an empty payload is
- * null; a payload that is not JSON but is UTF-8 text becomes a JSON string
- * of that text (devices answering "OK" stay usable); bytes that are not
- * UTF-8 cannot be carried in JSON and make the call fail with 502.
+ * device's payload as sent when it is JSON (any JSON value); an empty
+ * payload is null; a payload that is not JSON but is UTF-8 text becomes a
+ * JSON string of that text (devices answering "OK" stay usable); bytes
+ * that are not UTF-8 cannot be carried in JSON and make the call fail
+ * with 502.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "hub/methods.h"
 #include "service/internal.h"
+#include "util/outbuf.h"
 
 void service_set_methods(service *s, struct hub_methods *m)
 {
@@ -122,15 +124,56 @@ static bool parse_call(http_request *req, json_t **body, call_args *args)
            payload_field(req, *body, &args->payload_text);
 }
 
-/* The device's payload as a JSON value (see the file comment); NULL when
- * it is neither JSON nor UTF-8 text (or out of memory). */
-static json_t *payload_json(const uint8_t *p, size_t len)
+/* 200 {"status":code,"payload":<json>}, `json` (len bytes) copied as is. */
+static void reply_spliced(http_request *req, uint32_t code, const char *json, size_t len)
 {
-    if (len == 0)
-        return json_null();
+    char head[40];
+    outbuf o = outbuf_over(head, sizeof head);
+    OUTBUF_LITERAL(&o, "{\"status\":");
+    outbuf_u64(&o, code);
+    OUTBUF_LITERAL(&o, ",\"payload\":");
+    size_t head_len = outbuf_len(&o, head);
+    char *body = malloc(head_len + len + 1);
+    if (!body) {
+        http_reply_error(req, 500, "ServerError", "out of memory");
+        return;
+    }
+    memcpy(body, head, head_len);
+    memcpy(body + head_len, json, len);
+    body[head_len + len] = '}';
+    http_conn_finish(req, 200, NULL, body, head_len + len + 1);
+    free(body);
+}
+
+/* 200 {"status":code,"payload":...} with the device's payload as the
+ * file comment says. A payload that is JSON goes in as the device's own
+ * bytes: jansson parses it only to check it, since dumping it again cost
+ * more than the parse and would rewrite the device's numbers (1.1 as
+ * 1.1000000000000001; an integer beyond 64 bits made the whole payload a
+ * string). Answers 502 when the payload is neither JSON nor UTF-8 text. */
+static void reply_call_result(http_request *req, uint32_t code, const uint8_t *p, size_t len)
+{
     json_error_t jerr;
-    json_t *v = json_loadb((const char *)p, len, JSON_DECODE_ANY, &jerr);
-    return v ? v : json_stringn((const char *)p, len);
+    /* integers as reals: only the syntax matters here, and an integer
+     * beyond 64 bits is still JSON (and is passed on digit for digit) */
+    json_t *parsed =
+        len ? json_loadb((const char *)p, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr)
+            : NULL;
+    if (parsed || len == 0) {
+        json_decref(parsed);
+        reply_spliced(req, code, len ? (const char *)p : "null", len ? len : 4);
+        return;
+    }
+    json_t *text = json_stringn((const char *)p, len);
+    json_t *out = text ? json_pack("{s:I, s:o}", "status", (json_int_t)code, "payload", text)
+                       : NULL;
+    if (!text)
+        http_reply_error(req, 502, "DeviceInvalidResponse",
+                         "the device's payload is neither JSON nor UTF-8 text (status 06A2)");
+    else if (!out)
+        http_reply_error(req, 500, "ServerError", "out of memory");
+    else
+        http_reply_json(req, 200, out, NULL);
 }
 
 /* The hub's verdict → the HTTP answer. */
@@ -139,21 +182,9 @@ static void call_done(net_loop *loop, void *arg, const hub_method_result *r)
     (void)loop;
     http_request *req = arg;
     switch (r->status) {
-    case HUB_OK: {
-        json_t *payload = payload_json(r->payload, r->payload_len);
-        if (!payload) {
-            http_reply_error(req, 502, "DeviceInvalidResponse",
-                             "the device's payload is neither JSON nor UTF-8 text (status 06A2)");
-            return;
-        }
-        json_t *out = json_pack("{s:I, s:o}", "status", (json_int_t)r->response_code, "payload",
-                                payload);
-        if (!out)
-            http_reply_error(req, 500, "ServerError", "out of memory");
-        else
-            http_reply_json(req, 200, out, NULL);
+    case HUB_OK:
+        reply_call_result(req, r->response_code, r->payload, r->payload_len);
         return;
-    }
     case HUB_TARGET_UNAVAILABLE:
         http_reply_error(req, 404, "DeviceNotOnline", "%s (status 06A0)", r->reason);
         return;

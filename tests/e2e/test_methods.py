@@ -160,7 +160,10 @@ def test_payload_shapes(hub, devices):
     plain text → a JSON string, bytes that are not UTF-8 → 502."""
     device_id, _, c = new_device(hub, devices)
     cases = [(b"", None), (b"42", 42), (b'"quoted"', "quoted"), (b"OK done", "OK done"),
-             (b"[1,{\"a\":null}]", [1, {"a": None}])]
+             (b"[1,{\"a\":null}]", [1, {"a": None}]),
+             (b'"unterminated', '"unterminated'), (b"[1,", "[1,"),  # text, not JSON
+             (b' {"a": 1.1, "big": 12345678901234567890123} ',  # JSON, kept as sent
+              {"a": 1.1, "big": 12345678901234567890123})]
     for sent, expected in cases:
         call = Call(hub, device_id, "shape", None)
         req = next_request(c)
@@ -168,6 +171,7 @@ def test_payload_shapes(hub, devices):
         reply(c, req, 200, sent)
         r = call.result()
         assert r.status == 200 and r.json() == {"status": 200, "payload": expected}, (sent, r)
+    assert b'"a": 1.1,' in r.body  # the device's own text: not re-dumped as 1.1000000000000001
     call = Call(hub, device_id, "shape", "text")
     req = next_request(c)
     assert req.payload == b'"text"'
