@@ -28,8 +28,8 @@ struct store_req {
     store_status (*exec)(store *st, store_req *r);
     void (*complete)(store_req *r);
     /* Optional fast path: a run of adjacent requests of a batch with the
-     * same exec_run is executed by one call, in one savepoint, instead of
-     * one exec and one savepoint each. It sets every request's status and
+     * same exec_run (a lone one included) is executed by one call, in one
+     * savepoint, instead of one exec and one savepoint each. It sets every request's status and
      * returns true, or returns false with first->err set; whatever it wrote
      * is then rolled back and the run is executed again request by request
      * through `exec`, so an error still fails only the request it belongs

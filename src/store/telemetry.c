@@ -128,6 +128,9 @@ static bool insert_event(store *st, sqlite3_stmt *ins, const store_event *ev, in
     return ok;
 }
 
+/* One append on its own (store_req.exec): only the slow path, after a
+ * run that failed, so that an error fails just the request it belongs to;
+ * every append, a lone one too, first goes through append_run. */
 static store_status append_exec(store *st, store_req *r)
 {
     store_event *ev = &((append_req *)r)->ev;
