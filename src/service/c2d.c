@@ -256,7 +256,7 @@ static void sent(net_loop *loop, void *arg, c2d_result r, uint64_t seq, int64_t 
         http_reply_error(req, 500, "ServerError", "receipt too long");
         return;
     }
-    http_conn_finish(req, 201, NULL, body, outbuf_len(&o, body));
+    http_conn_finish(req, 201, NULL, body, outbuf_len(&o));
 }
 
 void c2d_http_send(http_request *req)

@@ -127,21 +127,19 @@ static bool parse_call(http_request *req, json_t **body, call_args *args)
 /* 200 {"status":code,"payload":<json>}, `json` (len bytes) copied as is. */
 static void reply_spliced(http_request *req, uint32_t code, const char *json, size_t len)
 {
-    char head[40];
-    outbuf o = outbuf_over(head, sizeof head);
-    OUTBUF_LITERAL(&o, "{\"status\":");
-    outbuf_u64(&o, code);
-    OUTBUF_LITERAL(&o, ",\"payload\":");
-    size_t head_len = outbuf_len(&o, head);
-    char *body = malloc(head_len + len + 1);
+    size_t cap = sizeof "{\"status\":,\"payload\":}" + FMT_U64_MAX + len;
+    char *body = malloc(cap);
     if (!body) {
         http_reply_error(req, 500, "ServerError", "out of memory");
         return;
     }
-    memcpy(body, head, head_len);
-    memcpy(body + head_len, json, len);
-    body[head_len + len] = '}';
-    http_conn_finish(req, 200, NULL, body, head_len + len + 1);
+    outbuf o = outbuf_over(body, cap);
+    OUTBUF_LITERAL(&o, "{\"status\":");
+    outbuf_u64(&o, code);
+    OUTBUF_LITERAL(&o, ",\"payload\":");
+    outbuf_put(&o, json, len);
+    OUTBUF_LITERAL(&o, "}");
+    http_conn_finish(req, 200, NULL, body, outbuf_len(&o)); /* cap fits every piece */
     free(body);
 }
 

@@ -80,7 +80,7 @@ bool http_write_response(net_conn *c, int status, const char *request_id, const 
     OUTBUF_LITERAL(&h, "\r\n\r\n");
     if (h.overflow)
         return false; /* cannot happen with ids and etags of bounded size */
-    size_t n = outbuf_len(&h, head);
+    size_t n = outbuf_len(&h);
     uint8_t *out = net_conn_reserve(c, n + body_len);
     if (!out)
         return false;

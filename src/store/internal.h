@@ -29,11 +29,12 @@ struct store_req {
     void (*complete)(store_req *r);
     /* Optional fast path: a run of adjacent requests of a batch with the
      * same exec_run (a lone one included) is executed by one call, in one
-     * savepoint, instead of one exec and one savepoint each. It sets every request's status and
-     * returns true, or returns false with first->err set; whatever it wrote
-     * is then rolled back and the run is executed again request by request
-     * through `exec`, so an error still fails only the request it belongs
-     * to. For high-volume requests (telemetry appends). */
+     * savepoint, instead of one exec and one savepoint each. It sets every
+     * request's status and returns true, or returns false with first->err
+     * set; whatever it wrote is then rolled back and the run is executed
+     * again request by request through `exec`, so an error still fails only
+     * the request it belongs to. For high-volume requests (telemetry
+     * appends). */
     bool (*exec_run)(store *st, store_req *first, size_t n);
     /* May wait up to the commit interval for more of its kind (telemetry
      * appends: high volume, and every commit rewrites the log's last

@@ -20,9 +20,9 @@
  *
  * Retention, which relies on that order, is in store/retention.c.
  *
- * Appends that arrive together are executed as one run (append_run, see
- * store_req.exec_run in store/internal.h): each partition's counter row is
- * read and written once per batch instead of once per event.
+ * Appends are executed in runs (append_run, see store_req.exec_run in
+ * store/internal.h), a lone append as a run of one: each partition's
+ * counter row is read and written once per run instead of once per event.
  */
 #include "store/internal.h"
 
@@ -108,10 +108,6 @@ typedef struct append_req {
     store_event ev; /* data in the tail */
 } append_req;
 
-static const char *const SQL_TAKE_SEQ =
-    "UPDATE telemetry_parts SET next_seq = next_seq + 1, bytes = bytes + ?2,"
-    " last_ms = max(last_ms, ?3) WHERE part = ?1 RETURNING next_seq - 1, last_ms";
-
 /* Steps partition ev->partition's PART_APPEND statement `ins` for ev. */
 static bool insert_event(store *st, sqlite3_stmt *ins, const store_event *ev, int64_t size,
                          store_req *r)
@@ -126,33 +122,6 @@ static bool insert_event(store *st, sqlite3_stmt *ins, const store_event *ev, in
         store_db_error(st, r, "telemetry append");
     sqlite3_reset(ins);
     return ok;
-}
-
-/* One append on its own (store_req.exec): only the slow path, after a
- * run that failed, so that an error fails just the request it belongs to;
- * every append, a lone one too, first goes through append_run. */
-static store_status append_exec(store *st, store_req *r)
-{
-    store_event *ev = &((append_req *)r)->ev;
-    if (ev->partition >= st->partitions) {
-        snprintf(r->err, sizeof r->err, "partition %u out of range", ev->partition);
-        return STORE_INVALID;
-    }
-    int64_t size = (int64_t)(ev->props_len + ev->body_len);
-    sqlite3_stmt *s = store_stmt(st, SQL_TAKE_SEQ, r);
-    if (!s)
-        return STORE_ERROR;
-    sqlite3_bind_int64(s, 1, ev->partition);
-    sqlite3_bind_int64(s, 2, size);
-    sqlite3_bind_int64(s, 3, ev->enqueued_ms ? ev->enqueued_ms : store_now_ms());
-    if (sqlite3_step(s) != SQLITE_ROW)
-        return store_db_error(st, r, "telemetry sequence");
-    ev->seq = (uint64_t)sqlite3_column_int64(s, 0);
-    ev->enqueued_ms = sqlite3_column_int64(s, 1); /* never before the previous event */
-    sqlite3_reset(s);
-    if (!(s = store_part_stmt(st, ev->partition, PART_APPEND, r)))
-        return STORE_ERROR;
-    return insert_event(st, s, ev, size, r) ? STORE_OK : STORE_ERROR;
 }
 
 /* Per-partition state of one run of appends. */
@@ -211,15 +180,6 @@ static bool append_run_rows(store *st, store_req *first, size_t n, run_part *par
     return true;
 }
 
-/*
- * A run of appends (store_req.exec_run): the same rows as append_exec
- * would write one by one, but each partition's counter row is read once
- * and written once per run instead of once per event, and the run shares
- * one savepoint. Under load a batch is thousands of appends, so this
- * removes two statements and a savepoint (which copies every page it
- * touches into the statement journal) per event. Sequence numbers are
- * handed out in queue order, exactly as one by one.
- */
 /* Writes back the counters of every partition the run appended to. */
 static bool append_run_save(store *st, store_req *first, const run_part *parts)
 {
@@ -241,6 +201,14 @@ static bool append_run_save(store *st, store_req *first, const run_part *parts)
     return true;
 }
 
+/*
+ * A run of appends (store_req.exec_run): each partition's counter row is
+ * read once and written once per run instead of once per event, and the
+ * run shares one savepoint. Under load a batch is thousands of appends, so
+ * this saves two statements and a savepoint (which copies every page it
+ * touches into the statement journal) per event. Sequence numbers are
+ * handed out in queue order, exactly as one by one.
+ */
 static bool append_run(store *st, store_req *first, size_t n)
 {
     run_part *parts = calloc(st->partitions, sizeof *parts);
@@ -254,6 +222,20 @@ static bool append_run(store *st, store_req *first, size_t n)
     for (size_t i = 0; ok && i < n; i++, r = r->next)
         r->status = STORE_OK;
     return ok;
+}
+
+/* One append on its own (store_req.exec): only the slow path, after a
+ * run that failed, so that an error fails just the request it belongs to
+ * (every append, a lone one too, first goes through append_run). It is a
+ * run of one, so appends are numbered in one place. */
+static store_status append_exec(store *st, store_req *r)
+{
+    store_event *ev = &((append_req *)r)->ev;
+    if (ev->partition >= st->partitions) {
+        snprintf(r->err, sizeof r->err, "partition %u out of range", ev->partition);
+        return STORE_INVALID;
+    }
+    return append_run(st, r, 1) ? STORE_OK : STORE_ERROR;
 }
 
 static void append_complete(store_req *r)

@@ -22,8 +22,8 @@
  * exec_run (the telemetry appends, thousands per batch under load) run as
  * one call in one savepoint, a lone one too (its exec is then only the
  * slow path); if that fails they run again one by one, so the isolation
- * is the same. Completions go to each loop as one chain per
- * batch (one mailbox post, one wake-up), not one post per request.
+ * is the same. Completions go to each loop as one chain per batch (one
+ * mailbox post, one wake-up), not one post per request.
  *
  * Commit interval: under moderate load group commit alone would commit as
  * often as the disk allows, a few requests at a time, and each commit

@@ -1,11 +1,11 @@
 /*
  * util/outbuf.h — writing text into a fixed buffer without printf.
  *
- * Per-request output that is small and bounded (an HTTP response head, a
- * C2D send receipt) is written piece by piece into a caller's stack
- * buffer. A piece that does not fit marks the buffer overflowed instead of
- * being cut, so the caller checks once at the end and never sends a
- * truncated head or a broken JSON text. glibc's snprintf spends hundreds
+ * Per-request output of known bounds (an HTTP response head, a C2D send
+ * receipt, a method call's reply) is written piece by piece into a
+ * caller's buffer. A piece that does not fit marks the buffer overflowed
+ * instead of being cut, so the caller checks once at the end and never
+ * sends a truncated head or a broken JSON text. glibc's snprintf spends hundreds
  * of instructions a call on its format string; these are memcpy.
  */
 #ifndef IOTHUBD_UTIL_OUTBUF_H
@@ -20,13 +20,13 @@
 #include "util/json_escape.h"
 
 typedef struct outbuf {
-    char *p, *end;
+    char *start, *p, *end;
     bool overflow;
 } outbuf;
 
 static inline outbuf outbuf_over(char *buf, size_t cap)
 {
-    return (outbuf){buf, buf + cap, false};
+    return (outbuf){buf, buf, buf + cap, false};
 }
 
 static inline void outbuf_put(outbuf *o, const char *s, size_t n)
@@ -72,10 +72,10 @@ static inline void outbuf_json_string(outbuf *o, const char *s)
     outbuf_put(o, "\"", 1);
 }
 
-/* The length written so far from `start`. */
-static inline size_t outbuf_len(const outbuf *o, const char *start)
+/* The length written so far. */
+static inline size_t outbuf_len(const outbuf *o)
 {
-    return (size_t)(o->p - start);
+    return (size_t)(o->p - o->start);
 }
 
 #endif

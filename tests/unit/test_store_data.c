@@ -291,6 +291,23 @@ static void test_twin_batched_writes(void **state)
     store_close(st);
 }
 
+/* Makes every insert into `table` whose row satisfies `when` fail after
+ * the row went in (an AFTER INSERT trigger aborts the statement), in the
+ * database of testutil_dir, which no store may have open. */
+static void fail_inserts_into(const char *table, const char *when)
+{
+    char path[128], sql[256];
+    snprintf(path, sizeof path, "%s/iothubd.db", testutil_dir);
+    snprintf(sql, sizeof sql,
+             "CREATE TRIGGER fail_bad AFTER INSERT ON %s WHEN %s"
+             " BEGIN SELECT RAISE(ABORT, 'injected'); END",
+             table, when);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
 /* A twin write runs without a savepoint of its own (no_savepoint): when
  * its statement fails after the REPLACE has deleted the old row (an
  * AFTER INSERT trigger aborts it here), SQLite undoes the statement, the
@@ -304,18 +321,7 @@ static void test_twin_write_failing_mid_statement(void **state)
     store_flush(st);
     assert_int_equal(put_status[0], STORE_OK);
     store_close(st);
-
-    char path[128];
-    snprintf(path, sizeof path, "%s/iothubd.db", testutil_dir);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "CREATE TRIGGER fail_bad AFTER INSERT ON twins"
-                                  " WHEN NEW.device_id = 'bad' AND NEW.version = 6"
-                                  " BEGIN SELECT RAISE(ABORT, 'injected'); END",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    fail_inserts_into("twins", "NEW.device_id = 'bad' AND NEW.version = 6");
 
     st = testutil_open(testutil_dir, NULL);
     memset(put_status, 0xff, sizeof put_status);
@@ -467,17 +473,7 @@ static void test_c2d_enqueue_failing_after_sequence_bump(void **state)
     (void)state;
     store *st = testutil_open(testutil_dir, NULL);
     store_close(st);
-    char path[128];
-    snprintf(path, sizeof path, "%s/iothubd.db", testutil_dir);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "CREATE TRIGGER fail_bad AFTER INSERT ON c2d"
-                                  " WHEN NEW.body = CAST('bad' AS BLOB)"
-                                  " BEGIN SELECT RAISE(ABORT, 'injected'); END",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    fail_inserts_into("c2d", "NEW.body = CAST('bad' AS BLOB)");
 
     st = testutil_open(testutil_dir, NULL);
     store_test_hold(st, true);
