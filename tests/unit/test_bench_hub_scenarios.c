@@ -40,10 +40,11 @@ static void test_hub_scenario_options(void **state)
     assert_true(bench_scenario_hub_only(o.scenario));
     assert_false(bench_scenario_uses_http(o.scenario));
     char *methods[] = {"iothub-bench", "methods", "--hub", "http://127.0.0.1:8080", "--connstr",
-                       "x", "--http-connections", "64"};
+                       "x", "--http-connections", "64", "--rate", "20000"};
     assert_int_equal(bench_options_parse(&o, ARGC(methods), methods, err, sizeof err), 0);
     assert_int_equal(o.scenario, SCENARIO_METHODS);
     assert_int_equal(o.http_connections, 64);
+    assert_true(o.rate == 20000);
     assert_true(bench_scenario_uses_http(o.scenario));
     char *c2d[] = {"iothub-bench", "c2d", "--hub", "http://127.0.0.1:8080", "--connstr", "x"};
     assert_int_equal(bench_options_parse(&o, ARGC(c2d), c2d, err, sizeof err), 0);
@@ -184,6 +185,42 @@ static void test_http_response_parse(void **state)
     assert_int_equal(http_parse_response(junk, sizeof junk - 1, &status, &total), -1);
 }
 
+/* The HTTP --rate clock: request k is due at start + k / rate, exactly
+ * (no drift from a rounded interval), none before its time, and requests
+ * more than the lateness bound overdue are dropped, counted, and the
+ * clock resumes with the first one still within the bound. */
+static void test_http_pace(void **state)
+{
+    (void)state;
+    http_pace p;
+    uint64_t due = 0, dropped = 0;
+    http_pace_start(&p, 3.0, 1000); /* every 333,333,333.3 ns */
+    assert_true(http_pace_take(&p, 1000, 50, &due, &dropped));
+    assert_int_equal(due, 1000);
+    assert_false(http_pace_take(&p, 1000 + 333333332, 50, &due, &dropped));
+    assert_true(http_pace_take(&p, 1000 + 333333333, 50, &due, &dropped));
+    assert_int_equal(due, 1000 + 333333333);
+    assert_false(http_pace_take(&p, 1000 + 333333333, 50, &due, &dropped));
+    p.k = 3000; /* after 1,000 s: still on the exact schedule */
+    assert_true(http_pace_take(&p, 1000 + 1000000000000ull, 50, &due, &dropped));
+    assert_int_equal(due, 1000 + 1000000000000ull);
+    assert_int_equal(dropped, 0);
+
+    http_pace_start(&p, 20000.0, 0); /* every 50 µs */
+    /* at 1 ms + 20 ns, bound 100 ns: requests 0..19 are over it, 20 is not */
+    assert_true(http_pace_take(&p, 1000020, 100, &due, &dropped));
+    assert_int_equal(dropped, 20);
+    assert_int_equal(due, 1000000);
+    assert_false(http_pace_take(&p, 1000020, 100, &due, &dropped));
+    /* exactly at the bound is still in time */
+    assert_true(http_pace_take(&p, 1050100, 100, &due, &dropped));
+    assert_int_equal(due, 1050000);
+    assert_int_equal(dropped, 20);
+
+    http_pace_start(&p, 0, 5); /* not paced: nothing is ever due */
+    assert_false(http_pace_take(&p, UINT64_MAX / 2, 100, &due, &dropped));
+}
+
 static void test_send_ring_fifo_once(void **state)
 {
     (void)state;
@@ -291,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_http_response_parse),
         cmocka_unit_test(test_send_ring_fifo_once),
         cmocka_unit_test(test_twin_rate_mode),
+        cmocka_unit_test(test_http_pace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

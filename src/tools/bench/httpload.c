@@ -28,6 +28,8 @@
 
 #define API_VERSION "2021-04-12"
 #define HTTP_POLL_MS 5
+#define HTTP_PACED_POLL_MS 1
+#define HTTP_PACE_LATE_NS 100000000ull
 #define HTTP_RETRY_NS 100000000ull
 #define HTTP_EVENTS_PER_WAIT 64
 #define TOKEN_LIFETIME_S 3600
@@ -110,6 +112,33 @@ int http_parse_response(const char *buf, size_t len, int *status, size_t *total)
     return 1;
 }
 
+void http_pace_start(http_pace *p, double rate, uint64_t now_ns)
+{
+    *p = (http_pace){.interval_ns = rate > 0 ? 1e9 / rate : 0, .start_ns = now_ns};
+}
+
+static uint64_t pace_due(const http_pace *p, uint64_t k)
+{
+    return p->start_ns + (uint64_t)((double)k * p->interval_ns);
+}
+
+bool http_pace_take(http_pace *p, uint64_t now_ns, uint64_t late_ns, uint64_t *due_ns,
+                    uint64_t *dropped)
+{
+    if (p->interval_ns <= 0 || pace_due(p, p->k) > now_ns)
+        return false;
+    if (now_ns - pace_due(p, p->k) > late_ns) {
+        /* the first request due no earlier than now - late_ns */
+        uint64_t first = (uint64_t)((double)(now_ns - late_ns - p->start_ns) / p->interval_ns);
+        while (pace_due(p, first) < now_ns - late_ns)
+            first++;
+        *dropped += first - p->k;
+        p->k = first;
+    }
+    *due_ns = pace_due(p, p->k++);
+    return true;
+}
+
 /* ---- connections ---------------------------------------------------------- */
 
 static enum bench_phase phase_now(const bench_http_load *hl)
@@ -176,31 +205,33 @@ static void conn_write(bench_http_load *hl, http_conn *c)
     }
 }
 
-/* Builds and writes the next request for the next device. */
-static void conn_request(bench_http_load *hl, http_conn *c)
+static bool paced(const bench_http_load *hl) { return hl->pace.interval_ns > 0; }
+
+/* Builds and writes the next request for the next device; its latency
+ * (and a C2D message's stamp) counts from due_ns. */
+static void conn_request(bench_http_load *hl, http_conn *c, uint64_t due_ns)
 {
     const bench_options *o = hl->run->opt;
     char id[128];
     snprintf(id, sizeof id, "%s%06u", o->device_prefix, hl->next_device);
     hl->next_device = (hl->next_device + 1) % o->clients;
-    uint64_t now = bench_now_ns();
     c->req_len = o->scenario == SCENARIO_METHODS
                      ? http_build_method_call(c->req, sizeof c->req, hl->host, hl->token, id,
                                               "bench")
-                     : http_build_c2d_send(c->req, sizeof c->req, hl->host, hl->token, id, now);
+                     : http_build_c2d_send(c->req, sizeof c->req, hl->host, hl->token, id, due_ns);
     if (c->req_len == 0) {
         hl->stats.errors[ERR_OUT_OF_MEMORY]++;
         return;
     }
     c->req_off = 0;
     c->busy = true;
-    c->sent_ns = now;
+    c->sent_ns = due_ns;
     hl->stats.sent++;
     conn_write(hl, c);
 }
 
 /* One whole response, which reached the socket at arrival_ns: counted,
- * then the next request (in RUN). */
+ * then, in a closed loop, the next request (in RUN). */
 static void conn_answered(bench_http_load *hl, http_conn *c, int status, uint64_t arrival_ns)
 {
     c->busy = false;
@@ -212,8 +243,8 @@ static void conn_answered(bench_http_load *hl, http_conn *c, int status, uint64_
         hl->stats.acked++;
         hist_record(&hl->stats.latency, bench_span_ns(c->sent_ns, arrival_ns));
     }
-    if (phase_now(hl) == PHASE_RUN)
-        conn_request(hl, c);
+    if (phase_now(hl) == PHASE_RUN && !paced(hl))
+        conn_request(hl, c, bench_now_ns());
 }
 
 /* Reads and answers everything available (edge-triggered); a short read
@@ -258,7 +289,8 @@ static void conn_read(bench_http_load *hl, http_conn *c, bool hung_up)
     }
 }
 
-/* Idle connections get a request (reopened first if they failed). */
+/* Failed connections are reopened; in a closed loop, idle ones get a
+ * request. */
 static void kick_idle(bench_http_load *hl)
 {
     uint64_t now = bench_now_ns();
@@ -268,9 +300,35 @@ static void kick_idle(bench_http_load *hl)
             conn_fail(hl, c, ERR_HTTP_CONNECTION);
             continue;
         }
-        if (c->fd >= 0 && !c->busy)
-            conn_request(hl, c);
+        if (c->fd >= 0 && !c->busy && !paced(hl))
+            conn_request(hl, c, now);
     }
+}
+
+/* A connection with no request outstanding, or NULL; the search goes
+ * round so the load spreads over all of them. */
+static http_conn *next_idle(bench_http_load *hl)
+{
+    for (unsigned n = 0; n < hl->conn_count; n++) {
+        http_conn *c = &hl->conns[hl->idle_cursor];
+        hl->idle_cursor = (hl->idle_cursor + 1) % hl->conn_count;
+        if (c->fd >= 0 && !c->busy)
+            return c;
+    }
+    return NULL;
+}
+
+/* Paced: every request due by now goes out while a connection is free. */
+static void send_due(bench_http_load *hl, uint64_t now)
+{
+    uint64_t due, dropped = 0;
+    http_conn *c;
+    while ((c = next_idle(hl)) && http_pace_take(&hl->pace, now, HTTP_PACE_LATE_NS, &due, &dropped))
+        conn_request(hl, c, due);
+    /* a free connection with nothing due: the search starts at it next */
+    if (c)
+        hl->idle_cursor = (unsigned)(c - hl->conns);
+    hl->stats.errors[ERR_WINDOW_FULL] += dropped;
 }
 
 static void *http_thread(void *arg)
@@ -279,7 +337,8 @@ static void *http_thread(void *arg)
     struct epoll_event events[HTTP_EVENTS_PER_WAIT];
     uint64_t last_kick = 0;
     while (phase_now(hl) != PHASE_STOP) {
-        int n = epoll_wait(hl->epfd, events, HTTP_EVENTS_PER_WAIT, HTTP_POLL_MS);
+        int n = epoll_wait(hl->epfd, events, HTTP_EVENTS_PER_WAIT,
+                           paced(hl) ? HTTP_PACED_POLL_MS : HTTP_POLL_MS);
         for (int i = 0; i < n; i++) {
             http_conn *c = events[i].data.ptr;
             if (c->fd < 0)
@@ -291,11 +350,17 @@ static void *http_thread(void *arg)
                 conn_read(hl, c, hangup != 0);
         }
         uint64_t now = bench_now_ns();
-        if (phase_now(hl) == PHASE_RUN && (!hl->kicked || now - last_kick > HTTP_RETRY_NS)) {
+        if (phase_now(hl) != PHASE_RUN)
+            continue;
+        if (!hl->kicked && hl->run->opt->rate > 0) /* the rate clock starts with RUN */
+            http_pace_start(&hl->pace, hl->run->opt->rate, now);
+        if (!hl->kicked || now - last_kick > HTTP_RETRY_NS) {
             hl->kicked = true;
             last_kick = now;
             kick_idle(hl);
         }
+        if (paced(hl))
+            send_due(hl, now);
     }
     return NULL;
 }

@@ -48,6 +48,20 @@ size_t http_build_c2d_send(char *out, size_t cap, const char *host, const char *
  * service API always sends Content-Length). */
 int http_parse_response(const char *buf, size_t len, int *status, size_t *total);
 
+/* The --rate clock: request k (from 0) is due at start_ns + k / rate. */
+typedef struct http_pace {
+    double interval_ns;       /* 0: not paced */
+    uint64_t start_ns;
+    uint64_t k;               /* the next request's number */
+} http_pace;
+
+void http_pace_start(http_pace *p, double rate, uint64_t now_ns);
+/* Whether a request is due at now_ns; if so sets *due_ns to its due time
+ * and moves on to the next. Requests overdue by more than late_ns are
+ * dropped first and added to *dropped. */
+bool http_pace_take(http_pace *p, uint64_t now_ns, uint64_t late_ns, uint64_t *due_ns,
+                    uint64_t *dropped);
+
 typedef struct http_conn {
     int fd;
     bool connecting;
@@ -69,6 +83,8 @@ typedef struct bench_http_load {
     http_conn *conns;
     unsigned conn_count;
     unsigned next_device;
+    unsigned idle_cursor;     /* paced: where the search for a free connection starts */
+    http_pace pace;
     bool kicked;              /* RUN seen: every connection got its first request */
     int epfd;
     pthread_t tid;

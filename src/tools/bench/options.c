@@ -39,7 +39,7 @@ static const flag_spec flags[] = {
     {"--qos", FLAG_UINT, OFF(qos), 1, "0 or 1 (default 1; fanout 0)"},
     {"--mqtt", FLAG_UINT, OFF(mqtt_version), 5, "protocol: 4 (3.1.1) or 5 (default 5)"},
     {"--payload", FLAG_UINT, OFF(payload), 262144, "payload bytes (default 256; fanout 64)"},
-    {"--rate", FLAG_DOUBLE, OFF(rate), 0, "messages (twin: requests) per second in total (default 0: as fast as the window allows)"},
+    {"--rate", FLAG_DOUBLE, OFF(rate), 0, "messages (twin, methods, c2d: requests) per second in total (default 0: as fast as the window allows)"},
     {"--window", FLAG_UINT, OFF(window), 65535, "in-flight messages per client (default 16)"},
     {"--keepalive", FLAG_UINT, OFF(keepalive_s), 65535, "Keep Alive seconds (default 30)"},
     {"--concurrency", FLAG_UINT, OFF(concurrency), 1000000, "connection attempts at once (default 256)"},
@@ -223,7 +223,7 @@ static bool check_combinations(const bench_options *o, char *err, size_t errlen)
     else if (o->processes > 1 && o->processes > o->clients)
         why = "--processes cannot exceed --clients";
     else if (o->rate > 0 && !bench_scenario_paced(o->scenario))
-        why = "--rate paces telemetry, fanout and twin only";
+        why = "--rate paces telemetry, fanout, twin, methods and c2d only";
     else if (bench_scenario_uses_http(o->scenario) && o->http_connections == 0)
         why = "--http-connections must be at least 1";
     if (why)

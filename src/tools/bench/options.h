@@ -78,7 +78,8 @@ static inline bool bench_scenario_uses_http(bench_scenario s)
 /* Scenarios that --rate paces (the others ignore it, so it is refused). */
 static inline bool bench_scenario_paced(bench_scenario s)
 {
-    return s == SCENARIO_TELEMETRY || s == SCENARIO_FANOUT || s == SCENARIO_TWIN;
+    return s == SCENARIO_TELEMETRY || s == SCENARIO_FANOUT || s == SCENARIO_TWIN ||
+           s == SCENARIO_METHODS || s == SCENARIO_C2D;
 }
 
 /* Scenarios whose clients are independent of each other, so they can be
