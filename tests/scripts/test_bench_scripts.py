@@ -149,6 +149,34 @@ def test_no_host_table_without_host_figures(tmp_path):
     assert "## The host during each scenario" not in md
 
 
+def methods_run(throughput, p50_us):
+    """A methods run (one latency, an HTTP call's)."""
+    run = dict(twin_run(throughput), scenario="methods", latency_name="HTTP call",
+               latency2_name=None, latency2_us=None)
+    run["latency_us"] = dict(run["latency_us"], p50=p50_us)
+    return run
+
+
+@pytest.mark.parametrize("paced_p50_us, verdict", [(800.0, "met"), (1200.0, "**not met**"),
+                                                   (None, "not measured")])
+def test_methods_target_takes_its_p50_at_the_target_rate(tmp_path, paced_p50_us, verdict):
+    """The closed loop gives the calls/s; its p50 is the connections'
+    queue (Little's law), so the p50 is judged at the paced target rate."""
+    res = tmp_path / "results"
+    res.mkdir()
+    write(str(res / "hub-methods.hub.1.json"), json.dumps(methods_run(25000, 1500.0)))
+    if paced_p50_us is not None:
+        write(str(res / "hub-methods-paced.hub.1.json"),
+              json.dumps(methods_run(19990, paced_p50_us)))
+    md, _ = render(res, tmp_path, "a", BENCH_METHODS_TARGET_RATE="20000")
+    row = next(line for line in md.splitlines() if line.startswith("| methods ≥"))
+    assert row.endswith(f"| 25,000/s | — | — | — | {verdict} |")
+    assert "as fast as they go (p50 there 1.50 ms)" in row
+    if paced_p50_us is not None:
+        assert "#### Methods at the target rate (20,000 calls/s paced" in md
+        assert "20,000 calls/s paced (19,990/s achieved)" in row
+
+
 def test_host_drift_summary(tmp_path):
     """Four iterations whose server CPU rises with the loopback probe."""
     res = tmp_path / "results"
