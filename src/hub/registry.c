@@ -699,7 +699,7 @@ static bool create_policies(hub_registry *r, char *err, size_t errlen)
         }
         store_put_policy(r->st, p, NULL, policy_stored, &failed);
     }
-    store_flush(r->st); /* the callbacks have run, on the store's thread */
+    store_flush(r->st); /* the callbacks ran on the store thread */
     if (failed) {
         snprintf(err, errlen, "could not store the shared access policies");
         return false;

@@ -5,10 +5,8 @@
  * A request is one malloc'd struct per call: a store_req header followed by
  * the operation's own fields (copies of the caller's data, and the results
  * the store thread fills in). `exec` runs on the store thread inside the
- * batch transaction; `complete` runs afterwards on the caller's loop (or,
- * when loop == NULL, on the thread that finishes the batch: the store
- * thread, or with durability fsync the fsync stage's), calls the user's
- * callback and frees
+ * batch transaction; `complete` runs afterwards on the caller's loop (or on
+ * the store thread when loop == NULL), calls the user's callback and frees
  * the request. Nothing else ever touches a request, so it needs no lock.
  */
 #ifndef IOTHUBD_STORE_INTERNAL_H
@@ -94,19 +92,6 @@ struct store {
     int ck_passed; /* WAL frames the last pass covered (0 after a restart) */
     atomic_bool ck_failing;   /* a failure was logged; cleared on success */
 
-    /* The fsync stage (sync.c; durability fsync only): batches committed
-     * and waiting for the WAL's fdatasync, in commit order, and its thread. */
-    int wal_fd; /* our own descriptor of iothubd.db-wal; -1 without the stage */
-    pthread_t sync_tid;
-    bool sync_started;
-    pthread_mutex_t sync_lock; /* guards the queue and the flags below */
-    pthread_cond_t sync_wake;
-    store_req *sync_head, **sync_tail;
-    bool sync_needed; /* a committed batch is queued */
-    bool sync_stopping, sync_hold;
-    unsigned fail_syncs;      /* test hook, under st->lock */
-    atomic_bool sync_failed;  /* sticky: an fdatasync failed */
-
     /* prepared statements, keyed by their (static) SQL text pointer */
     struct {
         const char *sql;
@@ -147,26 +132,9 @@ int64_t store_now_ms(void);
 /* Runs `sql` (no results) on `db`; false with "sql: message" in err. */
 bool store_exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen);
 
-/* "PRAGMA synchronous=…" for the store's durability setting, as the
- * checkpointer's connection uses it (a checkpoint syncs as its connection
- * says). The store thread's connection commits with NORMAL instead of FULL
- * when the fsync stage syncs its commits (sync.c). */
+/* "PRAGMA synchronous=…" for the store's durability setting (both
+ * connections use it: a checkpoint syncs as its connection says). */
 const char *store_synchronous_pragma(const store *st);
-
-/* Hands every completion of a committed (or failed) batch to its loop. */
-void store_finish_batch(store *st, store_req *batch);
-
-/* sync.c: the fsync stage. Start opens the WAL of the database at db_path
- * (which must exist) and starts the thread; stop finishes what is queued,
- * joins it and closes the descriptor (safe after a failed start). */
-bool store_sync_start(store *st, const char *db_path, char *err, size_t errlen);
-void store_sync_stop(store *st);
-/* The store thread is done with `batch`; `committed` when its transaction
- * committed and so must be synced. Its completions are handed over once
- * every commit before it is on disk (at once without the stage). */
-void store_batch_done(store *st, store_req *batch, bool committed);
-/* Whether an fdatasync failed: the store then fails every batch. */
-bool store_sync_failed(store *st);
 
 /* checkpoint.c: starts the checkpoint thread on a second connection to
  * `path` and takes the WAL checkpoints over from st->db's commits. */

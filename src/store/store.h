@@ -12,9 +12,8 @@
  * the next batch starts from a clean, rolled-back state. Requests from
  * one thread are executed in the order they were made.
  *
- * `loop` may be NULL: the callback then runs on the store's own thread,
- * right after the commit (with durability fsync, on the fsync stage's
- * thread, right after the commit's fdatasync). That is for start-up code, tools and tests; such a
+ * `loop` may be NULL: the callback then runs on the store thread itself,
+ * right after the commit. That is for start-up code, tools and tests; such a
  * callback must be short and must not call back into the store synchronously
  * (queuing further requests is fine).
  *
@@ -39,7 +38,7 @@
 typedef struct store store;
 
 typedef enum store_durability {
-    STORE_DURABILITY_FSYNC, /* a completion means on disk (fdatasync, store/sync.c) */
+    STORE_DURABILITY_FSYNC, /* synchronous=FULL: a completion means on disk */
     STORE_DURABILITY_OS,    /* synchronous=NORMAL: in the OS, fsync at checkpoints */
     STORE_DURABILITY_NONE,  /* synchronous=OFF: no fsync at all */
 } store_durability;
@@ -89,7 +88,6 @@ typedef struct store_stats {
     uint64_t telemetry_deleted; /* events removed by retention */
     uint64_t checkpoints;        /* WAL checkpoints by the checkpoint thread */
     uint64_t writer_checkpoints; /* catch-up checkpoints after a commit */
-    uint64_t syncs;              /* fdatasyncs of the WAL by the fsync stage */
 } store_stats;
 void store_get_stats(store *st, store_stats *out);
 unsigned store_partitions(const store *st);
@@ -105,11 +103,6 @@ void store_flush(store *st);
  * before it takes the next batch, so that requests accumulate. */
 void store_test_fail_commits(store *st, unsigned n);
 void store_test_hold(store *st, bool hold);
-/* Durability fsync: make the next `n` fdatasyncs of the fsync stage fail
- * (as a failing disk would: sticky, see store/sync.c); hold / release the
- * stage before it syncs, so that committed batches wait for it. */
-void store_test_fail_syncs(store *st, unsigned n);
-void store_test_hold_syncs(store *st, bool hold);
 
 /* ---- completions ------------------------------------------------------- */
 

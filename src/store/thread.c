@@ -8,8 +8,7 @@
  *   BEGIN IMMEDIATE
  *   for each request: SAVEPOINT; exec; RELEASE (or ROLLBACK TO on error)
  *   COMMIT
- * and only then hands every completion to its loop (with durability fsync,
- * once the fsync stage has synced the commit: sync.c). One fsync covers the
+ * and only then hands every completion to its loop. One fsync covers the
  * whole batch, so the more requests arrive while a commit is on the disk,
  * the bigger the next batch: throughput grows with load while latency stays
  * one commit. A per-request savepoint keeps one bad request (a constraint
@@ -43,11 +42,8 @@
  * docs/PERFORMANCE.md.
  *
  * Durability (synchronous pragma, WAL journal):
- *   fsync  NORMAL — and the fsync stage (sync.c) fdatasyncs the WAL after
- *                   each commit, beside the next batch, before any of the
- *                   commit's completions go out: a completion means the
- *                   data survives a power cut, as with FULL, whose fsync
- *                   inside COMMIT held the store thread.
+ *   fsync  FULL   — the WAL is fsynced at every commit: a completion means
+ *                   the data survives a power cut.
  *   os     NORMAL — the commit is written to the OS without fsync; the WAL
  *                   is fsynced at checkpoints. Survives a crash of iothubd,
  *                   not of the machine (recent commits may be lost, the
@@ -293,7 +289,7 @@ static void post_chain(net_loop *loop, void *arg)
  * request (a batch under load is thousands of telemetry appends). Loops
  * beyond FINISH_LOOPS distinct ones, sync and loop-less requests are
  * finished one by one, after the chains are posted. */
-void store_finish_batch(store *st, store_req *batch)
+static void finish_batch(store *st, store_req *batch)
 {
     struct { net_loop *loop; store_req *head, **tail; } chains[FINISH_LOOPS];
     size_t nchains = 0;
@@ -453,9 +449,7 @@ static void run_batch(store *st, store_req *batch, bool inject_failure)
     uint64_t n = 0;
     bool committed = false;
     store_req *lost = NULL; /* the request whose failure ended the transaction */
-    if (store_sync_failed(st)) {
-        fail_all(batch, STORE_ERROR, "an earlier fdatasync of the WAL failed; restart iothubd");
-    } else if (!exec_cached(st, SQL_BEGIN, err, sizeof err)) {
+    if (!exec_cached(st, SQL_BEGIN, err, sizeof err)) {
         fail_all(batch, last_error_status(st), err);
     } else {
         for (store_req *r = batch; r && !lost;)
@@ -486,7 +480,7 @@ static void run_batch(store *st, store_req *batch, bool inject_failure)
     else
         st->stats.failed_commits++;
     pthread_mutex_unlock(&st->lock);
-    store_batch_done(st, batch, committed);
+    finish_batch(st, batch);
 }
 
 /* Periodic retention, in its own transaction. */
@@ -624,14 +618,6 @@ const char *store_synchronous_pragma(const store *st)
     return pragma[st->durability];
 }
 
-/* The store thread's connection: with durability fsync its commits are
- * synced by the fsync stage (sync.c), not inside COMMIT. */
-static const char *writer_synchronous_pragma(const store *st)
-{
-    return st->durability == STORE_DURABILITY_FSYNC ? "PRAGMA synchronous=NORMAL"
-                                                    : store_synchronous_pragma(st);
-}
-
 /* Opens the database file and sets it up (pragmas, migrations, partitions)
  * with the checkpointer (checkpoint.c), or, when `exclusive`, in
  * locking_mode=EXCLUSIVE without it: the WAL index then lives in heap
@@ -655,7 +641,7 @@ static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
         !store_exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
         /* a WAL that grew under a burst is cut back when it restarts */
         !store_exec_sql(st->db, "PRAGMA journal_size_limit=33554432", err, errlen) ||
-        !store_exec_sql(st->db, writer_synchronous_pragma(st), err, errlen) ||
+        !store_exec_sql(st->db, store_synchronous_pragma(st), err, errlen) ||
         !store_exec_sql(st->db, "PRAGMA foreign_keys=OFF", err, errlen) ||
         /* 32 MiB instead of 2: a batch under load dirties a few MiB of new
          * log pages; with the default cache SQLite spilled them into the
@@ -667,14 +653,11 @@ static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
     if (!store_migrate(st->db, STORE_SCHEMA_VERSION, err, errlen) ||
         !store_telemetry_init_partitions(st->db, st->partitions, err, errlen))
         return false;
-    if (st->durability == STORE_DURABILITY_FSYNC && !store_sync_start(st, path, err, errlen))
-        return false;
     return exclusive || store_checkpointer_start(st, path, err, errlen);
 }
 
 static void close_db(store *st)
 {
-    store_sync_stop(st);         /* the last batches' completions */
     store_checkpointer_stop(st); /* before st->db: its last checkpoint runs at close */
     for (size_t i = 0; i < st->nstmts; i++)
         sqlite3_finalize(st->stmts[i].stmt);
@@ -734,8 +717,6 @@ static void free_store(store *st)
     pthread_mutex_destroy(&st->lock);
     pthread_cond_destroy(&st->wake);
     pthread_cond_destroy(&st->synced);
-    pthread_mutex_destroy(&st->sync_lock);
-    pthread_cond_destroy(&st->sync_wake);
     if (st->lock_fd >= 0)
         close(st->lock_fd);
     free(st->dir);
@@ -766,10 +747,7 @@ store *store_open(const store_config *cfg, char *err, size_t errlen)
     st->commit_interval_ns = (uint64_t)cfg->commit_interval_us * 1000u;
     st->tail = &st->head;
     st->lock_fd = -1;
-    st->wal_fd = -1;
     pthread_mutex_init(&st->lock, NULL);
-    pthread_mutex_init(&st->sync_lock, NULL);
-    pthread_cond_init(&st->sync_wake, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

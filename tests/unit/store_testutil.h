@@ -3,8 +3,7 @@
  * temporary data directories under /tmp and a store opened in one.
  *
  * Most tests pass loop == NULL to the store, so completions run on the
- * store thread (with durability fsync, the fsync stage's); store_flush()
- * then guarantees they have all run, which
+ * store thread; store_flush() then guarantees they have all run, which
  * keeps the tests free of event loops unless a test is about loops.
  */
 #ifndef IOTHUBD_TESTS_STORE_TESTUTIL_H
