@@ -15,10 +15,9 @@
  * checkpoint thread, which owns a second connection, for every 256 new
  * pages (STORE_WAL_CHECKPOINT_PAGES says why); the thread runs a PASSIVE
  * checkpoint, which copies what the WAL holds without taking the writer
- * lock, so commits go on meanwhile. The
- * WAL can only start over at a write transaction that begins with every
- * frame copied, and under load the writer has always committed more by
- * the time a pass ends. So at STORE_WAL_RESET_PAGES the writer takes over:
+ * lock, so commits go on meanwhile. The WAL can only start over at a write
+ * transaction that begins with every frame copied, and under load the
+ * writer has always committed more by the time a pass ends. So at STORE_WAL_RESET_PAGES the writer takes over:
  * its hook holds the checkpointer back (no new pass) and, once no pass is
  * running, runs one PASSIVE checkpoint on its own connection right after
  * its commit. Over the last 1,000 pages before that the checkpointer runs
