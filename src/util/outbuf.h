@@ -5,8 +5,8 @@
  * receipt, a method call's reply) is written piece by piece into a
  * caller's buffer. A piece that does not fit marks the buffer overflowed
  * instead of being cut, so the caller checks once at the end and never
- * sends a truncated head or a broken JSON text. glibc's snprintf spends hundreds
- * of instructions a call on its format string; these are memcpy.
+ * sends a truncated head or a broken JSON text. glibc's snprintf spends
+ * hundreds of instructions a call on its format string; these are memcpy.
  */
 #ifndef IOTHUBD_UTIL_OUTBUF_H
 #define IOTHUBD_UTIL_OUTBUF_H
