@@ -18,14 +18,25 @@
  * to "devices/abc" also covers a device "ABC". A token that passes but
  * whose policy lacks a right the route needs gets 403 IotHubUnauthorized.
  *
- * The policy is copied out of the registry per request (a short lock
- * there); keys never leave this file.
+ * The policy is copied out of the registry when a signature is checked;
+ * keys never leave this file.
+ *
+ * A connection remembers the last token whose signature checked out
+ * (auth_memo, in its http_conn): back ends send one token with every
+ * request of a keep-alive connection, and its HMAC was the largest single
+ * item of a C2D send's CPU (docs/PERFORMANCE.md). Only the signature and
+ * the policy lookup are skipped; expiry, resource and rights are checked on
+ * every request. The memo is sound because policies and their keys cannot
+ * change while the hub runs (registry.c: read-only after open); an API that
+ * changed them would have to clear every connection's memo.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "service/internal.h"
+#include "util/crypto.h"
 #include "util/sas.h"
 #include "util/time.h"
 
@@ -69,46 +80,97 @@ const char *service_rights_text(unsigned rights, char *buf, size_t cap)
     return buf;
 }
 
-/* Returns NULL when the token is good (policy copied to *pol), else why. */
-static const char *check_token(http_request *req, hub_policy *pol)
+void auth_memo_clear(auth_memo *m)
 {
-    const char *header = http_header_get(req, "Authorization");
-    if (!header || !*header)
-        return "missing Authorization header";
-    sas_token tok;
-    char why[96];
-    if (!sas_token_parse(header, strlen(header), &tok, why, sizeof why))
-        return "malformed SharedAccessSignature";
-    if (!tok.policy[0])
-        return "token names no policy (skn)";
-    if (!registry_policy_get(req->svc->registry, tok.policy, pol))
-        return "unknown policy";
-    if (!sas_token_verify(&tok, pol->primary_key) &&
-        !(pol->secondary_key[0] && sas_token_verify(&tok, pol->secondary_key)))
-        return "invalid signature";
-    if (tok.expiry <= time_wall_ms() / 1000)
+    free(m->header);
+    memset(m, 0, sizeof *m);
+}
+
+/* Whether m holds exactly this header. The comparison takes the same time
+ * wherever the texts differ: a proxy may carry several callers' requests
+ * over one connection, and none may learn another's token by timing. */
+static bool memo_holds(const auth_memo *m, const char *header, size_t len)
+{
+    return m->header && m->header_len == len && crypto_equal(m->header, header, len);
+}
+
+/* Remembers a token whose signature was just verified. Out of memory it
+ * remembers nothing, which only costs the next request its HMAC. */
+static void memo_store(auth_memo *m, const char *header, size_t len, const sas_token *tok,
+                       const hub_policy *pol)
+{
+    auth_memo_clear(m);
+    size_t rlen = strlen(tok->resource);
+    char *block = malloc(len + 1 + rlen + 1);
+    if (!block)
+        return;
+    memcpy(block, header, len);
+    block[len] = '\0';
+    memcpy(block + len + 1, tok->resource, rlen + 1);
+    m->header = block;
+    m->header_len = len;
+    m->resource = block + len + 1;
+    m->expiry = tok->expiry;
+    snprintf(m->policy, sizeof m->policy, "%s", pol->name);
+    m->rights = pol->rights;
+}
+
+/* What every request checks, remembered token or not. */
+static const char *check_scope(const http_request *req, const char *resource, uint64_t expiry)
+{
+    if (expiry <= time_wall_ms() / 1000)
         return "token expired";
-    if (!resource_covers(tok.resource, req->svc->hostname, req))
+    if (!resource_covers(resource, req->svc->hostname, req))
         return "token resource does not cover this request";
     return NULL;
 }
 
+/* Returns NULL when the token is good, with its policy's name and rights in
+ * req->policy and req->rights, else why. Only a token this connection has
+ * not shown before (or not lately) has its signature checked. */
+static const char *check_token(http_request *req)
+{
+    const char *header = http_header_get(req, "Authorization");
+    if (!header || !*header)
+        return "missing Authorization header";
+    size_t len = strlen(header);
+    auth_memo *m = http_conn_auth_memo(req);
+    if (memo_holds(m, header, len)) {
+        snprintf(req->policy, sizeof req->policy, "%s", m->policy);
+        req->rights = m->rights;
+        return check_scope(req, m->resource, m->expiry);
+    }
+    sas_token tok;
+    hub_policy pol;
+    char why[96];
+    if (!sas_token_parse(header, len, &tok, why, sizeof why))
+        return "malformed SharedAccessSignature";
+    if (!tok.policy[0])
+        return "token names no policy (skn)";
+    if (!registry_policy_get(req->svc->registry, tok.policy, &pol))
+        return "unknown policy";
+    if (!sas_token_verify(&tok, pol.primary_key) &&
+        !(pol.secondary_key[0] && sas_token_verify(&tok, pol.secondary_key)))
+        return "invalid signature";
+    memo_store(m, header, len, &tok, &pol);
+    snprintf(req->policy, sizeof req->policy, "%s", pol.name);
+    req->rights = pol.rights;
+    return check_scope(req, tok.resource, tok.expiry);
+}
+
 bool auth_check(http_request *req, unsigned needed)
 {
-    hub_policy pol;
-    const char *why = check_token(req, &pol);
+    const char *why = check_token(req);
     if (why) {
         http_reply_error(req, 401, "IotHubUnauthorizedAccess", "Unauthorized: %s", why);
         return false;
     }
-    if ((pol.rights & needed) != needed) {
+    if ((req->rights & needed) != needed) {
         char want[96];
         http_reply_error(req, 403, "IotHubUnauthorized",
-                         "policy '%s' lacks a right this call needs (%s)", pol.name,
+                         "policy '%s' lacks a right this call needs (%s)", req->policy,
                          service_rights_text(needed, want, sizeof want));
         return false;
     }
-    snprintf(req->policy, sizeof req->policy, "%s", pol.name);
-    req->rights = pol.rights;
     return true;
 }

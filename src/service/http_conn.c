@@ -106,6 +106,7 @@ struct http_conn {
     size_t body_len, body_cap;
     http_header *views; /* handed to the request */
     http_request req;
+    auth_memo auth; /* outlives requests: see auth.c */
     /* HC_STREAM only */
     http_stream_handler stream;
     void *stream_arg;
@@ -163,7 +164,13 @@ static void request_reset(http_conn *hc)
 static void conn_free(http_conn *hc)
 {
     request_reset(hc);
+    auth_memo_clear(&hc->auth);
     free(hc);
+}
+
+auth_memo *http_conn_auth_memo(http_request *req)
+{
+    return &req->conn->auth;
 }
 
 /* Records a parse-time failure; the parser callback then returns non-zero. */

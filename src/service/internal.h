@@ -175,6 +175,23 @@ bool http_if_match(http_request *req, char *buf, size_t cap, const char **out);
 
 /* ---- auth.c ------------------------------------------------------------- */
 
+/* The last token on a connection whose signature checked out. A back end
+ * sends the same token with every request of a keep-alive connection, and
+ * the memo spares it the HMAC each time; the expiry, the resource and the
+ * rights are still checked on every request. Each http_conn holds one. */
+typedef struct auth_memo {
+    char *header;      /* the Authorization value as sent; NULL: none */
+    size_t header_len;
+    char *resource;    /* sr, decoded; in the same block as header */
+    uint64_t expiry;   /* se, seconds since the epoch */
+    char policy[64];
+    unsigned rights;
+} auth_memo;
+
+void auth_memo_clear(auth_memo *m);
+/* The memo of req's connection (http_conn.c). */
+auth_memo *http_conn_auth_memo(http_request *req);
+
 /* Checks the request's SAS token and that its policy has every right in
  * `needed`. On success fills req->policy/rights and returns true; otherwise
  * answers 401 or 403 and returns false. */

@@ -10,7 +10,9 @@
  *
  * Covered: every device/module route and status (If-Match / If-None-Match
  * cases), statistics, policies, 401 (missing, garbage, expired, forged,
- * other host, unknown policy), 403, 404/405, invalid JSON, 413, 400 on a
+ * other host, unknown policy), a token remembered by its connection
+ * (resource, rights, expiry and every byte still checked), 403, 404/405,
+ * invalid JSON, 413, 400 on a
  * malformed request line, 431 header flood, each followed by a check that
  * a new connection is still served; pipelining (two requests in one write,
  * incl. an asynchronous PUT), chunked bodies, Expect: 100-continue,
@@ -825,6 +827,56 @@ static void test_auth_scopes_keys_and_403(void **state)
     free(writer);
 }
 
+/* One request on c; its status, the response freed. */
+static int status_on(client *c, const char *auth, const char *method, const char *path,
+                     const char *text)
+{
+    response r;
+    int st = call_on(c, method, path, auth, NULL, method[0] == 'P' ? "{}" : NULL, &r);
+    if (text && !strstr(r.body, text))
+        fail_msg("want \"%s\" in %s", text, r.body);
+    done(&r);
+    return st;
+}
+
+/* A connection remembers the last token whose signature checked out and
+ * skips its HMAC when it comes again (auth.c). Everything else is still
+ * checked on every request: the resource, the rights, the expiry, and
+ * that the token is the same to the last byte. */
+static void test_auth_remembered_token(void **state)
+{
+    (void)state;
+    fake_reset();
+    client *c = cl_open();
+    char *scoped = token_for(HOST "/devices/x", OWNER_KEY, "iothubowner", 3600);
+    char *reader = token_for(HOST, READ_KEY, "registryRead", 3600);
+    char *tampered = strdup(reader);
+    char *sig = strstr(tampered, "sig=") + 4;
+    *sig = *sig == 'A' ? 'B' : 'A'; /* same length, one byte off */
+
+    assert_int_equal(status_on(c, scoped, "GET", "/devices/x", NULL), 404); /* past auth */
+    assert_int_equal(status_on(c, scoped, "GET", "/devices", "does not cover"), 401);
+    assert_int_equal(status_on(c, scoped, "GET", "/devices/x", NULL), 404);
+    assert_int_equal(status_on(c, reader, "GET", "/statistics/devices", NULL), 200);
+    assert_int_equal(status_on(c, reader, "PUT", "/devices/x", "lacks a right"), 403);
+    assert_int_equal(status_on(c, tampered, "GET", "/statistics/devices", "invalid signature"),
+                     401);
+    assert_int_equal(status_on(c, reader, "GET", "/statistics/devices", NULL), 200);
+
+    /* valid while now < se: remembered, then refused once the second is reached */
+    uint64_t se = time_wall_ms() / 1000 + 2;
+    char *brief = token_for(HOST, OWNER_KEY, "iothubowner", 2);
+    assert_int_equal(status_on(c, brief, "GET", "/statistics/devices", NULL), 200);
+    while (time_wall_ms() / 1000 < se)
+        usleep(50 * 1000);
+    assert_int_equal(status_on(c, brief, "GET", "/statistics/devices", "token expired"), 401);
+    cl_close(c);
+    free(scoped);
+    free(reader);
+    free(tampered);
+    free(brief);
+}
+
 /* ---- tests: HTTP protocol ------------------------------------------------- */
 
 static void test_body_too_large_413(void **state)
@@ -1082,6 +1134,7 @@ int main(void)
         cmocka_unit_test(test_invalid_json_and_types),
         cmocka_unit_test(test_routes_404_405),
         cmocka_unit_test(test_auth_401),
+        cmocka_unit_test(test_auth_remembered_token),
         cmocka_unit_test(test_auth_scopes_keys_and_403),
         cmocka_unit_test(test_body_too_large_413),
         cmocka_unit_test(test_malformed_request_400),
