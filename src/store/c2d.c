@@ -11,6 +11,12 @@
  *
  * Sequence numbers come from one store-wide counter (meta.c2d_next_seq), so
  * they increase per device too and are never reused, even after a purge.
+ * The store thread keeps the counter in memory once read: an enqueue takes
+ * its number from there, and the batch writes the counter back once, just
+ * before its COMMIT (store_c2d_seq_save), instead of a SELECT and an UPDATE
+ * per enqueue. A batch that rolls back leaves memory ahead of the table,
+ * which only skips numbers; every committed message's number is below the
+ * committed counter, so none is handed out twice across a restart.
  * The depth check and the insert run in the same transaction, so two
  * concurrent sends cannot both take the last slot.
  */
@@ -31,12 +37,9 @@ typedef struct enqueue_req {
 } enqueue_req;
 
 static const char *const SQL_C2D_DEPTH = "SELECT count(*) FROM c2d WHERE device_id = ?1";
-/* A SELECT and an UPDATE, not one UPDATE ... RETURNING: SQLite runs a
- * RETURNING statement through a temporary table, which cost ~20,000
- * instructions per enqueue, more than the insert itself. */
 static const char *const SQL_C2D_NEXT_SEQ = "SELECT value FROM meta WHERE key = 'c2d_next_seq'";
-static const char *const SQL_C2D_BUMP_SEQ =
-    "UPDATE meta SET value = value + 1 WHERE key = 'c2d_next_seq'";
+static const char *const SQL_C2D_SAVE_SEQ =
+    "UPDATE meta SET value = ?1 WHERE key = 'c2d_next_seq'";
 static const char *const SQL_C2D_INSERT =
     "INSERT INTO c2d(device_id, seq, enqueued_ms, expiry_ms, delivery_count, lock_until_ms,"
     " props, body) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -59,26 +62,42 @@ static bool query_int(store *st, store_req *r, const char *sql, const char *text
     return true;
 }
 
+bool store_c2d_seq_save(store *st, char *err, size_t errlen)
+{
+    if (!st->c2d_seq_unsaved)
+        return true;
+    store_req scratch;
+    sqlite3_stmt *s = store_stmt(st, SQL_C2D_SAVE_SEQ, &scratch);
+    if (!s) {
+        snprintf(err, errlen, "c2d sequence: %s", scratch.err);
+        return false;
+    }
+    sqlite3_bind_int64(s, 1, st->c2d_next_seq);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        snprintf(err, errlen, "c2d sequence: %s", sqlite3_errmsg(st->db));
+        return false;
+    }
+    st->c2d_seq_unsaved = false;
+    return true;
+}
+
 /* Checks the depth, takes the next sequence number and inserts. Runs
  * without a savepoint (store_req.no_savepoint): if the insert fails, the
- * counter's bump stays and the number is skipped, which the queue allows
- * (numbers increase and are never reused; they need not be dense). */
+ * number is skipped, which the queue allows (numbers increase and are never
+ * reused; they need not be dense). */
 static store_status enqueue_exec(store *st, store_req *r)
 {
     enqueue_req *q = (enqueue_req *)r;
-    int64_t depth, seq;
+    int64_t depth;
     if (!query_int(st, r, SQL_C2D_DEPTH, q->m.device_id, &depth))
         return STORE_ERROR;
     if (q->max_depth && depth >= q->max_depth)
         return STORE_FULL;
-    if (!query_int(st, r, SQL_C2D_NEXT_SEQ, NULL, &seq))
+    if (!st->c2d_next_seq && !query_int(st, r, SQL_C2D_NEXT_SEQ, NULL, &st->c2d_next_seq))
         return STORE_ERROR;
-    sqlite3_stmt *s = store_stmt(st, SQL_C2D_BUMP_SEQ, r);
-    if (!s)
-        return STORE_ERROR;
-    if (sqlite3_step(s) != SQLITE_DONE)
-        return store_db_error(st, r, "c2d sequence");
-    s = store_stmt(st, SQL_C2D_INSERT, r);
+    int64_t seq = st->c2d_next_seq++;
+    st->c2d_seq_unsaved = true;
+    sqlite3_stmt *s = store_stmt(st, SQL_C2D_INSERT, r);
     if (!s)
         return STORE_ERROR;
     q->m.seq = (uint64_t)seq;

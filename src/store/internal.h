@@ -45,9 +45,9 @@ struct store_req {
     /* exec leaves nothing behind that must be undone when it fails part
      * way: either it runs exactly one statement that changes the database
      * (SQLite already makes a statement all-or-nothing, through its
-     * statement journal), or what its earlier statements wrote may stay
-     * (a C2D enqueue's sequence bump: a skipped number is allowed, a
-     * reused one is not). Such a request needs no savepoint of its own;
+     * statement journal), or what its earlier statements did may stay (a
+     * C2D enqueue's number taken from the counter: a skipped number is
+     * allowed, a reused one is not). Such a request needs no savepoint of its own;
      * that spares SAVEPOINT and RELEASE, and the copy of every page the
      * write touches into the savepoint's journal. */
     bool no_savepoint;
@@ -92,6 +92,12 @@ struct store {
     int ck_passed; /* WAL frames the last pass covered (0 after a restart) */
     atomic_bool ck_failing;   /* a failure was logged; cleared on success */
 
+    /* The C2D sequence counter between commits (c2d.c), store thread only:
+     * the next number to hand out (0: not read yet), and whether a number
+     * was handed out since the counter was last written. */
+    int64_t c2d_next_seq;
+    bool c2d_seq_unsaved;
+
     /* prepared statements, keyed by their (static) SQL text pointer */
     struct {
         const char *sql;
@@ -109,6 +115,10 @@ typedef struct store_done_req {
 } store_done_req;
 /* complete function for store_done_req requests: calls done, frees. */
 void store_done_complete(store_req *r);
+
+/* c2d.c: writes the C2D sequence counter if an enqueue of this batch
+ * advanced it; run before every COMMIT. False with err set on failure. */
+bool store_c2d_seq_save(store *st, char *err, size_t errlen);
 
 /* thread.c */
 void store_submit(store *st, store_req *r);

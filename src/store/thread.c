@@ -462,7 +462,8 @@ static void run_batch(store *st, store_req *batch, bool inject_failure)
         } else if (inject_failure) {
             exec_cached(st, SQL_ROLLBACK, err, sizeof err);
             fail_all(batch, STORE_ERROR, "commit failed (injected by test)");
-        } else if (!exec_cached(st, SQL_COMMIT, err, sizeof err)) {
+        } else if (!store_c2d_seq_save(st, err, sizeof err) ||
+                   !exec_cached(st, SQL_COMMIT, err, sizeof err)) {
             store_status why = last_error_status(st);
             log_error("store: commit of %llu requests failed: %s", (unsigned long long)n, err);
             char err2[256];
