@@ -126,8 +126,8 @@ static const char *check_scope(const http_request *req, const char *resource, ui
 }
 
 /* Returns NULL when the token is good, with its policy's name and rights in
- * req->policy and req->rights, else why. Only a token this connection has
- * not shown before (or not lately) has its signature checked. */
+ * req->policy and req->rights, else why. The signature is checked unless
+ * the token is the one the connection remembers. */
 static const char *check_token(http_request *req)
 {
     const char *header = http_header_get(req, "Authorization");
