@@ -12,11 +12,10 @@
  * cases), statistics, policies, 401 (missing, garbage, expired, forged,
  * other host, unknown policy), a token remembered by its connection
  * (resource, rights, expiry and every byte still checked), 403, 404/405,
- * invalid JSON, 413, 400 on a
- * malformed request line, 431 header flood, each followed by a check that
- * a new connection is still served; pipelining (two requests in one write,
- * incl. an asynchronous PUT), chunked bodies, Expect: 100-continue,
- * HTTP/1.0 and Connection: close.
+ * invalid JSON, 413, 400 on a malformed request line, 431 header flood,
+ * each followed by a check that a new connection is still served;
+ * pipelining (two requests in one write, incl. an asynchronous PUT),
+ * chunked bodies, Expect: 100-continue, HTTP/1.0 and Connection: close.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -865,7 +864,7 @@ static void test_auth_remembered_token(void **state)
 
     /* valid while now < se: remembered, then refused once the second is reached */
     uint64_t se = time_wall_ms() / 1000 + 2;
-    char *brief = token_for(HOST, OWNER_KEY, "iothubowner", 2);
+    char *brief = sas_token_build(HOST, OWNER_KEY, "iothubowner", se);
     assert_int_equal(status_on(c, brief, "GET", "/statistics/devices", NULL), 200);
     while (time_wall_ms() / 1000 < se)
         usleep(50 * 1000);
