@@ -45,11 +45,11 @@ struct store_req {
     /* exec leaves nothing behind that must be undone when it fails part
      * way: either it runs exactly one statement that changes the database
      * (SQLite already makes a statement all-or-nothing, through its
-     * statement journal), or what its earlier statements did may stay (a
-     * C2D enqueue's number taken from the counter: a skipped number is
-     * allowed, a reused one is not). Such a request needs no savepoint of its own;
-     * that spares SAVEPOINT and RELEASE, and the copy of every page the
-     * write touches into the savepoint's journal. */
+     * statement journal), or what it did before failing may stay (a C2D
+     * enqueue's number taken from the counter: a skipped number is
+     * allowed, a reused one is not). Such a request needs no savepoint of
+     * its own; that spares SAVEPOINT and RELEASE, and the copy of every
+     * page the write touches into the savepoint's journal. */
     bool no_savepoint;
     store_status status;
     bool sync_done; /* for store_run_sync: set under st->lock */
@@ -94,7 +94,9 @@ struct store {
 
     /* The C2D sequence counter between commits (c2d.c), store thread only:
      * the next number to hand out (0: not read yet), and whether a number
-     * was handed out since the counter was last written. */
+     * was handed out since the counter was last written. A write that a
+     * failed COMMIT rolls back needs no redo: the messages that took those
+     * numbers were rolled back with it. */
     int64_t c2d_next_seq;
     bool c2d_seq_unsaved;
 
