@@ -94,11 +94,23 @@ static bool memo_holds(const auth_memo *m, const char *header, size_t len)
     return m->header && m->header_len == len && crypto_equal(m->header, header, len);
 }
 
-/* Remembers a token whose signature was just verified. Out of memory it
- * remembers nothing, which only costs the next request its HMAC. */
-static void memo_store(auth_memo *m, const char *header, size_t len, const sas_token *tok,
-                       const hub_policy *pol)
+/* Sets the request's policy name and rights. No snprintf: this runs on
+ * every request. */
+static void grant(http_request *req, const char *policy, unsigned rights)
 {
+    size_t n = strnlen(policy, sizeof req->policy - 1);
+    memcpy(req->policy, policy, n);
+    req->policy[n] = '\0';
+    req->rights = rights;
+}
+
+/* Remembers a token whose signature was just verified and what it granted
+ * req. Out of memory it remembers nothing, which only costs the next
+ * request its HMAC. */
+static void memo_store(auth_memo *m, const char *header, size_t len, const sas_token *tok,
+                       const http_request *req)
+{
+    _Static_assert(sizeof m->policy == sizeof req->policy, "policy names fit both");
     auth_memo_clear(m);
     size_t rlen = strlen(tok->resource);
     char *block = malloc(len + 1 + rlen + 1);
@@ -111,8 +123,8 @@ static void memo_store(auth_memo *m, const char *header, size_t len, const sas_t
     m->header_len = len;
     m->resource = block + len + 1;
     m->expiry = tok->expiry;
-    snprintf(m->policy, sizeof m->policy, "%s", pol->name);
-    m->rights = pol->rights;
+    memcpy(m->policy, req->policy, sizeof m->policy);
+    m->rights = req->rights;
 }
 
 /* What every request checks, remembered token or not. */
@@ -136,8 +148,7 @@ static const char *check_token(http_request *req)
     size_t len = strlen(header);
     auth_memo *m = http_conn_auth_memo(req);
     if (memo_holds(m, header, len)) {
-        snprintf(req->policy, sizeof req->policy, "%s", m->policy);
-        req->rights = m->rights;
+        grant(req, m->policy, m->rights);
         return check_scope(req, m->resource, m->expiry);
     }
     sas_token tok;
@@ -152,9 +163,8 @@ static const char *check_token(http_request *req)
     if (!sas_token_verify(&tok, pol.primary_key) &&
         !(pol.secondary_key[0] && sas_token_verify(&tok, pol.secondary_key)))
         return "invalid signature";
-    memo_store(m, header, len, &tok, &pol);
-    snprintf(req->policy, sizeof req->policy, "%s", pol.name);
-    req->rights = pol.rights;
+    grant(req, pol.name, pol.rights);
+    memo_store(m, header, len, &tok, req);
     return check_scope(req, tok.resource, tok.expiry);
 }
 

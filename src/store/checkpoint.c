@@ -17,15 +17,16 @@
  * checkpoint, which copies what the WAL holds without taking the writer
  * lock, so commits go on meanwhile. The WAL can only start over at a write
  * transaction that begins with every frame copied, and under load the
- * writer has always committed more by the time a pass ends. So at STORE_WAL_RESET_PAGES the writer takes over:
- * its hook holds the checkpointer back (no new pass) and, once no pass is
- * running, runs one PASSIVE checkpoint on its own connection right after
- * its commit. Over the last 1,000 pages before that the checkpointer runs
- * a pass every 128 pages, so what the writer has left to copy is at most
- * about 512 KB and the database fsync has little to write; the next
- * transaction then restarts the WAL, which stays bounded (a unit test
- * writes 64 MiB through it). journal_size_limit cuts a WAL that grew past
- * 32 MiB back when it restarts.
+ * writer has always committed more by the time a pass ends. So at
+ * STORE_WAL_RESET_PAGES the writer takes over: its hook holds the
+ * checkpointer back (no new pass) and, once no pass is running, runs one
+ * PASSIVE checkpoint on its own connection right after its commit. Over
+ * the last 1,000 pages (STORE_WAL_APPROACH_SPAN) before that the
+ * checkpointer runs a pass every 128 pages, so what the writer has left to
+ * copy is at most about 512 KB and the database fsync has little to write;
+ * the next transaction then restarts the WAL, which stays bounded (a unit
+ * test writes 64 MiB through it). journal_size_limit cuts a WAL that grew
+ * past 32 MiB back when it restarts.
  *
  * A second connection means the database cannot use locking_mode=EXCLUSIVE
  * (the WAL index lives in the shared -shm mapping instead of heap memory,
