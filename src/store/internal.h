@@ -141,6 +141,15 @@ char *store_copy_str(char **cursor, const char *s);
 void *store_copy_mem(char **cursor, const void *p, size_t n);
 int64_t store_now_ms(void);
 
+/* wal_gather.c: the name of the VFS that gathers WAL writes (registered
+ * at the first call), or NULL when it could not be (use the default). */
+const char *store_wal_gather_vfs(void);
+/* For tests: the WAL writes SQLite made on `db` through that VFS, the
+ * writes that went down, and the bytes still buffered. False when db's
+ * WAL is not open through it. */
+bool store_wal_gather_counts(sqlite3 *db, uint64_t *writes_in, uint64_t *writes_out,
+                             int *buffered);
+
 /* Runs `sql` (no results) on `db`; false with "sql: message" in err. */
 bool store_exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen);
 

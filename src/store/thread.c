@@ -632,7 +632,7 @@ static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
     configure_sqlite();
     int rc = sqlite3_open_v2(path, &st->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+                             exclusive ? NULL : store_wal_gather_vfs());
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
         return false;
