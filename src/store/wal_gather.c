@@ -4,10 +4,11 @@
  *
  * SQLite writes each WAL frame with two pwrite calls, its 24-byte header
  * and then the page, so a commit of 18 pages costs 36 system calls. On
- * these machines a 4 KiB pwrite into the page cache costs ~1.6 us of CPU
- * (most of it ext4's per-call work, not the copy): two per frame were
- * 3.3 us, one per 20 frames 1.0 us (docs/PERFORMANCE.md). This shim keeps
- * contiguous WAL writes in a buffer and passes them down as one write.
+ * these machines most of a pwrite into the page cache is ext4's work per
+ * call, not the copy: a frame cost 3.2-3.6 us of CPU written SQLite's way
+ * and 0.95 us as one write per 15 frames (scripts/wal_write_cost.c,
+ * docs/PERFORMANCE.md). This shim keeps contiguous WAL writes in a buffer
+ * and passes them down as one write.
  *
  * When the buffer goes down (each case comes before anyone can need the
  * bytes):
@@ -35,7 +36,7 @@
  *     size, file control, close): SQLite reads frames of the transaction
  *     under way back through the same file (pages it spilled, checksum
  *     rewrites).
-
+ *
  * Files other than the WAL pass straight through. The shim sits on the
  * default VFS ("unix"), whose locks and shared memory it forwards, so the
  * checkpointer's connection (opened on the default VFS) sees the same
