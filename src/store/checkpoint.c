@@ -32,7 +32,7 @@
  * (the WAL index lives in the shared -shm mapping instead of heap memory,
  * and each transaction takes a few shared-memory locks: microseconds per
  * batch). The exclusion that mode gave against a second iothubd on the
- * same directory is kept by a lock file (thread.c).
+ * same directory is kept by a lock file (open.c).
  *
  * Threads: the checkpoint thread touches only its connection and the
  * fields under ck_lock; the store thread's hook reads under the same lock

@@ -123,6 +123,8 @@ void store_done_complete(store_req *r);
 bool store_c2d_seq_save(store *st, char *err, size_t errlen);
 
 /* thread.c */
+/* The store thread's body (started by store_open, open.c). */
+void *store_thread_main(void *arg);
 void store_submit(store *st, store_req *r);
 /* Queues r (caller-owned, e.g. on the stack) and waits until it executed
  * and committed; returns r->status. */

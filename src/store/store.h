@@ -21,8 +21,8 @@
  * returns. Data handed to a callback (events, messages, twins) is valid only
  * during the callback.
  *
- * The embedded backend is SQLite in WAL mode (see thread.c for group commit
- * and durability, schema.c for migrations). A networked backend can
+ * The embedded backend is SQLite in WAL mode (see thread.c for group commit,
+ * open.c for durability, schema.c for migrations). A networked backend can
  * implement the same functions later.
  */
 #ifndef IOTHUBD_STORE_STORE_H

@@ -41,20 +41,6 @@
  * queue starts the batch at once, taking the appends with it; see
  * docs/PERFORMANCE.md.
  *
- * Durability (synchronous pragma, WAL journal):
- *   fsync  FULL   — the WAL is fsynced at every commit: a completion means
- *                   the data survives a power cut.
- *   os     NORMAL — the commit is written to the OS without fsync; the WAL
- *                   is fsynced at checkpoints. Survives a crash of iothubd,
- *                   not of the machine (recent commits may be lost, the
- *                   file stays consistent). Chosen over OFF because OFF may
- *                   corrupt the file on power loss, and NORMAL costs nothing
- *                   per commit in WAL mode.
- *   none   OFF    — no fsync at all, even at checkpoints. Completions still
- *                   wait for the commit (to the OS page cache): skipping the
- *                   wait would turn a failed commit into a false success,
- *                   and the commit without fsync costs microseconds.
- *
  * WAL checkpoints do not run in these commits but beside them, on the
  * checkpoint thread's own connection (checkpoint.c).
  *
@@ -62,19 +48,15 @@
  * transaction, every retention_interval_ms (the thread's wait times out).
  *
  * Closing sets `stopping`: the thread keeps taking batches until the queue
- * is empty, then exits; store_close joins it and closes the database.
+ * is empty, then exits; store_close (open.c) joins it and closes the
+ * database. Durability settings and how the database is opened: open.c.
  */
 #include "store/internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "util/hmap.h"
 #include "util/log.h"
@@ -537,7 +519,7 @@ static void wait_for_work(store *st, uint64_t commit_at_ns, uint64_t retention_a
     }
 }
 
-static void *store_thread(void *arg)
+void *store_thread_main(void *arg)
 {
     store *st = arg;
     pthread_setname_np(pthread_self(), "store");
@@ -575,212 +557,6 @@ static void *store_thread(void *arg)
         }
     }
     return NULL;
-}
-
-/* ---- open / close ------------------------------------------------------- */
-
-static bool make_dir(const char *dir, char *err, size_t errlen)
-{
-    if (mkdir(dir, 0700) == 0 || errno == EEXIST)
-        return true;
-    snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-    return false;
-}
-
-/* SQLite's memory statistics take a global mutex around every allocation
- * and free it makes (several per telemetry row); nothing here reads them
- * (no soft heap limit, no sqlite3_memory_used), so they are turned off.
- * This is library-wide configuration, only possible before SQLite
- * initialises (the first open in the process); later calls fail with
- * SQLITE_MISUSE, which is harmless: the setting is the same every time. */
-static void configure_sqlite(void)
-{
-    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-}
-
-/* `name` inside the data directory, into path[cap]; false with err set
- * when it does not fit. */
-static bool data_path(const store *st, const char *name, char *path, size_t cap, char *err,
-                      size_t errlen)
-{
-    if ((size_t)snprintf(path, cap, "%s/%s", st->dir, name) < cap)
-        return true;
-    snprintf(err, errlen, "data directory path too long");
-    return false;
-}
-
-const char *store_synchronous_pragma(const store *st)
-{
-    static const char *const pragma[] = {
-        [STORE_DURABILITY_FSYNC] = "PRAGMA synchronous=FULL",
-        [STORE_DURABILITY_OS] = "PRAGMA synchronous=NORMAL",
-        [STORE_DURABILITY_NONE] = "PRAGMA synchronous=OFF",
-    };
-    return pragma[st->durability];
-}
-
-/* Opens the database file and sets it up (pragmas, migrations, partitions)
- * with the checkpointer (checkpoint.c), or, when `exclusive`, in
- * locking_mode=EXCLUSIVE without it: the WAL index then lives in heap
- * memory instead of the -shm file, which a full disk may not let SQLite
- * create, and checkpoints run in the commits as SQLite does by default. */
-static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
-{
-    char path[4096];
-    if (!data_path(st, "iothubd.db", path, sizeof path, err, errlen))
-        return false;
-    configure_sqlite();
-    int rc = sqlite3_open_v2(path, &st->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             exclusive ? NULL : store_wal_gather_vfs());
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
-        return false;
-    }
-    store_set_busy_handler(st->db);
-    if ((exclusive && !store_exec_sql(st->db, "PRAGMA locking_mode=EXCLUSIVE", err, errlen)) ||
-        !store_exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
-        /* a WAL that grew under a burst is cut back when it restarts */
-        !store_exec_sql(st->db, "PRAGMA journal_size_limit=33554432", err, errlen) ||
-        !store_exec_sql(st->db, store_synchronous_pragma(st), err, errlen) ||
-        !store_exec_sql(st->db, "PRAGMA foreign_keys=OFF", err, errlen) ||
-        /* 32 MiB instead of 2: a batch under load dirties a few MiB of new
-         * log pages; with the default cache SQLite spilled them into the
-         * WAL mid-transaction and wrote them again at commit (6 pwrite and
-         * 0.7 pread per message instead of 0.3). Only pages actually used
-         * take memory. */
-        !store_exec_sql(st->db, "PRAGMA cache_size=-32768", err, errlen))
-        return false;
-    if (!store_migrate(st->db, STORE_SCHEMA_VERSION, err, errlen) ||
-        !store_telemetry_init_partitions(st->db, st->partitions, err, errlen))
-        return false;
-    return exclusive || store_checkpointer_start(st, path, err, errlen);
-}
-
-static void close_db(store *st)
-{
-    store_checkpointer_stop(st); /* before st->db: its last checkpoint runs at close */
-    for (size_t i = 0; i < st->nstmts; i++)
-        sqlite3_finalize(st->stmts[i].stmt);
-    st->nstmts = 0;
-    store_part_stmts_free(st);
-    if (st->db)
-        sqlite3_close(st->db);
-    st->db = NULL;
-}
-
-/* Opens the database with the checkpointer, or, when the disk gives an
- * I/O or full error (the -shm file cannot be created or grown), without
- * it; the store then runs as before the checkpointer existed. A full
- * disk at start-up must still let the server serve reads. */
-static bool open_db_either_way(store *st, char *err, size_t errlen)
-{
-    if (open_db(st, false, err, errlen))
-        return true;
-    int code = st->db ? sqlite3_errcode(st->db) & 0xff : SQLITE_OK;
-    if (code != SQLITE_IOERR && code != SQLITE_FULL)
-        return false;
-    char first[256];
-    snprintf(first, sizeof first, "%s", err);
-    close_db(st);
-    if (!open_db(st, true, err, errlen))
-        return false;
-    log_warn("store: %s; WAL checkpoints run with the commits", first);
-    return true;
-}
-
-/* One server per data directory: SQLite's own locks would let a second
- * process share the database (and its telemetry sequence numbers, twin
- * versions and queues, which this process keeps in memory). flock is
- * released by the kernel when the process dies, so a crash never leaves
- * the directory locked. */
-static bool lock_dir(store *st, char *err, size_t errlen)
-{
-    char path[4096];
-    if (!data_path(st, "iothubd.lock", path, sizeof path, err, errlen))
-        return false;
-    st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (st->lock_fd < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return false;
-    }
-    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        snprintf(err, errlen, "%s: %s", st->dir,
-                 errno == EWOULDBLOCK ? "in use by another iothubd" : strerror(errno));
-        return false;
-    }
-    return true;
-}
-
-static void free_store(store *st)
-{
-    close_db(st);
-    pthread_mutex_destroy(&st->lock);
-    pthread_cond_destroy(&st->wake);
-    pthread_cond_destroy(&st->synced);
-    if (st->lock_fd >= 0)
-        close(st->lock_fd);
-    free(st->dir);
-    free(st);
-}
-
-store *store_open(const store_config *cfg, char *err, size_t errlen)
-{
-    if (!cfg->dir || !*cfg->dir) {
-        snprintf(err, errlen, "no data directory");
-        return NULL;
-    }
-    if ((unsigned)cfg->durability > STORE_DURABILITY_NONE) {
-        snprintf(err, errlen, "bad durability setting");
-        return NULL;
-    }
-    store *st = calloc(1, sizeof *st);
-    if (!st || !(st->dir = strdup(cfg->dir))) {
-        free(st);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    st->durability = cfg->durability;
-    st->partitions = cfg->partitions ? cfg->partitions : 4;
-    st->retention_ms = cfg->retention_ms;
-    st->retention_bytes = cfg->retention_bytes;
-    st->retention_interval_ms = cfg->retention_interval_ms ? cfg->retention_interval_ms : 60000;
-    st->commit_interval_ns = (uint64_t)cfg->commit_interval_us * 1000u;
-    st->tail = &st->head;
-    st->lock_fd = -1;
-    pthread_mutex_init(&st->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&st->wake, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_cond_init(&st->synced, NULL);
-    if (!make_dir(st->dir, err, errlen) || !lock_dir(st, err, errlen) ||
-        !open_db_either_way(st, err, errlen)) {
-        free_store(st);
-        return NULL;
-    }
-    int rc = pthread_create(&st->thread, NULL, store_thread, st);
-    if (rc != 0) {
-        snprintf(err, errlen, "store thread: %s", strerror(rc));
-        free_store(st);
-        return NULL;
-    }
-    log_info("store: %s (schema %d, %u partitions)", st->dir, STORE_SCHEMA_VERSION,
-             st->partitions);
-    return st;
-}
-
-void store_close(store *st)
-{
-    if (!st)
-        return;
-    pthread_mutex_lock(&st->lock);
-    st->stopping = true;
-    pthread_cond_signal(&st->wake);
-    pthread_mutex_unlock(&st->lock);
-    pthread_join(st->thread, NULL);
-    free_store(st);
 }
 
 void store_get_stats(store *st, store_stats *out)

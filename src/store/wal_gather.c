@@ -18,7 +18,7 @@
  *     copies. That is the guarantee: the file is complete before the
  *     checkpointer's connection can look for the frames, and before COMMIT
  *     returns. It needs the shared-memory WAL index, so the store's
- *     locking_mode=EXCLUSIVE fallback (thread.c, heap memory and no
+ *     locking_mode=EXCLUSIVE fallback (open.c, heap memory and no
  *     barrier) opens the database without this VFS;
  *   - earlier, after the page of a commit frame, so that a failed write
  *     fails the COMMIT with its own error (a full disk stays SQLITE_FULL)

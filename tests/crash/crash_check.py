@@ -44,7 +44,7 @@ import urllib.parse
 from service_client import ServiceClient
 
 WRITE_BEHIND_S = 0.5
-DB_NAME = "iothubd.db"  # src/store/thread.c open_db
+DB_NAME = "iothubd.db"  # src/store/open.c open_db
 
 
 def read_all_events(svc):

@@ -44,7 +44,7 @@ from service_client import ServiceClient
 
 pytestmark = pytest.mark.skipif(TARGET != "iothubd", reason="iothubd only")
 
-DB_NAME = "iothubd.db"  # src/store/thread.c open_db
+DB_NAME = "iothubd.db"  # src/store/open.c open_db
 
 
 @pytest.fixture

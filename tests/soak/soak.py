@@ -51,7 +51,7 @@ FD_SLACK = 4               # descriptors allowed above the idle count at the end
 MIN_VOLUME = 0.25          # each kind of load must reach this share of its plan
 # Stored telemetry is capped at 1 MiB (size retention, run by the store every
 # 60 s): the store file, and with it SQLite's page cache (up to 32 MiB,
-# store/thread.c), then stop growing early in the run. Uncapped, RSS grows
+# store/open.c), then stop growing early in the run. Uncapped, RSS grows
 # with the stored telemetry (about 1 MiB/min at this load) until the cache is
 # full: a cache filling up, not a leak, but the RSS trend cannot tell them
 # apart. The cap also keeps size retention running under load.
