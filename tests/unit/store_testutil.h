@@ -10,6 +10,8 @@
 #define IOTHUBD_TESTS_STORE_TESTUTIL_H
 
 #include <ftw.h>
+#include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,32 @@ static inline int testutil_dir_teardown(void **state)
 /* A cmocka test that runs in a fresh testutil_dir. */
 #define TESTUTIL_IN_FRESH_DIR(test) \
     cmocka_unit_test_setup_teardown(test, testutil_dir_setup, testutil_dir_teardown)
+
+/* An enabled SAS identity for `device` (and `module`, NULL for none). */
+static inline hub_identity testutil_identity(const char *device, const char *module)
+{
+    hub_identity id;
+    memset(&id, 0, sizeof id);
+    snprintf(id.device_id, sizeof id.device_id, "%s", device);
+    snprintf(id.module_id, sizeof id.module_id, "%s", module ? module : "");
+    snprintf(id.generation_id, sizeof id.generation_id, "gen-%.20s", device);
+    snprintf(id.etag, sizeof id.etag, "etag1");
+    id.enabled = true;
+    id.auth_type = HUB_AUTH_SAS;
+    snprintf(id.primary_key, sizeof id.primary_key, "AAAAAAAAAAAAAAAAAAAAAA==");
+    return id;
+}
+
+/* The one integer `sql` returns on `db` (a count, a sum, a pragma). */
+static inline int64_t testutil_query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
 
 /* A store_done_fn that records its status into *(store_status *)arg. */
 static inline void testutil_record(net_loop *loop, void *arg, store_status st, const char *err)

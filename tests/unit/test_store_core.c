@@ -22,20 +22,6 @@
 #include "util/log.h"
 #include "util/time.h"
 
-static hub_identity make_identity(const char *device, const char *module)
-{
-    hub_identity id;
-    memset(&id, 0, sizeof id);
-    snprintf(id.device_id, sizeof id.device_id, "%s", device);
-    snprintf(id.module_id, sizeof id.module_id, "%s", module ? module : "");
-    snprintf(id.generation_id, sizeof id.generation_id, "gen-%s", device);
-    snprintf(id.etag, sizeof id.etag, "etag1");
-    id.enabled = true;
-    id.auth_type = HUB_AUTH_SAS;
-    snprintf(id.primary_key, sizeof id.primary_key, "AAAAAAAAAAAAAAAAAAAAAA==");
-    return id;
-}
-
 static void count_identity(void *arg, const hub_identity *id)
 {
     (void)id;
@@ -173,7 +159,7 @@ static void start_writes(net_loop *loop, void *arg)
     for (int i = 0; i < PER_LOOP; i++) {
         char name[32];
         snprintf(name, sizeof name, "loop%u-dev%d", li, i);
-        hub_identity id = make_identity(name, NULL);
+        hub_identity id = testutil_identity(name, NULL);
         store_put_identity(G.st, &id, loop, put_done, (void *)(uintptr_t)li);
     }
 }
@@ -215,7 +201,7 @@ static void test_held_requests_one_commit(void **state)
     for (int i = 0; i < 100; i++) {
         char name[16];
         snprintf(name, sizeof name, "d%d", i);
-        hub_identity id = make_identity(name, NULL);
+        hub_identity id = testutil_identity(name, NULL);
         res[i] = STORE_ERROR;
         store_put_identity(st, &id, NULL, testutil_record, &res[i]);
     }
@@ -259,7 +245,7 @@ static void test_failed_commit_fails_every_request(void **state)
     for (int i = 0; i < N; i++) {
         char name[16];
         snprintf(name, sizeof name, "f%d", i);
-        hub_identity id = make_identity(name, NULL);
+        hub_identity id = testutil_identity(name, NULL);
         res[i] = STORE_OK;
         store_put_identity(st, &id, NULL, testutil_record, &res[i]);
     }
@@ -278,7 +264,7 @@ static void test_failed_commit_fails_every_request(void **state)
 
     /* the next batch is fine again */
     store_status ok = STORE_ERROR;
-    hub_identity id = make_identity("after", NULL);
+    hub_identity id = testutil_identity("after", NULL);
     store_put_identity(st, &id, NULL, testutil_record, &ok);
     store_flush(st);
     assert_int_equal(ok, STORE_OK);
@@ -303,7 +289,7 @@ static void test_request_error_stays_local(void **state)
     store *st = testutil_open(testutil_dir, NULL);
     store_status a = STORE_ERROR, bad = STORE_OK, b = STORE_ERROR;
     store_test_hold(st, true);
-    hub_identity id = make_identity("x", NULL);
+    hub_identity id = testutil_identity("x", NULL);
     store_put_identity(st, &id, NULL, testutil_record, &a);
     store_telemetry_append(st, 99, 0, "p", 1, "b", 1, NULL, appended, &bad);
     store_telemetry_append(st, 1, 0, "p", 1, "b", 1, NULL, appended, &b);
@@ -327,7 +313,7 @@ static void test_close_drains_queue(void **state)
     for (int i = 0; i < N; i++) {
         char name[16];
         snprintf(name, sizeof name, "c%d", i);
-        hub_identity id = make_identity(name, NULL);
+        hub_identity id = testutil_identity(name, NULL);
         res[i] = STORE_ERROR;
         store_put_identity(st, &id, NULL, testutil_record, &res[i]);
     }

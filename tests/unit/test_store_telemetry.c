@@ -425,16 +425,6 @@ static void test_retention_across_partitions(void **state)
     store_close(st);
 }
 
-static int64_t scalar(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *s = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    return v;
-}
-
 /* A v3 log (with its time index, times not always increasing) migrates:
  * the index goes, each partition's newest time is recorded (v4), the
  * shared log becomes one table per partition, its events kept (v5), and
@@ -459,17 +449,22 @@ static void test_migration_from_v3_log(void **state)
     store *st = testutil_open(testutil_dir, NULL);
     store_flush(st); /* the store thread is idle: st->db may be read here */
     assert_int_equal(store_user_version(st->db), STORE_SCHEMA_VERSION);
-    assert_int_equal(scalar(st->db, "SELECT count(*) FROM sqlite_master WHERE name = 'telemetry'"),
+    db = st->db;
+    assert_int_equal(
+        testutil_query_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'telemetry'"), 0);
+    assert_int_equal(testutil_query_int(db, "SELECT count(*) FROM telemetry_0"), 2);
+    assert_int_equal(testutil_query_int(db, "SELECT count(*) FROM telemetry_1"), 1);
+    /* made at open */
+    assert_int_equal(testutil_query_int(db, "SELECT count(*) FROM telemetry_3"), 0);
+    assert_int_equal(testutil_query_int(db, "SELECT count(*) FROM sqlite_master"
+                                            " WHERE name = 'telemetry_by_time'"),
                      0);
-    assert_int_equal(scalar(st->db, "SELECT count(*) FROM telemetry_0"), 2);
-    assert_int_equal(scalar(st->db, "SELECT count(*) FROM telemetry_1"), 1);
-    assert_int_equal(scalar(st->db, "SELECT count(*) FROM telemetry_3"), 0); /* made at open */
-    assert_int_equal(scalar(st->db, "SELECT count(*) FROM sqlite_master"
-                                    " WHERE name = 'telemetry_by_time'"),
+    assert_int_equal(testutil_query_int(db, "SELECT last_ms FROM telemetry_parts WHERE part = 0"),
+                     1000);
+    assert_int_equal(testutil_query_int(db, "SELECT last_ms FROM telemetry_parts WHERE part = 1"),
+                     500);
+    assert_int_equal(testutil_query_int(db, "SELECT last_ms FROM telemetry_parts WHERE part = 3"),
                      0);
-    assert_int_equal(scalar(st->db, "SELECT last_ms FROM telemetry_parts WHERE part = 0"), 1000);
-    assert_int_equal(scalar(st->db, "SELECT last_ms FROM telemetry_parts WHERE part = 1"), 500);
-    assert_int_equal(scalar(st->db, "SELECT last_ms FROM telemetry_parts WHERE part = 3"), 0);
     assert_int_equal(append(st, 0, 950, "n"), 3);
     assert_int_equal(R.enqueued, 1000);
     assert_int_equal(append(st, 1, 600, "m"), 2);

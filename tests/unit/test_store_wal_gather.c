@@ -22,15 +22,9 @@
 
 static hub_identity make_identity(int i)
 {
-    hub_identity id;
-    memset(&id, 0, sizeof id);
-    snprintf(id.device_id, sizeof id.device_id, "device-%05d", i);
-    snprintf(id.generation_id, sizeof id.generation_id, "gen-%d", i);
-    snprintf(id.etag, sizeof id.etag, "etag1");
-    id.enabled = true;
-    id.auth_type = HUB_AUTH_SAS;
-    snprintf(id.primary_key, sizeof id.primary_key, "AAAAAAAAAAAAAAAAAAAAAA==");
-    return id;
+    char name[32];
+    snprintf(name, sizeof name, "device-%05d", i);
+    return testutil_identity(name, NULL);
 }
 
 /* One integer from `sql` on a connection of its own, on the default VFS
@@ -41,11 +35,7 @@ static int64_t query_int_elsewhere(const char *sql)
     snprintf(path, sizeof path, "%s/iothubd.db", testutil_dir);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_stmt *s = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
+    int64_t v = testutil_query_int(db, sql);
     sqlite3_close(db);
     return v;
 }
@@ -128,16 +118,6 @@ static sqlite3 *open_small_cache(const char *path)
     return db;
 }
 
-static int64_t query_int(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *s = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    return v;
-}
-
 /* Pages spilled mid-transaction are read back whole (a read sends the
  * buffer down first), and so are frames overwritten in place; a
  * rolled-back transaction leaves none of its rows; a committed one is all
@@ -158,9 +138,9 @@ static void test_spilled_pages_read_back_and_roll_back(void **state)
     snprintf(sql, sizeof sql, fill, 0);
     assert_true(store_exec_sql(db, sql, err, sizeof err));
     /* every row, read back through the spilled pages */
-    assert_int_equal(query_int(db, "SELECT count(*) FROM t WHERE length(v) = 700"), 3000);
+    assert_int_equal(testutil_query_int(db, "SELECT count(*) FROM t WHERE length(v) = 700"), 3000);
     assert_true(store_exec_sql(db, "ROLLBACK", err, sizeof err));
-    assert_int_equal(query_int(db, "SELECT count(*) FROM t"), 0);
+    assert_int_equal(testutil_query_int(db, "SELECT count(*) FROM t"), 0);
 
     assert_true(store_exec_sql(db, "BEGIN", err, sizeof err));
     snprintf(sql, sizeof sql, fill, 10000);
@@ -169,7 +149,7 @@ static void test_spilled_pages_read_back_and_roll_back(void **state)
      * SQLite overwrites their frames in place, behind the buffer's end */
     assert_true(store_exec_sql(db, "UPDATE t SET v = zeroblob(700) WHERE k % 3 = 0", err,
                                sizeof err));
-    assert_int_equal(query_int(db, "SELECT sum(k) FROM t"), sum);
+    assert_int_equal(testutil_query_int(db, "SELECT sum(k) FROM t"), sum);
     assert_true(store_exec_sql(db, "COMMIT", err, sizeof err));
     uint64_t in, out;
     int buffered;
@@ -182,8 +162,9 @@ static void test_spilled_pages_read_back_and_roll_back(void **state)
 
     /* after a reopen, which recovers the WAL into a new index */
     db = open_small_cache(path);
-    assert_int_equal(query_int(db, "SELECT sum(k) FROM t"), sum);
-    assert_int_equal(query_int(db, "SELECT count(*) FROM t WHERE v = zeroblob(700)"), 1000);
+    assert_int_equal(testutil_query_int(db, "SELECT sum(k) FROM t"), sum);
+    assert_int_equal(testutil_query_int(db, "SELECT count(*) FROM t WHERE v = zeroblob(700)"),
+                     1000);
     sqlite3_close(db);
     assert_true(integrity_ok_elsewhere());
 }
@@ -212,20 +193,22 @@ static bool fail_this(int fd)
     return true;
 }
 
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef ssize_t (*write_fn)(int, const void *, size_t);
+
 static ssize_t failing_pwrite(int fd, const void *p, size_t n, off_t off)
 {
-    return fail_this(fd) ? -1 : ((ssize_t(*)(int, const void *, size_t, off_t))real_pwrite)(fd, p, n, off);
+    return fail_this(fd) ? -1 : ((pwrite_fn)real_pwrite)(fd, p, n, off);
 }
 
 static ssize_t failing_pwrite64(int fd, const void *p, size_t n, off_t off)
 {
-    return fail_this(fd) ? -1
-                         : ((ssize_t(*)(int, const void *, size_t, off_t))real_pwrite64)(fd, p, n, off);
+    return fail_this(fd) ? -1 : ((pwrite_fn)real_pwrite64)(fd, p, n, off);
 }
 
 static ssize_t failing_write(int fd, const void *p, size_t n)
 {
-    return fail_this(fd) ? -1 : ((ssize_t(*)(int, const void *, size_t))real_write)(fd, p, n);
+    return fail_this(fd) ? -1 : ((write_fn)real_write)(fd, p, n);
 }
 
 static void inject_wal_write_failures(bool on)
