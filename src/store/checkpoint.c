@@ -145,7 +145,7 @@ static void *checkpoint_thread(void *arg)
     pthread_setname_np(pthread_self(), "checkpoint");
     pthread_mutex_lock(&st->ck_lock);
     for (;;) {
-        while (!(st->ck_wanted && !st->ck_held) && !st->ck_stopping)
+        while (!(st->ck_wanted && !st->ck_held && !st->ck_test_held) && !st->ck_stopping)
             pthread_cond_wait(&st->ck_wake, &st->ck_lock);
         if (st->ck_stopping)
             break;
@@ -218,4 +218,20 @@ void store_checkpointer_stop(store *st)
         pthread_cond_destroy(&st->ck_wake);
         st->ck_initialised = false;
     }
+}
+
+void store_test_hold_checkpointer(store *st, bool hold)
+{
+    pthread_mutex_lock(&st->ck_lock);
+    st->ck_test_held = hold;
+    pthread_cond_signal(&st->ck_wake);
+    pthread_mutex_unlock(&st->ck_lock);
+}
+
+bool store_test_checkpointer_busy(store *st)
+{
+    pthread_mutex_lock(&st->ck_lock);
+    bool busy = st->ck_running || (st->ck_wanted && !st->ck_held && !st->ck_test_held);
+    pthread_mutex_unlock(&st->ck_lock);
+    return busy;
 }

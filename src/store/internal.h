@@ -89,6 +89,7 @@ struct store {
     bool ck_initialised, ck_started;
     bool ck_wanted, ck_running, ck_stopping;
     bool ck_held;  /* the writer is finishing the checkpoint: no new pass */
+    bool ck_test_held; /* store_test_hold_checkpointer: no new pass */
     int ck_passed; /* WAL frames the last pass covered (0 after a restart) */
     atomic_bool ck_failing;   /* a failure was logged; cleared on success */
 

@@ -103,6 +103,11 @@ void store_flush(store *st);
  * before it takes the next batch, so that requests accumulate. */
 void store_test_fail_commits(store *st, unsigned n);
 void store_test_hold(store *st, bool hold);
+/* Tests only: while held, the checkpoint thread starts no pass (the writer
+ * still catches up by itself past the WAL's reset size); busy: a pass is
+ * running or due. */
+void store_test_hold_checkpointer(store *st, bool hold);
+bool store_test_checkpointer_busy(store *st);
 
 /* ---- completions ------------------------------------------------------- */
 

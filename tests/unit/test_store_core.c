@@ -4,7 +4,8 @@
  * failing every request of its batch, request-level errors staying local,
  * durability pragmas, drain on close, reopen, the commit interval, one
  * server per directory,
- * WAL checkpoints by the checkpoint thread keeping the WAL bounded.
+ * WAL checkpoints by the checkpoint thread keeping the WAL bounded, and
+ * the writer catching up by itself when the checkpointer cannot.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -419,47 +420,85 @@ static off_t wal_size(void)
     return stat(path, &sb) == 0 ? sb.st_size : 0;
 }
 
-/* 64 MiB of telemetry in batches of 256 KiB, back to back: far past the
+enum { WAL_BATCHES = 256, WAL_PER_BATCH = 64, WAL_BODY = 4096 };
+
+/* Writes 64 MiB of telemetry in batches of 256 KiB: far past the
  * checkpoint threshold (1 MB of WAL) and the size at which the writer
- * finishes the checkpoint itself (32 MB). The WAL restarts instead of
- * growing with what was written, and every event is in the database after
- * a reopen. */
+ * finishes the checkpoint itself (32 MB). With `settle`, waits after each
+ * batch until the checkpointer has no pass running or due, so that how
+ * passes and commits interleave does not depend on the machine's speed.
+ * Returns the largest the WAL file grew. */
+static off_t write_64_mib(store *st, bool settle)
+{
+    static char body[WAL_BODY];
+    memset(body, 'x', sizeof body);
+    int ok = 0;
+    off_t max_wal = 0;
+    for (int b = 0; b < WAL_BATCHES; b++) {
+        store_test_hold(st, true);
+        for (int i = 0; i < WAL_PER_BATCH; i++)
+            store_telemetry_append(st, 0, 0, "", 0, body, sizeof body, NULL, appended_count, &ok);
+        store_test_hold(st, false);
+        store_flush(st);
+        for (int i = 0; settle && store_test_checkpointer_busy(st) && i < 10000; i++)
+            usleep(1000);
+        if (wal_size() > max_wal)
+            max_wal = wal_size();
+    }
+    assert_int_equal(ok, WAL_BATCHES * WAL_PER_BATCH);
+    return max_wal;
+}
+
+/* Every event written is in the database after a reopen. */
+static void assert_all_events_kept(const store_config *cfg)
+{
+    store *st = testutil_open(testutil_dir, cfg);
+    store_read_result bounds = {0};
+    store_telemetry_read(st, 0, 0, 1, NULL, read_bounds, &bounds);
+    store_flush(st);
+    assert_int_equal(bounds.next_seq - bounds.first_seq, WAL_BATCHES * WAL_PER_BATCH);
+    store_close(st);
+}
+
+/* The checkpointer runs a pass per 1 MB of WAL, and a pass that copied
+ * everything lets the next commit start the WAL over: it stays near 1 MB
+ * instead of growing with what was written. */
 static void test_checkpoints_keep_wal_bounded(void **state)
 {
     (void)state;
     store_config cfg = {.durability = STORE_DURABILITY_NONE};
     store *st = testutil_open(testutil_dir, &cfg);
-    enum { BATCHES = 256, PER_BATCH = 64, BODY = 4096 };
-    static char body[BODY];
-    memset(body, 'x', sizeof body);
-    int ok = 0;
-    off_t max_wal = 0;
-    for (int b = 0; b < BATCHES; b++) {
-        store_test_hold(st, true);
-        for (int i = 0; i < PER_BATCH; i++)
-            store_telemetry_append(st, 0, 0, "", 0, body, sizeof body, NULL, appended_count, &ok);
-        store_test_hold(st, false);
-        store_flush(st);
-        if (wal_size() > max_wal)
-            max_wal = wal_size();
-    }
-    assert_int_equal(ok, BATCHES * PER_BATCH);
+    off_t max_wal = write_64_mib(st, true);
     store_stats stats;
     store_get_stats(st, &stats);
-    assert_true(stats.checkpoints + stats.writer_checkpoints > 0);
-    /* a pass per 1 MB of WAL (80-90 here, 64 MiB and the passes before each
-     * catch-up), not one per commit (256), nor one per 4 MB (about 20) */
-    assert_true(stats.checkpoints < BATCHES / 2);
-    assert_true(stats.checkpoints >= BATCHES / 8);
-    assert_true(max_wal < (off_t)40 << 20); /* 32 MiB and the batch that crossed it */
+    /* a pass per 1 MB of WAL (about 65 here), not one per commit (256),
+     * nor one per 4 MB (about 16) */
+    assert_true(stats.checkpoints < WAL_BATCHES / 2);
+    assert_true(stats.checkpoints >= WAL_BATCHES / 8);
+    assert_int_equal(stats.writer_checkpoints, 0);
+    assert_true(max_wal < (off_t)4 << 20); /* 1 MB, the batch that crossed it */
     store_close(st);
+    assert_all_events_kept(&cfg);
+}
 
-    st = testutil_open(testutil_dir, &cfg);
-    store_read_result bounds = {0};
-    store_telemetry_read(st, 0, 0, 1, NULL, read_bounds, &bounds);
-    store_flush(st);
-    assert_int_equal(bounds.next_seq - bounds.first_seq, BATCHES * PER_BATCH);
+/* With no pass from the checkpointer (a checkpointer that cannot keep up),
+ * the writer copies the WAL back itself once it holds 32 MB, and the WAL
+ * starts over there. */
+static void test_writer_catches_up_past_the_reset_size(void **state)
+{
+    (void)state;
+    store_config cfg = {.durability = STORE_DURABILITY_NONE};
+    store *st = testutil_open(testutil_dir, &cfg);
+    store_test_hold_checkpointer(st, true);
+    off_t max_wal = write_64_mib(st, false);
+    store_stats stats;
+    store_get_stats(st, &stats);
+    assert_int_equal(stats.checkpoints, 0);
+    assert_true(stats.writer_checkpoints >= 1);
+    assert_true(max_wal < (off_t)33 << 20); /* 32 MiB and the batch that crossed it */
+    store_test_hold_checkpointer(st, false);
     store_close(st);
+    assert_all_events_kept(&cfg);
 }
 
 static void test_bad_directory(void **state)
@@ -490,6 +529,7 @@ int main(void)
         TESTUTIL_IN_FRESH_DIR(test_commit_interval_spaces_commits),
         TESTUTIL_IN_FRESH_DIR(test_second_server_on_directory_refused),
         TESTUTIL_IN_FRESH_DIR(test_checkpoints_keep_wal_bounded),
+        TESTUTIL_IN_FRESH_DIR(test_writer_catches_up_past_the_reset_size),
         cmocka_unit_test(test_bad_directory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
