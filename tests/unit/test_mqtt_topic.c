@@ -12,11 +12,7 @@
 #include <cmocka.h>
 
 #include "mqtt/codec.h"
-
-static mqtt_bytes B(const char *s)
-{
-    return (mqtt_bytes){(const uint8_t *)s, (uint32_t)strlen(s)};
-}
+#include "mqtt_testutil.h"
 
 static const struct {
     const char *filter;
