@@ -139,13 +139,19 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
     return SQLITE_OK;
 }
 
+/* Whether the checkpoint thread may start a pass now (ck_lock held). */
+static bool pass_may_start(const store *st)
+{
+    return st->ck_wanted && !st->ck_held && !st->ck_test_held;
+}
+
 static void *checkpoint_thread(void *arg)
 {
     store *st = arg;
     pthread_setname_np(pthread_self(), "checkpoint");
     pthread_mutex_lock(&st->ck_lock);
     for (;;) {
-        while (!(st->ck_wanted && !st->ck_held && !st->ck_test_held) && !st->ck_stopping)
+        while (!pass_may_start(st) && !st->ck_stopping)
             pthread_cond_wait(&st->ck_wake, &st->ck_lock);
         if (st->ck_stopping)
             break;
@@ -231,7 +237,7 @@ void store_test_hold_checkpointer(store *st, bool hold)
 bool store_test_checkpointer_busy(store *st)
 {
     pthread_mutex_lock(&st->ck_lock);
-    bool busy = st->ck_running || (st->ck_wanted && !st->ck_held && !st->ck_test_held);
+    bool busy = st->ck_running || pass_may_start(st);
     pthread_mutex_unlock(&st->ck_lock);
     return busy;
 }

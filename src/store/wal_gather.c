@@ -61,9 +61,8 @@
 typedef struct gather_file {
     sqlite3_file base;
     sqlite3_file *real; /* the default VFS's file, right after this struct */
-    bool is_wal;
     bool commit_page_next; /* the last write was a commit frame's header */
-    char *buf;             /* GATHER_CAP bytes, allocated at the first write */
+    char *buf; /* GATHER_CAP bytes for a WAL; NULL: writes pass straight through */
     sqlite3_int64 buf_off; /* file offset of buf[0] */
     int buf_len;
     uint64_t writes_in, writes_out; /* SQLite's writes, and ours down */
@@ -73,15 +72,21 @@ typedef struct gather_file {
 
 static sqlite3_vfs *default_vfs;
 
-/* Sends the buffer down; SQLITE_OK or the default VFS's error code. */
+/* One write to the default VFS, counted; SQLITE_OK or its error code. */
+static int write_down(gather_file *f, const void *p, int amt, sqlite3_int64 off)
+{
+    f->writes_out++;
+    return f->real->pMethods->xWrite(f->real, p, amt, off);
+}
+
+/* Sends the buffer down. */
 static int gather_flush(gather_file *f)
 {
     if (!f->buf_len)
         return SQLITE_OK;
     int n = f->buf_len;
     f->buf_len = 0;
-    f->writes_out++;
-    return f->real->pMethods->xWrite(f->real, f->buf, n, f->buf_off);
+    return write_down(f, f->buf, n, f->buf_off);
 }
 
 static bool is_commit_header(const void *p, int amt)
@@ -93,13 +98,9 @@ static bool is_commit_header(const void *p, int amt)
 static int gather_write(sqlite3_file *file, const void *p, int amt, sqlite3_int64 off)
 {
     gather_file *f = (gather_file *)file;
-    if (!f->is_wal)
+    if (!f->buf)
         return f->real->pMethods->xWrite(f->real, p, amt, off);
     f->writes_in++;
-    if (!f->buf && !(f->buf = malloc(GATHER_CAP))) {
-        f->writes_out++;
-        return f->real->pMethods->xWrite(f->real, p, amt, off);
-    }
     bool commit_page = f->commit_page_next;
     f->commit_page_next = is_commit_header(p, amt);
     bool continues = f->buf_len && off == f->buf_off + f->buf_len;
@@ -108,10 +109,8 @@ static int gather_write(sqlite3_file *file, const void *p, int amt, sqlite3_int6
         if (rc != SQLITE_OK)
             return rc;
     }
-    if (amt > GATHER_CAP) {
-        f->writes_out++;
-        return f->real->pMethods->xWrite(f->real, p, amt, off);
-    }
+    if (amt > GATHER_CAP)
+        return write_down(f, p, amt, off);
     if (!f->buf_len)
         f->buf_off = off;
     memcpy(f->buf + f->buf_len, p, (size_t)amt);
@@ -130,7 +129,7 @@ static int gather_close(sqlite3_file *file)
 {
     gather_file *f = (gather_file *)file;
     int flushed = gather_flush(f);
-    int rc = f->real->pMethods ? f->real->pMethods->xClose(f->real) : SQLITE_OK;
+    int rc = f->real->pMethods->xClose(f->real);
     free(f->buf);
     f->buf = NULL;
     if (f->db)
@@ -277,8 +276,11 @@ static int gather_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, i
     int rc = default_vfs->xOpen(default_vfs, name, f->real, flags, out_flags);
     /* SQLite calls xClose after a failed xOpen only if pMethods is set */
     f->base.pMethods = f->real->pMethods ? &gather_methods : NULL;
-    f->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
-    if (rc == SQLITE_OK && f->is_wal && name) {
+    /* without the buffer (out of memory) the WAL is written as SQLite
+     * writes it, which is slower and as safe */
+    if (rc == SQLITE_OK && (flags & SQLITE_OPEN_WAL))
+        f->buf = malloc(GATHER_CAP);
+    if (f->buf && name) {
         sqlite3_file *db = sqlite3_database_file_object(name);
         if (db && db->pMethods == &gather_methods) {
             f->db = (gather_file *)db;
