@@ -1,33 +1,22 @@
 /*
  * broker/retained.c — the retained-message store of topic_tree.h.
  *
- * A trie keyed by topic level, each node holding at most one message (the
- * store's reference). A node's children are an array plus, once there are
- * more than a few, an index of array positions keyed by the level's hash
- * (pos_index.h, as in topic_tree.c). Each child knows its position in its
- * parent's array, which lets '#' enumerate a subtree iteratively with no
- * stack and no allocation.
+ * A trie keyed by topic level (trie.h), each node holding at most one
+ * message (the store's reference). '#' enumerates a subtree iteratively
+ * through parent links and child positions, with no stack and no
+ * allocation.
  */
 #include "broker/topic_tree.h"
 
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "broker/pos_index.h"
+#include "broker/trie.h"
 
-typedef struct rs_node rs_node;
-struct rs_node {
-    rs_node *parent;
-    uint32_t pidx; /* position in parent->kids */
-    uint32_t hash;
-    rs_node **kids;
-    uint32_t nkids, capkids;
-    pos_index kix;
+typedef struct rs_node {
+    trie_head head; /* first: a trie_head * converts to its node */
     broker_msg *msg;
-    uint32_t len;
-    uint8_t level[];
-};
+} rs_node;
 
 struct retain_store {
     pthread_rwlock_t lock;
@@ -35,120 +24,41 @@ struct retain_store {
     rs_node *root;
 };
 
-/* ---- children ------------------------------------------------------------- */
+/* ---- nodes ---------------------------------------------------------------- */
 
-static uint32_t kid_hash(const void *ctx, uint32_t pos)
+static rs_node *kid(const rs_node *n, uint32_t i)
 {
-    return ((const rs_node *)ctx)->kids[pos]->hash;
+    return (rs_node *)n->head.kids.v[i];
+}
+
+static uint32_t nkids(const rs_node *n)
+{
+    return n->head.kids.n;
+}
+
+static rs_node *parent(const rs_node *n)
+{
+    return (rs_node *)n->head.parent;
 }
 
 static rs_node *kid_find(const rs_node *n, const uint8_t *level, uint32_t len)
 {
-    if (n->kix.slot) {
-        uint32_t h = pos_index_hash_level(level, len);
-        for (uint32_t i = pos_index_first(&n->kix, h); n->kix.slot[i];
-             i = pos_index_next(&n->kix, i)) {
-            rs_node *k = n->kids[n->kix.slot[i] - 1];
-            if (k->hash == h && k->len == len && memcmp(k->level, level, len) == 0)
-                return k;
-        }
-        return NULL;
-    }
-    for (uint32_t i = 0; i < n->nkids; i++) {
-        rs_node *k = n->kids[i];
-        if (k->len == len && memcmp(k->level, level, len) == 0)
-            return k;
-    }
-    return NULL;
-}
-
-static bool kid_add(rs_node *n, rs_node *k)
-{
-    if (n->nkids == n->capkids) {
-        uint32_t cap = n->capkids ? n->capkids * 2 : 2;
-        rs_node **v = realloc(n->kids, cap * sizeof *v);
-        if (!v)
-            return false;
-        n->kids = v;
-        n->capkids = cap;
-    }
-    uint32_t pos = n->nkids;
-    n->kids[pos] = k;
-    if (!pos_index_add(&n->kix, pos, k->hash, kid_hash, n))
-        return false;
-    k->pidx = pos;
-    n->nkids++;
-    return true;
-}
-
-static void kid_del(rs_node *n, rs_node *k)
-{
-    uint32_t pos = k->pidx, last = n->nkids - 1;
-    pos_index_remove(&n->kix, n->nkids, pos, k->hash, n->kids[last]->hash, kid_hash, n);
-    if (pos != last) {
-        n->kids[pos] = n->kids[last];
-        n->kids[pos]->pidx = pos;
-    }
-    if (--n->nkids == 0) { /* nodes that stay (the root) give memory back */
-        free(n->kids);
-        pos_index_free(&n->kix);
-        n->kids = NULL;
-        n->capkids = 0;
-    }
+    return (rs_node *)trie_kid_find(&n->head, sizeof(rs_node), level, len);
 }
 
 static rs_node *node_new(rs_node *parent, const uint8_t *level, uint32_t len)
 {
-    rs_node *n = calloc(1, sizeof *n + len);
-    if (!n)
-        return NULL;
-    n->parent = parent;
-    n->len = len;
-    if (len)
-        memcpy(n->level, level, len);
-    n->hash = pos_index_hash_level(level, len);
-    return n;
-}
-
-static void node_free(rs_node *n)
-{
-    free(n->kids);
-    pos_index_free(&n->kix);
-    free(n);
+    return trie_node_new(sizeof(rs_node), parent ? &parent->head : NULL, level, len);
 }
 
 static void prune(rs_node *root, rs_node *n)
 {
-    while (n != root && !n->msg && !n->nkids) {
-        rs_node *p = n->parent;
-        kid_del(p, n);
-        node_free(n);
+    while (n != root && !n->msg && !nkids(n)) {
+        rs_node *p = parent(n);
+        trie_kid_remove(&p->head, &n->head);
+        trie_node_free(&n->head);
         n = p;
     }
-}
-
-/* ---- levels --------------------------------------------------------------- */
-
-typedef struct lvl_iter {
-    const uint8_t *p, *end;
-    bool done;
-} lvl_iter;
-
-static bool lvl_next(lvl_iter *it, const uint8_t **s, uint32_t *len)
-{
-    if (it->done)
-        return false;
-    const uint8_t *slash =
-        it->p < it->end ? memchr(it->p, '/', (size_t)(it->end - it->p)) : NULL;
-    *s = it->p;
-    if (slash) {
-        *len = (uint32_t)(slash - it->p);
-        it->p = slash + 1;
-    } else {
-        *len = (uint32_t)(it->end - it->p);
-        it->done = true;
-    }
-    return true;
 }
 
 /* ---- public --------------------------------------------------------------- */
@@ -180,12 +90,12 @@ void retain_store_free(retain_store *r)
         return;
     rs_node *n = r->root;
     while (n) {
-        if (n->nkids) {
-            n = n->kids[--n->nkids];
+        if (nkids(n)) {
+            n = kid(n, --n->head.kids.n);
         } else {
-            rs_node *p = n->parent;
+            rs_node *p = parent(n);
             broker_msg_unref(n->msg);
-            node_free(n);
+            trie_node_free(&n->head);
             n = p;
         }
     }
@@ -197,18 +107,18 @@ void retain_store_set(retain_store *r, broker_msg *msg)
 {
     bool remove = msg->payload.len == 0;
     broker_msg *old = NULL;
-    lvl_iter it = {msg->topic.p, msg->topic.p + msg->topic.len, false};
+    trie_levels it = trie_levels_of(msg->topic.p, msg->topic.len);
     const uint8_t *s;
     uint32_t len;
 
     pthread_rwlock_wrlock(&r->lock);
     rs_node *n = r->root;
-    while (n && lvl_next(&it, &s, &len)) {
+    while (n && trie_levels_next(&it, &s, &len)) {
         rs_node *k = kid_find(n, s, len);
         if (!k && !remove) {
             k = node_new(n, s, len);
-            if (k && !kid_add(n, k)) {
-                node_free(k);
+            if (k && !trie_kid_add(&n->head, &k->head)) {
+                trie_node_free(&k->head);
                 k = NULL;
             }
             if (!k) /* allocation failure: the message is not retained */
@@ -249,7 +159,7 @@ static bool push(broker_msg_vec *out, broker_msg *m)
 
 static bool is_dollar(const rs_node *n)
 {
-    return n->len > 0 && n->level[0] == '$';
+    return n->head.len > 0 && trie_level(&n->head, sizeof *n)[0] == '$';
 }
 
 /* Every message in the subtree of `top` (itself included), pre-order,
@@ -260,17 +170,17 @@ static bool push_subtree(rs_node *top, broker_msg_vec *out)
     for (;;) {
         if (n->msg && !push(out, n->msg))
             return false;
-        if (n->nkids) {
-            n = n->kids[0];
+        if (nkids(n)) {
+            n = kid(n, 0);
             continue;
         }
         for (;;) {
             if (n == top)
                 return true;
-            rs_node *p = n->parent;
-            uint32_t next = n->pidx + 1;
-            if (next < p->nkids) {
-                n = p->kids[next];
+            rs_node *p = parent(n);
+            uint32_t next = n->head.pidx + 1;
+            if (next < nkids(p)) {
+                n = kid(p, next);
                 break;
             }
             n = p;
@@ -280,26 +190,26 @@ static bool push_subtree(rs_node *top, broker_msg_vec *out)
 
 /* Matches the filter levels left in `it` from node n; `at_root` applies the
  * '$' rule to wildcards on the first level. */
-static bool match_from(rs_node *n, lvl_iter it, bool at_root, broker_msg_vec *out)
+static bool match_from(rs_node *n, trie_levels it, bool at_root, broker_msg_vec *out)
 {
     const uint8_t *s;
     uint32_t len;
     for (;;) {
-        if (!lvl_next(&it, &s, &len))
+        if (!trie_levels_next(&it, &s, &len))
             return n->msg ? push(out, n->msg) : true;
         if (len == 1 && s[0] == '#') {
             if (!at_root)
                 return push_subtree(n, out);
-            for (uint32_t i = 0; i < n->nkids; i++)
-                if (!is_dollar(n->kids[i]) && !push_subtree(n->kids[i], out))
+            for (uint32_t i = 0; i < nkids(n); i++)
+                if (!is_dollar(kid(n, i)) && !push_subtree(kid(n, i), out))
                     return false;
             return true;
         }
         if (len == 1 && s[0] == '+') {
-            for (uint32_t i = 0; i < n->nkids; i++) {
-                if (at_root && is_dollar(n->kids[i]))
+            for (uint32_t i = 0; i < nkids(n); i++) {
+                if (at_root && is_dollar(kid(n, i)))
                     continue;
-                if (!match_from(n->kids[i], it, false, out))
+                if (!match_from(kid(n, i), it, false, out))
                     return false;
             }
             return true;
@@ -313,7 +223,7 @@ static bool match_from(rs_node *n, lvl_iter it, bool at_root, broker_msg_vec *ou
 
 bool retain_store_match(retain_store *r, mqtt_bytes filter, broker_msg_vec *out)
 {
-    lvl_iter it = {filter.p, filter.p + filter.len, false};
+    trie_levels it = trie_levels_of(filter.p, filter.len);
     pthread_rwlock_rdlock(&r->lock);
     bool ok = match_from(r->root, it, true, out);
     pthread_rwlock_unlock(&r->lock);

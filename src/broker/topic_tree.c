@@ -1,10 +1,10 @@
 /*
  * broker/topic_tree.c — the subscription trie of topic_tree.h.
  *
- * A node is one filter level. Its literal children are kept in an array
- * (node->kids) plus, once there are more than a few, an open-addressing
- * index of array positions keyed by the level's hash; the '+' and '#'
- * children hang off separate pointers so matching never searches for them.
+ * A node is one filter level (trie.h). Its literal children are kept in
+ * an array plus, once there are more than a few, an open-addressing index
+ * of array positions keyed by the level's hash; the '+' and '#' children
+ * hang off separate pointers so matching never searches for them.
  * Plain subscriptions of a node are an array of (subscriber, options,
  * sub_id), indexed the same way by subscriber pointer once the array grows,
  * so a popular filter with many thousands of subscribers stays O(1) to
@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "broker/pos_index.h"
+#include "broker/trie.h"
 
 static uint32_t hash_ptr(const void *p)
 {
@@ -51,13 +52,7 @@ typedef struct tt_group {
 
 typedef struct tt_node tt_node;
 struct tt_node {
-    tt_node *parent;
-    uint32_t pidx; /* position in parent->kids (literal children only) */
-    uint32_t hash; /* pos_index_hash_level(level) */
-
-    tt_node **kids;
-    uint32_t nkids, capkids;
-    pos_index kix;
+    trie_head head; /* first: a trie_head * converts to its node */
     tt_node *plus, *hash_child;
 
     tt_sub *subs;
@@ -66,9 +61,6 @@ struct tt_node {
 
     tt_group **groups;
     uint32_t ngroups, capgroups;
-
-    uint32_t len;
-    uint8_t level[];
 };
 
 struct topic_tree {
@@ -78,11 +70,6 @@ struct topic_tree {
     tt_node *root;
 };
 
-static uint32_t kid_hash(const void *ctx, uint32_t pos)
-{
-    return ((const tt_node *)ctx)->kids[pos]->hash;
-}
-
 static uint32_t sub_hash(const void *ctx, uint32_t pos)
 {
     return hash_ptr(((const tt_node *)ctx)->subs[pos].subscriber);
@@ -90,15 +77,12 @@ static uint32_t sub_hash(const void *ctx, uint32_t pos)
 
 static tt_node *node_new(tt_node *parent, const uint8_t *level, uint32_t len)
 {
-    tt_node *n = calloc(1, sizeof *n + len);
-    if (!n)
-        return NULL;
-    n->parent = parent;
-    n->len = len;
-    if (len)
-        memcpy(n->level, level, len);
-    n->hash = pos_index_hash_level(level, len);
-    return n;
+    return trie_node_new(sizeof(tt_node), parent ? &parent->head : NULL, level, len);
+}
+
+static tt_node *parent_of(const tt_node *n)
+{
+    return (tt_node *)n->head.parent;
 }
 
 static void node_free(tt_node *n)
@@ -110,80 +94,30 @@ static void node_free(tt_node *n)
     free(n->groups);
     free(n->subs);
     pos_index_free(&n->six);
-    free(n->kids);
-    pos_index_free(&n->kix);
-    free(n);
+    trie_node_free(&n->head);
 }
 
 static bool node_empty(const tt_node *n)
 {
-    return !n->nsubs && !n->ngroups && !n->nkids && !n->plus && !n->hash_child;
+    return !n->nsubs && !n->ngroups && !n->head.kids.n && !n->plus && !n->hash_child;
 }
 
 static tt_node *kid_find(const tt_node *n, const uint8_t *level, uint32_t len)
 {
-    if (n->kix.slot) {
-        uint32_t h = pos_index_hash_level(level, len);
-        for (uint32_t i = pos_index_first(&n->kix, h); n->kix.slot[i];
-             i = pos_index_next(&n->kix, i)) {
-            tt_node *k = n->kids[n->kix.slot[i] - 1];
-            if (k->hash == h && k->len == len && memcmp(k->level, level, len) == 0)
-                return k;
-        }
-        return NULL;
-    }
-    for (uint32_t i = 0; i < n->nkids; i++) {
-        tt_node *k = n->kids[i];
-        if (k->len == len && memcmp(k->level, level, len) == 0)
-            return k;
-    }
-    return NULL;
-}
-
-static bool kid_add(tt_node *n, tt_node *k)
-{
-    if (n->nkids == n->capkids) {
-        uint32_t cap = n->capkids ? n->capkids * 2 : 2;
-        tt_node **v = realloc(n->kids, cap * sizeof *v);
-        if (!v)
-            return false;
-        n->kids = v;
-        n->capkids = cap;
-    }
-    n->kids[n->nkids] = k;
-    if (!pos_index_add(&n->kix, n->nkids, k->hash, kid_hash, n))
-        return false;
-    k->pidx = n->nkids++;
-    return true;
-}
-
-static void kid_del(tt_node *n, tt_node *k)
-{
-    uint32_t pos = k->pidx, last = n->nkids - 1;
-    pos_index_remove(&n->kix, n->nkids, pos, k->hash, n->kids[last]->hash, kid_hash, n);
-    if (pos != last) {
-        n->kids[pos] = n->kids[last];
-        n->kids[pos]->pidx = pos;
-    }
-    if (--n->nkids == 0) { /* nodes that stay (the root) give memory back */
-        free(n->kids);
-        pos_index_free(&n->kix);
-        n->kids = NULL;
-        n->capkids = 0;
-    }
+    return (tt_node *)trie_kid_find(&n->head, sizeof(tt_node), level, len);
 }
 
 /* Frees `n` and its ancestors while they are empty (never the root). */
 static void prune(tt_node *root, tt_node *n)
 {
     while (n != root && node_empty(n)) {
-        tt_node *p = n->parent;
+        tt_node *p = parent_of(n);
         if (p->plus == n)
             p->plus = NULL;
         else if (p->hash_child == n)
             p->hash_child = NULL;
         else
-            kid_del(p, n);
+            trie_kid_remove(&p->head, &n->head);
         node_free(n);
         n = p;
     }
@@ -191,42 +125,15 @@ static void prune(tt_node *root, tt_node *n)
 
 /* ---- levels --------------------------------------------------------------- */
 
-typedef struct lvl_iter {
-    const uint8_t *p, *end;
-    bool done;
-} lvl_iter;
-
-static bool lvl_next(lvl_iter *it, const uint8_t **s, uint32_t *len)
-{
-    if (it->done)
-        return false;
-    const uint8_t *slash =
-        it->p < it->end ? memchr(it->p, '/', (size_t)(it->end - it->p)) : NULL;
-    *s = it->p;
-    if (slash) {
-        *len = (uint32_t)(slash - it->p);
-        it->p = slash + 1;
-    } else {
-        *len = (uint32_t)(it->end - it->p);
-        it->done = true;
-    }
-    return true;
-}
-
-static lvl_iter lvl_begin(mqtt_bytes b)
-{
-    return (lvl_iter){b.p, b.p + b.len, false};
-}
-
 /* Finds (create: or creates) the node of a filter. On allocation failure
  * returns NULL, having pruned what it created. */
 static tt_node *walk(tt_node *root, mqtt_bytes filter, bool create)
 {
     tt_node *n = root;
-    lvl_iter it = lvl_begin(filter);
+    trie_levels it = trie_levels_of(filter.p, filter.len);
     const uint8_t *s;
     uint32_t len;
-    while (lvl_next(&it, &s, &len)) {
+    while (trie_levels_next(&it, &s, &len)) {
         tt_node **slot = NULL, *k;
         if (len == 1 && s[0] == '+')
             slot = &n->plus;
@@ -243,7 +150,7 @@ static tt_node *walk(tt_node *root, mqtt_bytes filter, bool create)
             }
             if (slot) {
                 *slot = k;
-            } else if (!kid_add(n, k)) {
+            } else if (!trie_kid_add(&n->head, &k->head)) {
                 node_free(k);
                 prune(root, n);
                 return NULL;
@@ -300,8 +207,8 @@ void topic_tree_free(topic_tree *t)
     /* Iterative post-order: descend to a childless node, free it, go up. */
     tt_node *n = t->root;
     while (n) {
-        if (n->nkids) {
-            n = n->kids[--n->nkids];
+        if (n->head.kids.n) {
+            n = (tt_node *)n->head.kids.v[--n->head.kids.n];
         } else if (n->plus) {
             tt_node *k = n->plus;
             n->plus = NULL;
@@ -311,7 +218,7 @@ void topic_tree_free(topic_tree *t)
             n->hash_child = NULL;
             n = k;
         } else {
-            tt_node *p = n->parent;
+            tt_node *p = parent_of(n);
             node_free(n);
             n = p;
         }
@@ -565,11 +472,11 @@ static bool match_from(const topic_tree *t, const tt_node *n, const uint8_t *p,
             return false;
         if (!more)
             return emit_node(t, n, out);
-        lvl_iter it = {p, end, false};
+        trie_levels it = {p, end, false};
         const uint8_t *s;
         uint32_t len;
-        lvl_next(&it, &s, &len);
-        const tt_node *lit = n->nkids ? kid_find(n, s, len) : NULL;
+        trie_levels_next(&it, &s, &len);
+        const tt_node *lit = n->head.kids.n ? kid_find(n, s, len) : NULL;
         const tt_node *plus = dollar ? NULL : n->plus;
         dollar = false;
         if (lit && plus) {
