@@ -43,6 +43,7 @@
 #include "broker/open_app.h"
 #include "mqtt/codec.h"
 #include "net/server.h"
+#include "socket_testutil.h"
 
 #define SOCKET_TIMEOUT_S 3
 #define SILENCE_MS 300
@@ -141,16 +142,7 @@ static inline test_client *tc_open(int port, uint8_t version)
     test_client *tc = calloc(1, sizeof *tc);
     assert_non_null(tc);
     tc->version = version;
-    tc->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(tc->fd >= 0);
-    struct timeval timeout = {.tv_sec = SOCKET_TIMEOUT_S};
-    setsockopt(tc->fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    setsockopt(tc->fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    int one = 1;
-    setsockopt(tc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(tc->fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    tc->fd = loopback_connect(port, SOCKET_TIMEOUT_S, 0);
     return tc;
 }
 

@@ -35,6 +35,7 @@
 
 #include "hub/registry.h"
 #include "net/server.h"
+#include "socket_testutil.h"
 #include "service/service.h"
 #include "util/crypto.h"
 #include "util/sas.h"
@@ -365,14 +366,8 @@ typedef struct response {
 static inline client *cl_open(void)
 {
     client *c = calloc(1, sizeof *c);
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(c->fd >= 0);
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)S.port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_non_null(c);
+    c->fd = loopback_connect(S.port, 5, 0);
     return c;
 }
 

@@ -31,6 +31,7 @@
 #include "hub/registry.h"
 #include "hub/telemetry.h"
 #include "net/server.h"
+#include "socket_testutil.h"
 #include "service/internal.h"
 #include "service/service.h"
 #include "store_testutil.h"
@@ -124,14 +125,7 @@ static void send_telemetry(const char *dev, const void *body, size_t len)
 
 static int cl_open(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)S.port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
+    return loopback_connect(S.port, 5, 0);
 }
 
 static char *auth_header(const char *key, const char *policy)

@@ -30,6 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "net/server.h"
+#include "socket_testutil.h"
 #include "util/log.h"
 #include "util/time.h"
 
@@ -231,14 +232,7 @@ static void wait_for(atomic_int *v, int want)
 
 static int tcp_connect(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
+    return loopback_connect(port, 10, 0);
 }
 
 typedef struct client {
