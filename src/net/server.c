@@ -95,6 +95,14 @@ net_server *net_server_new(unsigned threads, char *errbuf, size_t errlen)
     return s;
 }
 
+static void listen_cfg_free(net_listen_cfg *cfg)
+{
+    if (cfg->ssl_ctx)
+        net_tls_ctx_free(cfg->ssl_ctx);
+    free(cfg->name);
+    free(cfg);
+}
+
 void net_server_free(net_server *s)
 {
     if (!s)
@@ -105,10 +113,7 @@ void net_server_free(net_server *s)
     net_listen_cfg *cfg = s->cfgs;
     while (cfg) {
         net_listen_cfg *next = cfg->next;
-        if (cfg->ssl_ctx)
-            net_tls_ctx_free(cfg->ssl_ctx);
-        free(cfg->name);
-        free(cfg);
+        listen_cfg_free(cfg);
         cfg = next;
     }
     free(s);
@@ -199,18 +204,15 @@ static int get_port(const struct sockaddr_storage *ss)
     return 0;
 }
 
-bool net_server_listen(net_server *s, const char *hostport, const net_tls_config *tls,
-                       const net_conn_handler *handler, void *listener_arg,
-                       const net_conn_limits *limits, int *bound_port, char *errbuf,
-                       size_t errlen)
+/* The address `hostport` names ("host:port"; "*" or an empty host: every
+ * IPv4 address). False with errbuf filled when it is malformed or does not
+ * resolve. */
+static bool resolve_listen_addr(const char *hostport, struct sockaddr_storage *addr,
+                                socklen_t *alen, char *errbuf, size_t errlen)
 {
     char host[256], port[16];
     if (!split_hostport(hostport, host, sizeof host, port, sizeof port)) {
         snprintf(errbuf, errlen, "%s: expected host:port", hostport);
-        return false;
-    }
-    if (!handler || !handler->on_open || !handler->on_input) {
-        snprintf(errbuf, errlen, "%s: handler needs on_open and on_input", hostport);
         return false;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -223,16 +225,24 @@ bool net_server_listen(net_server *s, const char *hostport, const net_tls_config
         snprintf(errbuf, errlen, "%s: %s", hostport, gai_strerror(gai));
         return false;
     }
-    struct sockaddr_storage addr;
-    socklen_t alen = (socklen_t)res->ai_addrlen;
-    memcpy(&addr, res->ai_addr, res->ai_addrlen);
+    *alen = (socklen_t)res->ai_addrlen;
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
+    return true;
+}
 
+/* What every connection of one listener shares: its handler, limits and
+ * TLS context. NULL with errbuf filled on failure. */
+static net_listen_cfg *listen_cfg_new(const char *hostport, const net_tls_config *tls,
+                                      const net_conn_handler *handler, void *listener_arg,
+                                      const net_conn_limits *limits, char *errbuf,
+                                      size_t errlen)
+{
     net_listen_cfg *cfg = calloc(1, sizeof *cfg);
     if (!cfg || !(cfg->name = strdup(hostport))) {
         free(cfg);
         snprintf(errbuf, errlen, "out of memory");
-        return false;
+        return NULL;
     }
     cfg->handler = *handler;
     cfg->arg = listener_arg;
@@ -244,32 +254,45 @@ bool net_server_listen(net_server *s, const char *hostport, const net_tls_config
         cfg->ssl_ctx = net_tls_ctx_new(tls, e, sizeof e);
         if (!cfg->ssl_ctx) {
             snprintf(errbuf, errlen, "%s: %s", hostport, e);
-            goto fail;
+            listen_cfg_free(cfg);
+            return NULL;
         }
     }
+    return cfg;
+}
 
-    if (get_port(&addr) != 0) {
-        int probe = bind_socket((struct sockaddr *)&addr, alen, false, false);
+/*
+ * One listening socket per loop, all on `addr` with SO_REUSEPORT so the
+ * kernel spreads new connections over the loops. A fixed port is first
+ * bound once without SO_REUSEPORT: a port another process holds is then
+ * refused (EADDRINUSE) instead of silently shared with it. Port 0 takes
+ * the port the first socket got, written back into addr. NULL with errbuf
+ * filled (and nothing left open) on failure.
+ */
+static int *bind_per_loop(const net_server *s, struct sockaddr_storage *addr, socklen_t alen,
+                          const char *hostport, char *errbuf, size_t errlen)
+{
+    if (get_port(addr) != 0) {
+        int probe = bind_socket((struct sockaddr *)addr, alen, false, false);
         if (probe < 0) {
             snprintf(errbuf, errlen, "%s: %s", hostport, strerror(errno));
-            goto fail;
+            return NULL;
         }
         close(probe);
     }
-
     int *fds = calloc(s->nloops, sizeof *fds);
     if (!fds) {
         snprintf(errbuf, errlen, "out of memory");
-        goto fail;
+        return NULL;
     }
     unsigned made = 0;
     for (; made < s->nloops; made++) {
-        fds[made] = bind_socket((struct sockaddr *)&addr, alen, true, true);
+        fds[made] = bind_socket((struct sockaddr *)addr, alen, true, true);
         if (fds[made] < 0) {
             snprintf(errbuf, errlen, "%s: %s", hostport, strerror(errno));
             break;
         }
-        if (made == 0 && get_port(&addr) == 0) {
+        if (made == 0 && get_port(addr) == 0) {
             struct sockaddr_storage got;
             socklen_t gl = sizeof got;
             if (getsockname(fds[0], (struct sockaddr *)&got, &gl) < 0) {
@@ -277,15 +300,43 @@ bool net_server_listen(net_server *s, const char *hostport, const net_tls_config
                 close(fds[0]);
                 break;
             }
-            set_port(&addr, get_port(&got));
+            set_port(addr, get_port(&got));
         }
     }
-    if (made < s->nloops) {
-        for (unsigned i = 0; i < made; i++)
-            close(fds[i]);
-        free(fds);
-        goto fail;
+    if (made == s->nloops)
+        return fds;
+    for (unsigned i = 0; i < made; i++)
+        close(fds[i]);
+    free(fds);
+    return NULL;
+}
+
+bool net_server_listen(net_server *s, const char *hostport, const net_tls_config *tls,
+                       const net_conn_handler *handler, void *listener_arg,
+                       const net_conn_limits *limits, int *bound_port, char *errbuf,
+                       size_t errlen)
+{
+    if (!handler || !handler->on_open || !handler->on_input) {
+        snprintf(errbuf, errlen, "%s: handler needs on_open and on_input", hostport);
+        return false;
     }
+    struct sockaddr_storage addr;
+    socklen_t alen;
+    if (!resolve_listen_addr(hostport, &addr, &alen, errbuf, errlen))
+        return false;
+    net_listen_cfg *cfg = listen_cfg_new(hostport, tls, handler, listener_arg, limits, errbuf,
+                                         errlen);
+    if (!cfg)
+        return false;
+    int *fds = bind_per_loop(s, &addr, alen, hostport, errbuf, errlen);
+    if (!fds) {
+        listen_cfg_free(cfg);
+        return false;
+    }
+    /* From the first listener registered on, cfg is referenced: the
+     * server owns it whatever happens next. */
+    cfg->next = s->cfgs;
+    s->cfgs = cfg;
     for (unsigned i = 0; i < s->nloops; i++) {
         if (!net_listener_new(s->loops[i], fds[i], cfg)) {
             snprintf(errbuf, errlen, "%s: cannot register listener: %s", hostport,
@@ -294,25 +345,15 @@ bool net_server_listen(net_server *s, const char *hostport, const net_tls_config
             for (unsigned j = i; j < s->nloops; j++)
                 close(fds[j]);
             free(fds);
-            cfg->next = s->cfgs; /* referenced by the registered listeners */
-            s->cfgs = cfg;
             return false;
         }
     }
     free(fds);
-    cfg->next = s->cfgs;
-    s->cfgs = cfg;
     if (bound_port)
         *bound_port = get_port(&addr);
     log_info("listening on %s%s (port %d, %u loops)", hostport, tls ? " with TLS" : "",
              get_port(&addr), s->nloops);
     return true;
-fail:
-    if (cfg->ssl_ctx)
-        net_tls_ctx_free(cfg->ssl_ctx);
-    free(cfg->name);
-    free(cfg);
-    return false;
 }
 
 /* ---- run and stop ------------------------------------------------------- */
