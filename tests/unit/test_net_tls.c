@@ -398,6 +398,37 @@ static void test_tls_handshake_failure_and_shutdown(void **state)
     close(idle);
 }
 
+/* A listener whose TLS context cannot be made, or whose port cannot be
+ * bound after the context was made, is refused with the reason and leaves
+ * nothing behind (ASan checks the context is freed). */
+static void test_tls_listen_errors(void **state)
+{
+    (void)state;
+    char err[512], want[600], hp[64];
+    net_server *s = net_server_new(1, err, sizeof err);
+    assert_non_null(s);
+    net_tls_config no_key = {path_srv_cert, "/nonexistent/server.key", NULL};
+    assert_false(net_server_listen(s, "127.0.0.1:0", &no_key, &handler, NULL, NULL, NULL, err,
+                                   sizeof err));
+    assert_non_null(strstr(err, "127.0.0.1:0: "));
+    assert_non_null(strstr(err, "/nonexistent/server.key"));
+    /* the CA's certificate with the server's key: they do not match */
+    net_tls_config mismatch = {path_ca, path_srv_key, NULL};
+    assert_false(net_server_listen(s, "127.0.0.1:0", &mismatch, &handler, NULL, NULL, NULL,
+                                   err, sizeof err));
+    assert_non_null(strstr(err, "127.0.0.1:0: "));
+
+    int held = 0;
+    net_tls_config tls = {path_srv_cert, path_srv_key, path_ca};
+    assert_true(net_server_listen(s, "127.0.0.1:0", &tls, &handler, NULL, NULL, &held, err,
+                                  sizeof err));
+    snprintf(hp, sizeof hp, "127.0.0.1:%d", held);
+    assert_false(net_server_listen(s, hp, &tls, &handler, NULL, NULL, NULL, err, sizeof err));
+    snprintf(want, sizeof want, "%s: Address already in use", hp);
+    assert_string_equal(err, want);
+    net_server_free(s);
+}
+
 int main(void)
 {
     alarm(120);
@@ -406,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_tls_client_cert_and_sni),
         cmocka_unit_test(test_tls_large_echo),
         cmocka_unit_test(test_tls_handshake_failure_and_shutdown),
+        cmocka_unit_test(test_tls_listen_errors),
     };
     return cmocka_run_group_tests(tests, setup_certs, teardown_certs);
 }
