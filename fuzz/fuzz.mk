@@ -27,6 +27,7 @@ FUZZ_SRC_http_request  := $(addprefix src/service/,http_conn.c http_strict.c rou
                           src/util/crypto.c src/util/sas.c src/util/log.c src/util/time.c
 FUZZ_LIBS_http_request := -lhttp_parser -ljansson -lcrypto
 FUZZ_SRC_hub_props     := src/hub/properties.c src/util/log.c
+FUZZ_SRC_broker_trie   := $(addprefix src/broker/,topic_tree.c retained.c trie.c pos_index.c message.c)
 
 .PHONY: fuzz-build fuzz-seeds
 

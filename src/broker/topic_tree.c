@@ -1,10 +1,10 @@
 /*
  * broker/topic_tree.c — the subscription trie of topic_tree.h.
  *
- * A node is one filter level (trie.h). Its literal children are kept in
- * an array plus, once there are more than a few, an open-addressing index
- * of array positions keyed by the level's hash; the '+' and '#' children
- * hang off separate pointers so matching never searches for them.
+ * A node is one filter level. Its literal children are a trie.h array,
+ * indexed by the level's hash once there are more than a few; the '+' and
+ * '#' children hang off separate pointers so matching never searches for
+ * them.
  * Plain subscriptions of a node are an array of (subscriber, options,
  * sub_id), indexed the same way by subscriber pointer once the array grows,
  * so a popular filter with many thousands of subscribers stays O(1) to
