@@ -28,11 +28,12 @@
  * test writes 64 MiB through it). journal_size_limit cuts a WAL that grew
  * past 32 MiB back when it restarts.
  *
- * A second connection means the database cannot use locking_mode=EXCLUSIVE
- * (the WAL index lives in the shared -shm mapping instead of heap memory,
- * and each transaction takes a few shared-memory locks: microseconds per
- * batch). The exclusion that mode gave against a second iothubd on the
- * same directory is kept by a lock file (open.c).
+ * A second connection means the database cannot use locking_mode=EXCLUSIVE,
+ * where the WAL index belongs to one connection. Both connections open on
+ * the "unix-excl" VFS instead (wal_gather.c): one file lock for the whole
+ * process, the WAL index in heap memory the two share, and no other
+ * process let in. The exclusion against a second iothubd on the same
+ * directory is a lock file (open.c), which says so clearly.
  *
  * Threads: the checkpoint thread touches only its connection and the
  * fields under ck_lock; the store thread's hook reads under the same lock
@@ -177,7 +178,8 @@ static void *checkpoint_thread(void *arg)
 
 bool store_checkpointer_start(store *st, const char *path, char *err, size_t errlen)
 {
-    int rc = sqlite3_open_v2(path, &st->ck_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(path, &st->ck_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                             store_wal_base_vfs());
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s (checkpoint connection): %s", path,
                  st->ck_db ? sqlite3_errmsg(st->ck_db) : "cannot open");

@@ -147,6 +147,9 @@ int64_t store_now_ms(void);
 /* wal_gather.c: the name of the VFS that gathers WAL writes (registered
  * at the first call), or NULL when it could not be (use the default). */
 const char *store_wal_gather_vfs(void);
+/* The VFS it sits on ("unix-excl" where SQLite has it), for the store's
+ * other connections; NULL when the gathering VFS could not be registered. */
+const char *store_wal_base_vfs(void);
 /* For tests: the WAL writes SQLite made on `db` through that VFS, the
  * writes that went down, and the bytes still buffered. False when db's
  * WAL is not open through it. */

@@ -18,8 +18,9 @@
  *                   and the commit without fsync costs microseconds.
  *
  * The store thread's connection opens the database through the VFS that
- * gathers WAL writes (wal_gather.c), except in the exclusive-mode
- * fallback for a disk too full for the -shm file (open_db_either_way).
+ * gathers WAL writes (wal_gather.c). The WAL index is in heap memory
+ * there, not in a -shm file, so a hub whose disk filled while it was down
+ * still opens its database and serves reads.
  */
 #include "store/internal.h"
 
@@ -74,12 +75,9 @@ const char *store_synchronous_pragma(const store *st)
     return pragma[st->durability];
 }
 
-/* Opens the database file and sets it up (pragmas, migrations, partitions)
- * with the checkpointer (checkpoint.c), or, when `exclusive`, in
- * locking_mode=EXCLUSIVE without it: the WAL index then lives in heap
- * memory instead of the -shm file, which a full disk may not let SQLite
- * create, and checkpoints run in the commits as SQLite does by default. */
-static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
+/* Opens the database file and sets it up (pragmas, migrations,
+ * partitions), and starts the checkpointer (checkpoint.c). */
+static bool open_db(store *st, char *err, size_t errlen)
 {
     char path[4096];
     if (!data_path(st, "iothubd.db", path, sizeof path, err, errlen))
@@ -87,14 +85,13 @@ static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
     configure_sqlite();
     int rc = sqlite3_open_v2(path, &st->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             exclusive ? NULL : store_wal_gather_vfs());
+                             store_wal_gather_vfs());
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
         return false;
     }
     store_set_busy_handler(st->db);
-    if ((exclusive && !store_exec_sql(st->db, "PRAGMA locking_mode=EXCLUSIVE", err, errlen)) ||
-        !store_exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
+    if (!store_exec_sql(st->db, "PRAGMA journal_mode=WAL", err, errlen) ||
         /* a WAL that grew under a burst is cut back when it restarts */
         !store_exec_sql(st->db, "PRAGMA journal_size_limit=33554432", err, errlen) ||
         !store_exec_sql(st->db, store_synchronous_pragma(st), err, errlen) ||
@@ -109,7 +106,7 @@ static bool open_db(store *st, bool exclusive, char *err, size_t errlen)
     if (!store_migrate(st->db, STORE_SCHEMA_VERSION, err, errlen) ||
         !store_telemetry_init_partitions(st->db, st->partitions, err, errlen))
         return false;
-    return exclusive || store_checkpointer_start(st, path, err, errlen);
+    return store_checkpointer_start(st, path, err, errlen);
 }
 
 static void close_db(store *st)
@@ -122,26 +119,6 @@ static void close_db(store *st)
     if (st->db)
         sqlite3_close(st->db);
     st->db = NULL;
-}
-
-/* Opens the database with the checkpointer, or, when the disk gives an
- * I/O or full error (the -shm file cannot be created or grown), without
- * it; the store then runs as before the checkpointer existed. A full
- * disk at start-up must still let the server serve reads. */
-static bool open_db_either_way(store *st, char *err, size_t errlen)
-{
-    if (open_db(st, false, err, errlen))
-        return true;
-    int code = st->db ? sqlite3_errcode(st->db) & 0xff : SQLITE_OK;
-    if (code != SQLITE_IOERR && code != SQLITE_FULL)
-        return false;
-    char first[256];
-    snprintf(first, sizeof first, "%s", err);
-    close_db(st);
-    if (!open_db(st, true, err, errlen))
-        return false;
-    log_warn("store: %s; WAL checkpoints run with the commits", first);
-    return true;
 }
 
 /* One server per data directory: SQLite's own locks would let a second
@@ -211,7 +188,7 @@ store *store_open(const store_config *cfg, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&st->synced, NULL);
     if (!make_dir(st->dir, err, errlen) || !lock_dir(st, err, errlen) ||
-        !open_db_either_way(st, err, errlen)) {
+        !open_db(st, err, errlen)) {
         free_store(st);
         return NULL;
     }

@@ -17,9 +17,9 @@
  *     barrier (xShmBarrier on the database file) between the header's two
  *     copies. That is the guarantee: the file is complete before the
  *     checkpointer's connection can look for the frames, and before COMMIT
- *     returns. It needs the shared-memory WAL index, so the store's
- *     locking_mode=EXCLUSIVE fallback (open.c, heap memory and no
- *     barrier) opens the database without this VFS;
+ *     returns. (SQLite skips the barrier only in locking_mode=EXCLUSIVE,
+ *     which the store does not use: its connections share the WAL index
+ *     through the VFS, below);
  *   - earlier, after the page of a commit frame, so that a failed write
  *     fails the COMMIT with its own error (a full disk stays SQLITE_FULL)
  *     instead of being found at the barrier, which cannot return one and
@@ -37,10 +37,23 @@
  *     under way back through the same file (pages it spilled, checksum
  *     rewrites).
  *
- * Files other than the WAL pass straight through. The shim sits on the
- * default VFS ("unix"), whose locks and shared memory it forwards, so the
- * checkpointer's connection (opened on the default VFS) sees the same
- * files and locks. It is registered once per process (SQLite's VFS list is
+ * Files other than the WAL pass straight through. The shim sits on
+ * SQLite's "unix-excl" VFS (store_wal_base_vfs), whose locks and shared
+ * memory it forwards; the checkpointer's connection opens on that VFS
+ * directly, so both see the same files and locks. "unix-excl" is the
+ * default "unix" VFS except that the first lock a connection takes on the
+ * database becomes one exclusive lock for the whole process, held until
+ * the last connection closes: the process's connections then lock each
+ * other in memory, and the WAL index lives in heap memory they share
+ * instead of a mapped -shm file. That saves about six fcntl calls per
+ * transaction (the WAL index's locks; 0.76 per telemetry message in
+ * scripts/telemetry-cost's small batches) and the -shm file, which a full
+ * disk may not let SQLite create. The price is that no other process can
+ * open the database while the hub runs, readers included; the lock file
+ * (open.c) already keeps other writers out. Where "unix-excl" is missing
+ * the shim sits on the default VFS instead.
+ *
+ * The shim is registered once per process (SQLite's VFS list is
  * process-wide) and used by name by the store thread's connection.
  */
 #include "store/internal.h"
@@ -52,7 +65,7 @@
 #include "util/log.h"
 
 #define GATHER_VFS_NAME "iothubd-gather"
-/* The default VFS writes at most 128 KiB - 1 bytes per call (os_unix.c
+/* The unix VFSes write at most 128 KiB - 1 bytes per call (os_unix.c
  * masks the length with 0x1ffff: more is silently cut, and the short write
  * reported as a full disk); 64 KiB is 15 frames of 4 KiB. */
 #define GATHER_CAP (64 * 1024)
@@ -60,7 +73,7 @@
 
 typedef struct gather_file {
     sqlite3_file base;
-    sqlite3_file *real; /* the default VFS's file, right after this struct */
+    sqlite3_file *real; /* the base VFS's file, right after this struct */
     bool commit_page_next; /* the last write was a commit frame's header */
     char *buf; /* GATHER_CAP bytes for a WAL; NULL: writes pass straight through */
     sqlite3_int64 buf_off; /* file offset of buf[0] */
@@ -70,9 +83,9 @@ typedef struct gather_file {
     struct gather_file *db, *wal;
 } gather_file;
 
-static sqlite3_vfs *default_vfs;
+static sqlite3_vfs *base_vfs;
 
-/* One write to the default VFS, counted; SQLITE_OK or its error code. */
+/* One write to the base VFS, counted; SQLITE_OK or its error code. */
 static int write_down(gather_file *f, const void *p, int amt, sqlite3_int64 off)
 {
     f->writes_out++;
@@ -273,7 +286,7 @@ static int gather_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, i
     gather_file *f = (gather_file *)file;
     memset(f, 0, sizeof *f);
     f->real = (sqlite3_file *)&f[1];
-    int rc = default_vfs->xOpen(default_vfs, name, f->real, flags, out_flags);
+    int rc = base_vfs->xOpen(base_vfs, name, f->real, flags, out_flags);
     /* SQLite calls xClose after a failed xOpen only if pMethods is set */
     f->base.pMethods = f->real->pMethods ? &gather_methods : NULL;
     /* without the buffer (out of memory) the WAL is written as SQLite
@@ -294,23 +307,36 @@ static sqlite3_vfs gather_vfs;
 
 static void register_gather_vfs(void)
 {
-    default_vfs = sqlite3_vfs_find(NULL);
-    if (!default_vfs)
+    base_vfs = sqlite3_vfs_find("unix-excl");
+    if (!base_vfs)
+        base_vfs = sqlite3_vfs_find(NULL);
+    if (!base_vfs)
         return;
-    gather_vfs = *default_vfs;
+    gather_vfs = *base_vfs;
     gather_vfs.pNext = NULL;
     gather_vfs.zName = GATHER_VFS_NAME;
-    gather_vfs.szOsFile = (int)sizeof(gather_file) + default_vfs->szOsFile;
+    gather_vfs.szOsFile = (int)sizeof(gather_file) + base_vfs->szOsFile;
     gather_vfs.xOpen = gather_open;
     if (sqlite3_vfs_register(&gather_vfs, 0) != SQLITE_OK)
-        default_vfs = NULL;
+        base_vfs = NULL;
+}
+
+static void register_once(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_gather_vfs);
 }
 
 const char *store_wal_gather_vfs(void)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, register_gather_vfs);
-    return default_vfs ? GATHER_VFS_NAME : NULL;
+    register_once();
+    return base_vfs ? GATHER_VFS_NAME : NULL;
+}
+
+const char *store_wal_base_vfs(void)
+{
+    register_once();
+    return base_vfs ? base_vfs->zName : NULL;
 }
 
 bool store_wal_gather_counts(sqlite3 *db, uint64_t *writes_in, uint64_t *writes_out,

@@ -3,7 +3,7 @@
  * commit (from two running event loops, and held batches), a failed commit
  * failing every request of its batch, request-level errors staying local,
  * durability pragmas, drain on close, reopen, the commit interval, one
- * server per directory,
+ * server per directory, the database closed to other processes while open,
  * WAL checkpoints by the checkpoint thread keeping the WAL bounded, and
  * the writer catching up by itself when the checkpointer cannot.
  */
@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "net/server.h"
 #include "store/internal.h"
@@ -399,6 +400,65 @@ static void test_second_server_on_directory_refused(void **state)
     store_close(st);
 }
 
+/* What another process's reader gets from the database at `path`: run as
+ * this binary's "--read-db PATH" (main), the exit status is SQLite's code
+ * for a read of the schema version. */
+static int read_db_in_this_process(const char *path)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "SELECT count(*) FROM meta", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc;
+}
+
+static int read_db_in_another_process(const char *path)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* exec at once: the store's threads did not fork with us */
+        execl("/proc/self/exe", "test_store_core", "--read-db", path, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+/* Both connections open on SQLite's "unix-excl" VFS (wal_gather.c): the
+ * WAL index is in heap memory, so there is no -shm file and a stale one
+ * is never read, and while the store is open its database is this
+ * process's alone: another process's reader finds it locked. */
+static void test_database_closed_to_other_processes(void **state)
+{
+    (void)state;
+    char db[128], shm[136];
+    snprintf(db, sizeof db, "%s/iothubd.db", testutil_dir);
+    snprintf(shm, sizeof shm, "%s-shm", db);
+    store *st = testutil_open(testutil_dir, NULL);
+    store_close(st);
+    assert_int_equal(read_db_in_another_process(db), SQLITE_OK);
+
+    FILE *f = fopen(shm, "w"); /* as an older build could have left it */
+    assert_non_null(f);
+    fputs("not a WAL index", f);
+    fclose(f);
+    st = testutil_open(testutil_dir, NULL);
+    assert_int_equal(identity_count(st), 0);
+    assert_int_equal(read_db_in_another_process(db), SQLITE_BUSY);
+    store_close(st);
+    assert_int_equal(read_db_in_another_process(db), SQLITE_OK);
+    unlink(shm);
+
+    st = testutil_open(testutil_dir, NULL);
+    assert_int_equal(identity_count(st), 0);
+    struct stat sb;
+    assert_int_equal(stat(shm, &sb), -1);
+    store_close(st);
+}
+
 /* ---- WAL checkpoints ---------------------------------------------------- */
 
 static void read_bounds(net_loop *loop, void *arg, store_status status,
@@ -512,8 +572,10 @@ static void test_bad_directory(void **state)
     assert_null(store_open(&cfg, err, sizeof err));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--read-db") == 0)
+        return read_db_in_this_process(argv[2]);
     alarm(60);
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
@@ -528,6 +590,7 @@ int main(void)
         TESTUTIL_IN_FRESH_DIR(test_close_drains_queue),
         TESTUTIL_IN_FRESH_DIR(test_commit_interval_spaces_commits),
         TESTUTIL_IN_FRESH_DIR(test_second_server_on_directory_refused),
+        TESTUTIL_IN_FRESH_DIR(test_database_closed_to_other_processes),
         TESTUTIL_IN_FRESH_DIR(test_checkpoints_keep_wal_bounded),
         TESTUTIL_IN_FRESH_DIR(test_writer_catches_up_past_the_reset_size),
         cmocka_unit_test(test_bad_directory),
