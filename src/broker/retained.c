@@ -36,7 +36,7 @@ static uint32_t nkids(const rs_node *n)
     return n->head.kids.n;
 }
 
-static rs_node *parent(const rs_node *n)
+static rs_node *parent_of(const rs_node *n)
 {
     return (rs_node *)n->head.parent;
 }
@@ -54,7 +54,7 @@ static rs_node *node_new(rs_node *parent, const uint8_t *level, uint32_t len)
 static void prune(rs_node *root, rs_node *n)
 {
     while (n != root && !n->msg && !nkids(n)) {
-        rs_node *p = parent(n);
+        rs_node *p = parent_of(n);
         trie_kid_remove(&p->head, &n->head);
         trie_node_free(&n->head);
         n = p;
@@ -93,7 +93,7 @@ void retain_store_free(retain_store *r)
         if (nkids(n)) {
             n = kid(n, --n->head.kids.n);
         } else {
-            rs_node *p = parent(n);
+            rs_node *p = parent_of(n);
             broker_msg_unref(n->msg);
             trie_node_free(&n->head);
             n = p;
@@ -177,7 +177,7 @@ static bool push_subtree(rs_node *top, broker_msg_vec *out)
         for (;;) {
             if (n == top)
                 return true;
-            rs_node *p = parent(n);
+            rs_node *p = parent_of(n);
             uint32_t next = n->head.pidx + 1;
             if (next < nkids(p)) {
                 n = kid(p, next);
