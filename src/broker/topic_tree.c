@@ -472,7 +472,7 @@ static bool match_from(const topic_tree *t, const tt_node *n, const uint8_t *p,
             return false;
         if (!more)
             return emit_node(t, n, out);
-        trie_levels it = {p, end, false};
+        trie_levels it = trie_levels_of(p, (size_t)(end - p));
         const uint8_t *s;
         uint32_t len;
         trie_levels_next(&it, &s, &len);

@@ -121,11 +121,13 @@ static void close_db(store *st)
     st->db = NULL;
 }
 
-/* One server per data directory: SQLite's own locks would let a second
- * process share the database (and its telemetry sequence numbers, twin
- * versions and queues, which this process keeps in memory). flock is
- * released by the kernel when the process dies, so a crash never leaves
- * the directory locked. */
+/* One server per data directory: a second process must not share the
+ * database (its telemetry sequence numbers, twin versions and queues live
+ * in this process's memory). The unix-excl VFS (wal_gather.c) would
+ * refuse it too, but only as a busy database at its first statement; the
+ * lock file refuses it before anything is opened, with a message that
+ * says why. flock is released by the kernel when the process dies, so a
+ * crash never leaves the directory locked. */
 static bool lock_dir(store *st, char *err, size_t errlen)
 {
     char path[4096];

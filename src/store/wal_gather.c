@@ -51,7 +51,8 @@
  * disk may not let SQLite create. The price is that no other process can
  * open the database while the hub runs, readers included; the lock file
  * (open.c) already keeps other writers out. Where "unix-excl" is missing
- * the shim sits on the default VFS instead.
+ * (every unix build of SQLite has it), neither the shim nor the
+ * checkpointer asks for a VFS: both connections get the default one.
  *
  * The shim is registered once per process (SQLite's VFS list is
  * process-wide) and used by name by the store thread's connection.
@@ -308,8 +309,6 @@ static sqlite3_vfs gather_vfs;
 static void register_gather_vfs(void)
 {
     base_vfs = sqlite3_vfs_find("unix-excl");
-    if (!base_vfs)
-        base_vfs = sqlite3_vfs_find(NULL);
     if (!base_vfs)
         return;
     gather_vfs = *base_vfs;
