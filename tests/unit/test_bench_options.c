@@ -95,6 +95,11 @@ static void test_errors(void **state)
     expect_error(a6, ARGC(a6), "--connstr");
     char *a7[] = {"iothub-bench", "telemetry", "--hub", "https://x:1", "--connstr", "c"};
     expect_error(a7, ARGC(a7), "http://");
+    char *a_http[] = {"iothub-bench", "telemetry", "--http-port", "8080"};
+    expect_error(a_http, ARGC(a_http), "responder");
+    char *r_http[] = {"iothub-bench", "responder", "--http-port", "8080"};
+    assert_int_equal(bench_options_parse(&opts, ARGC(r_http), r_http, err, sizeof err), 0);
+    assert_int_equal(opts.http_port, 8080);
     char *a8[] = {"iothub-bench", "fanout", "--payload", "4"};
     expect_error(a8, ARGC(a8), "timestamp");
     char *a9[] = {"iothub-bench", "telemetry", "--frobnicate", "1"};

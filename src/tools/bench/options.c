@@ -29,6 +29,7 @@ typedef struct flag_spec {
 static const flag_spec flags[] = {
     {"--host", FLAG_STR, OFF(host), 0, "MQTT server IPv4 address (default 127.0.0.1)"},
     {"--port", FLAG_PORT, OFF(port), 0, "MQTT server port (default 1883)"},
+    {"--http-port", FLAG_PORT, OFF(http_port), 0, "responder: also answer the hub's device, method and C2D routes (the hub-shaped ceiling)"},
     {"--clients", FLAG_UINT, OFF(clients), 1000000, "connections (connect: concurrent connectors)"},
     {"--subscribers", FLAG_UINT, OFF(subscribers), 1000000, "fanout: subscribers (default 100)"},
     {"--threads", FLAG_UINT, OFF(threads), 256, "client threads (default: CPUs, at most 4)"},
@@ -224,6 +225,8 @@ static bool check_combinations(const bench_options *o, char *err, size_t errlen)
         why = "--processes cannot exceed --clients";
     else if (o->rate > 0 && !bench_scenario_paced(o->scenario))
         why = "--rate paces telemetry, fanout, twin, methods and c2d only";
+    else if (o->http_port && o->scenario != SCENARIO_RESPONDER)
+        why = "--http-port is the responder's";
     else if (bench_scenario_uses_http(o->scenario) && o->http_connections == 0)
         why = "--http-connections must be at least 1";
     if (why)

@@ -29,6 +29,7 @@ typedef struct bench_options {
     bench_scenario scenario;
     const char *host;        /* MQTT server address (IPv4 dotted) */
     uint16_t port;
+    uint16_t http_port;      /* responder: also serve the hub's HTTP routes here; 0 = no */
     unsigned clients;        /* telemetry/idle: connections; connect: concurrent connectors */
     unsigned subscribers;    /* fanout */
     unsigned threads;

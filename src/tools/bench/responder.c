@@ -7,6 +7,11 @@
  * socket is full. Acknowledgements are written from fixed byte patterns:
  * this is the least work a server can do per packet, on purpose.
  *
+ * With --http-port each thread also listens there, and the hub-shaped
+ * routes of responder_hub.c answer what the twin, methods and c2d
+ * scenarios send; responder_conn.h says what changes for a connection
+ * then (a lock, and no free while running).
+ *
  * Stopping: the main thread waits for SIGINT/SIGTERM (blocked in every
  * thread, taken with sigtimedwait) or the duration, then sets the
  * context's stop flag; loops check it every 100 ms.
@@ -30,23 +35,17 @@
 
 #include "mqtt/codec.h"
 #include "tools/bench/proto.h"
+#include "tools/bench/responder_conn.h"
 
 #define RESPONDER_MAX_THREADS 64
 #define RESPONDER_READ_SIZE (256u * 1024u)
-
-typedef struct responder_conn {
-    int fd;
-    uint8_t version;
-    bool want_out; /* EPOLLOUT armed: the socket was full */
-    uint8_t *tail;
-    size_t tail_len;
-    bench_buf out;
-} responder_conn;
 
 typedef struct responder_ctx {
     const bench_options *opt;
     atomic_bool stop;
     struct sockaddr_in addr;
+    struct sockaddr_in http_addr;
+    responder_hub *hub; /* NULL: plain mode */
 } responder_ctx;
 
 typedef struct responder_loop {
@@ -54,8 +53,12 @@ typedef struct responder_loop {
     pthread_t tid;
     int epfd;
     int listen_fd;
+    int http_listen_fd; /* -1 in plain mode */
     uint8_t *rbuf;
 } responder_loop;
+
+/* epoll tags of the two listeners (connections carry their own pointer) */
+static char listen_mqtt_tag, listen_http_tag;
 
 static int listen_on(const struct sockaddr_in *addr)
 {
@@ -72,88 +75,59 @@ static int listen_on(const struct sockaddr_in *addr)
     return fd;
 }
 
-static void conn_free(responder_conn *c)
+static void conn_lock(responder_conn *c)
 {
-    close(c->fd);
-    free(c->tail);
-    bench_buf_free(&c->out);
-    free(c);
+    if (c->locked)
+        pthread_mutex_lock(&c->lock);
 }
 
-/* Queues bytes; they are sent at the end of the read batch. */
-static bool reply(responder_conn *c, const uint8_t *bytes, size_t n)
+static void conn_unlock(responder_conn *c)
 {
-    if (!bench_buf_reserve(&c->out, n))
+    if (c->locked)
+        pthread_mutex_unlock(&c->lock);
+}
+
+/* Plain mode frees the connection; hub mode closes it and keeps the
+ * struct for the relays that may still point at it (responder_conn.h). */
+static void conn_close(responder_loop *l, responder_conn *c)
+{
+    free(c->tail);
+    c->tail = NULL;
+    c->tail_len = 0;
+    if (!l->ctx->hub) {
+        close(c->fd);
+        bench_buf_free(&c->out);
+        free(c);
+        return;
+    }
+    responder_hub_closed(l->ctx->hub, c);
+    conn_lock(c);
+    close(c->fd);
+    c->fd = -1;
+    bench_buf_free(&c->out);
+    conn_unlock(c);
+}
+
+static bool append(responder_conn *c, const uint8_t *bytes, size_t n)
+{
+    if (c->fd < 0 || !bench_buf_reserve(&c->out, n))
         return false;
     memcpy(c->out.data + c->out.len, bytes, n);
     c->out.len += n;
     return true;
 }
 
-/* The acknowledgement for one framed packet, if it needs one. */
-static bool answer(responder_conn *c, const uint8_t *p, const mqtt_frame *f)
+bool responder_reply(responder_conn *c, const uint8_t *bytes, size_t n)
 {
-    const uint8_t *body = p + f->header_len;
-    uint32_t body_len = f->total_len - f->header_len;
-    switch (f->type) {
-    case MQTT_CONNECT:
-        if (body_len < 7)
-            return false;
-        c->version = body[6]; /* after the 6-byte protocol name "\0\4MQTT" */
-        if (c->version == MQTT_V5)
-            return reply(c, (const uint8_t[]){0x20, 3, 0, 0, 0}, 5);
-        return reply(c, (const uint8_t[]){0x20, 2, 0, 0}, 4);
-    case MQTT_PUBLISH: {
-        if (((f->flags >> 1) & 3) != 1 || body_len < 4)
-            return true;
-        uint32_t topic_len = (uint32_t)body[0] << 8 | body[1];
-        if (body_len < topic_len + 4)
-            return false;
-        return reply(c, (const uint8_t[]){0x40, 2, body[2 + topic_len], body[3 + topic_len]}, 4);
-    }
-    case MQTT_SUBSCRIBE:
-        if (body_len < 2)
-            return false;
-        if (c->version == MQTT_V5)
-            return reply(c, (const uint8_t[]){0x90, 4, body[0], body[1], 0, 0}, 6);
-        return reply(c, (const uint8_t[]){0x90, 3, body[0], body[1], 0}, 5);
-    case MQTT_PINGREQ:
-        return reply(c, (const uint8_t[]){0xD0, 0}, 2);
-    case MQTT_DISCONNECT:
-        return false;
-    default:
-        return true;
-    }
+    conn_lock(c);
+    bool ok = append(c, bytes, n);
+    conn_unlock(c);
+    return ok;
 }
 
-/* Frames and answers buf[0..len); keeps the incomplete tail. False: close. */
-static bool consume(responder_conn *c, const uint8_t *buf, size_t len)
-{
-    size_t off = 0;
-    while (off < len) {
-        mqtt_frame f;
-        mqtt_frame_status st = mqtt_frame_parse(buf + off, len - off, 0, &f);
-        if (st == MQTT_FRAME_NEED_MORE)
-            break;
-        if (st == MQTT_FRAME_ERROR || !answer(c, buf + off, &f))
-            return false;
-        off += f.total_len;
-    }
-    free(c->tail);
-    c->tail = NULL;
-    c->tail_len = len - off;
-    if (c->tail_len) {
-        c->tail = malloc(c->tail_len);
-        if (!c->tail)
-            return false;
-        memcpy(c->tail, buf + off, c->tail_len);
-    }
-    return true;
-}
-
-/* Sends queued output; false when the connection broke. Waits for
- * EPOLLOUT (re-armed by the caller) when the socket is full. */
-static bool flush(responder_loop *l, responder_conn *c)
+/* Sends queued output, the caller holding c's lock if it has one; false
+ * when the connection broke. Waits for EPOLLOUT when the socket is full. */
+static bool flush_locked(responder_conn *c)
 {
     while (bench_buf_pending(&c->out)) {
         ssize_t n = send(c->fd, c->out.data + c->out.start, bench_buf_pending(&c->out),
@@ -171,8 +145,105 @@ static bool flush(responder_loop *l, responder_conn *c)
         c->out.start = c->out.len = 0;
     if (want_out != c->want_out) {
         struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
-        epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+        epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &ev);
         c->want_out = want_out;
+    }
+    return true;
+}
+
+static bool flush(responder_conn *c)
+{
+    conn_lock(c);
+    bool ok = c->fd >= 0 && flush_locked(c);
+    conn_unlock(c);
+    return ok;
+}
+
+bool responder_relay(responder_conn *c, const bench_buf *bytes, uint32_t call_seq)
+{
+    conn_lock(c);
+    bool ok = !call_seq || c->call_seq == call_seq;
+    if (call_seq)
+        c->call_seq = 0;
+    ok = ok && append(c, bytes->data + bytes->start, bench_buf_pending(bytes));
+    if (ok)
+        flush_locked(c); /* a broken socket is the owner's to notice: its read fails too */
+    conn_unlock(c);
+    return ok;
+}
+
+/* The acknowledgement for one framed packet, if it needs one. */
+static bool answer(responder_loop *l, responder_conn *c, const uint8_t *p, const mqtt_frame *f)
+{
+    const uint8_t *body = p + f->header_len;
+    uint32_t body_len = f->total_len - f->header_len;
+    if (l->ctx->hub && (f->type == MQTT_CONNECT || f->type == MQTT_PUBLISH) &&
+        !responder_hub_mqtt(l->ctx->hub, c, p, f->total_len))
+        return false;
+    switch (f->type) {
+    case MQTT_CONNECT:
+        if (body_len < 7)
+            return false;
+        c->version = body[6]; /* after the 6-byte protocol name "\0\4MQTT" */
+        if (c->version == MQTT_V5)
+            return responder_reply(c, (const uint8_t[]){0x20, 3, 0, 0, 0}, 5);
+        return responder_reply(c, (const uint8_t[]){0x20, 2, 0, 0}, 4);
+    case MQTT_PUBLISH: {
+        if (((f->flags >> 1) & 3) != 1 || body_len < 4)
+            return true;
+        uint32_t topic_len = (uint32_t)body[0] << 8 | body[1];
+        if (body_len < topic_len + 4)
+            return false;
+        return responder_reply(c, (const uint8_t[]){0x40, 2, body[2 + topic_len], body[3 + topic_len]},
+                               4);
+    }
+    case MQTT_SUBSCRIBE:
+        if (body_len < 2)
+            return false;
+        if (c->version == MQTT_V5)
+            return responder_reply(c, (const uint8_t[]){0x90, 4, body[0], body[1], 0, 0}, 6);
+        return responder_reply(c, (const uint8_t[]){0x90, 3, body[0], body[1], 0}, 5);
+    case MQTT_PINGREQ:
+        return responder_reply(c, (const uint8_t[]){0xD0, 0}, 2);
+    case MQTT_DISCONNECT:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* How many bytes of buf[0..len) the whole MQTT packets in it take, all
+ * answered; -1 to close. */
+static long consume_mqtt(responder_loop *l, responder_conn *c, const uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        mqtt_frame f;
+        mqtt_frame_status st = mqtt_frame_parse(buf + off, len - off, 0, &f);
+        if (st == MQTT_FRAME_NEED_MORE)
+            break;
+        if (st == MQTT_FRAME_ERROR || !answer(l, c, buf + off, &f))
+            return -1;
+        off += f.total_len;
+    }
+    return (long)off;
+}
+
+/* Answers what buf[0..len) holds; keeps the incomplete tail. False: close. */
+static bool consume(responder_loop *l, responder_conn *c, const uint8_t *buf, size_t len)
+{
+    long used = c->is_http ? responder_hub_http(l->ctx->hub, c, buf, len)
+                           : consume_mqtt(l, c, buf, len);
+    if (used < 0)
+        return false;
+    free(c->tail);
+    c->tail = NULL;
+    c->tail_len = len - (size_t)used;
+    if (c->tail_len) {
+        c->tail = malloc(c->tail_len);
+        if (!c->tail)
+            return false;
+        memcpy(c->tail, buf + used, c->tail_len);
     }
     return true;
 }
@@ -180,8 +251,10 @@ static bool flush(responder_loop *l, responder_conn *c)
 static void on_readable(responder_loop *l, responder_conn *c)
 {
     size_t have = c->tail_len;
+    if (c->fd < 0)
+        return;
     if (have >= RESPONDER_READ_SIZE) {
-        conn_free(c);
+        conn_close(l, c);
         return;
     }
     if (have)
@@ -189,27 +262,49 @@ static void on_readable(responder_loop *l, responder_conn *c)
     ssize_t n = recv(c->fd, l->rbuf + have, RESPONDER_READ_SIZE - have, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    if (n <= 0 || !consume(c, l->rbuf, have + (size_t)n) || !flush(l, c))
-        conn_free(c);
+    if (n <= 0 || !consume(l, c, l->rbuf, have + (size_t)n) || !flush(c))
+        conn_close(l, c);
 }
 
-static void accept_all(responder_loop *l)
+static responder_conn *conn_new(responder_loop *l, int fd, bool is_http)
+{
+    responder_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->fd = fd;
+    c->epfd = l->epfd;
+    c->version = MQTT_V311;
+    c->is_http = is_http;
+    if (l->ctx->hub) {
+        c->locked = true;
+        pthread_mutex_init(&c->lock, NULL);
+        if (!responder_hub_add(l->ctx->hub, c)) {
+            pthread_mutex_destroy(&c->lock);
+            free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static void accept_all(responder_loop *l, bool is_http)
 {
     for (;;) {
-        int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(is_http ? l->http_listen_fd : l->listen_fd, NULL, NULL,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        responder_conn *c = calloc(1, sizeof *c);
+        responder_conn *c = conn_new(l, fd, is_http);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (!c || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            free(c);
-            close(fd);
+        if (c && epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
             continue;
-        }
-        c->fd = fd;
-        c->version = MQTT_V311;
+        close(fd);
+        if (c && l->ctx->hub)
+            c->fd = -1; /* the hub's table owns it: it stays, closed */
+        else
+            free(c);
     }
 }
 
@@ -220,15 +315,16 @@ static void *loop_main(void *arg)
     while (!atomic_load(&l->ctx->stop)) {
         int n = epoll_wait(l->epfd, events, 256, 100);
         for (int i = 0; i < n; i++) {
-            if (events[i].data.ptr == NULL) {
-                accept_all(l);
+            void *tag = events[i].data.ptr;
+            if (tag == &listen_mqtt_tag || tag == &listen_http_tag) {
+                accept_all(l, tag == &listen_http_tag);
                 continue;
             }
-            responder_conn *c = events[i].data.ptr;
+            responder_conn *c = tag;
             if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 on_readable(l, c);
-            else if ((events[i].events & EPOLLOUT) && !flush(l, c))
-                conn_free(c);
+            else if ((events[i].events & EPOLLOUT) && !flush(c))
+                conn_close(l, c);
         }
     }
     return NULL; /* connections are reclaimed by process exit */
@@ -251,6 +347,25 @@ static void wait_for_stop(const sigset_t *signals, double duration_s)
     }
 }
 
+/* Opens loop l's listeners and epoll; false with errno set. */
+static bool loop_open(responder_loop *l, responder_ctx *ctx)
+{
+    l->ctx = ctx;
+    l->http_listen_fd = -1;
+    l->listen_fd = listen_on(&ctx->addr);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->rbuf = malloc(RESPONDER_READ_SIZE);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &listen_mqtt_tag};
+    if (l->listen_fd < 0 || l->epfd < 0 || !l->rbuf ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->listen_fd, &ev) != 0)
+        return false;
+    if (!ctx->hub)
+        return true;
+    l->http_listen_fd = listen_on(&ctx->http_addr);
+    ev.data.ptr = &listen_http_tag;
+    return l->http_listen_fd >= 0 && epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->http_listen_fd, &ev) == 0;
+}
+
 int bench_responder_run(const bench_options *o)
 {
     responder_ctx ctx = {.opt = o};
@@ -258,6 +373,12 @@ int bench_responder_run(const bench_options *o)
     ctx.addr.sin_port = htons(o->port);
     if (inet_pton(AF_INET, o->host, &ctx.addr.sin_addr) != 1) {
         fprintf(stderr, "iothub-bench responder: bad --host %s\n", o->host);
+        return 2;
+    }
+    ctx.http_addr = ctx.addr;
+    ctx.http_addr.sin_port = htons(o->http_port);
+    if (o->http_port && !(ctx.hub = responder_hub_new())) {
+        fprintf(stderr, "iothub-bench responder: out of memory\n");
         return 2;
     }
     sigset_t signals;
@@ -268,34 +389,33 @@ int bench_responder_run(const bench_options *o)
     unsigned count = o->threads > RESPONDER_MAX_THREADS ? RESPONDER_MAX_THREADS : o->threads;
     responder_loop loops[RESPONDER_MAX_THREADS];
     memset(loops, 0, sizeof loops);
-    for (unsigned i = 0; i < count; i++) {
-        responder_loop *l = &loops[i];
-        l->ctx = &ctx;
-        l->listen_fd = listen_on(&ctx.addr);
-        l->epfd = epoll_create1(EPOLL_CLOEXEC);
-        l->rbuf = malloc(RESPONDER_READ_SIZE);
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-        if (l->listen_fd < 0 || l->epfd < 0 || !l->rbuf ||
-            epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->listen_fd, &ev) != 0) {
-            fprintf(stderr, "iothub-bench responder: cannot listen on %s:%u: %s\n", o->host,
-                    o->port, strerror(errno));
+    for (unsigned i = 0; i < count; i++)
+        if (!loop_open(&loops[i], &ctx)) {
+            fprintf(stderr, "iothub-bench responder: cannot listen on %s:%u%s: %s\n", o->host,
+                    o->port, o->http_port ? " and the HTTP port" : "", strerror(errno));
             return 2;
         }
-    }
     for (unsigned i = 0; i < count; i++)
         if (pthread_create(&loops[i].tid, NULL, loop_main, &loops[i]) != 0) {
             fprintf(stderr, "iothub-bench responder: pthread_create failed\n");
             return 2;
         }
-    fprintf(stderr, "iothub-bench responder: listening on %s:%u (%u threads)\n", o->host, o->port,
-            count);
+    if (o->http_port)
+        fprintf(stderr, "iothub-bench responder: listening on %s:%u, HTTP on %u (%u threads)\n",
+                o->host, o->port, o->http_port, count);
+    else
+        fprintf(stderr, "iothub-bench responder: listening on %s:%u (%u threads)\n", o->host,
+                o->port, count);
     wait_for_stop(&signals, o->duration_s);
     atomic_store(&ctx.stop, true);
     for (unsigned i = 0; i < count; i++) {
         pthread_join(loops[i].tid, NULL);
         close(loops[i].listen_fd);
+        if (loops[i].http_listen_fd >= 0)
+            close(loops[i].http_listen_fd);
         close(loops[i].epfd);
         free(loops[i].rbuf);
     }
+    responder_hub_free(ctx.hub);
     return 0;
 }

@@ -1,0 +1,141 @@
+"""Tests of the load generator's ceiling responder (iothub-bench responder):
+the plain MQTT acknowledger the telemetry, connect and idle rows compare
+with, and the hub-shaped one (--http-port) that the twin, methods and c2d
+rows compare with: the generator's own scenarios run against it without
+errors, and its service API answers what it does not serve with 404."""
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BENCH = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "iothub-bench"))
+CONNSTR = "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey=AAAA"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(BENCH), reason="build/iothub-bench not built")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.fixture
+def responder():
+    """A hub-shaped responder: (mqtt_port, http_port)."""
+    mqtt, http = free_port(), free_port()
+    proc = subprocess.Popen([BENCH, "responder", "--port", str(mqtt), "--http-port", str(http),
+                             "--threads", "2", "--duration", "120"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(mqtt)
+        wait_port(http)
+        yield mqtt, http
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    # Under a sanitizer build a leak or an error at shutdown shows here.
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert b"ERROR" not in err, err.decode(errors="replace")
+
+
+def run_bench(tmp_path, args):
+    out = tmp_path / "run.json"
+    subprocess.run([BENCH, *args, "--threads", "2", "--duration", "1", "--json", str(out)],
+                   check=True, capture_output=True, timeout=120)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("scenario,extra", [
+    ("twin", ["--window", "2"]),
+    ("methods", ["--http-connections", "4"]),
+    ("c2d", ["--http-connections", "4"]),
+    ("methods", ["--http-connections", "4", "--rate", "500"]),
+])
+def test_hub_scenarios_run_clean_against_the_hub_shaped_responder(responder, tmp_path, scenario,
+                                                                  extra):
+    mqtt, http = responder
+    r = run_bench(tmp_path, [scenario, "--clients", "20", "--port", str(mqtt),
+                             "--hub", f"http://127.0.0.1:{http}", "--connstr", CONNSTR, *extra])
+    assert r["clients_failed"] == 0 and r["clients_ready"] == 20
+    assert r["errors"] == {}
+    assert r["throughput_per_s"] > 0 and r["acked"] > 0
+    if scenario == "methods":  # a call is answered only after its device replied
+        assert r["delivered"] >= r["acked"]
+    if scenario == "c2d":  # 201 goes at once: the last commands may still be on their way
+        assert r["delivered"] > 0
+
+
+def http_exchange(port, request):
+    """Sends one request on a fresh connection; returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            assert chunk, "connection closed before a response"
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")][0])
+        while len(body) < length:
+            body += s.recv(4096)
+        return int(head.split(b" ")[1]), body
+
+
+def post(path, body=b"{}"):
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def test_service_routes(responder):
+    _, http = responder
+    put = b"PUT /devices/d1?api-version=2021-04-12 HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    assert http_exchange(http, put) == (200, b"{}")
+    # no device d1 is connected: a call and a command both find nobody
+    call = post(b"/twins/d1/methods?api-version=2021-04-12", b'{"methodName":"m"}')
+    assert http_exchange(http, call)[0] == 404
+    assert http_exchange(http, post(b"/devices/d1/messages/deviceBound", b"x"))[0] == 404
+    assert http_exchange(http, post(b"/nowhere"))[0] == 404
+
+
+def test_two_requests_in_one_segment_are_answered_in_order(responder):
+    _, http = responder
+    put = b"PUT /devices/a HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", http), timeout=10) as s:
+        s.sendall(put + post(b"/nowhere"))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"}"):
+            chunk = s.recv(4096)
+            assert chunk
+            data += chunk
+    assert data.index(b"HTTP/1.1 200") < data.index(b"HTTP/1.1 404")
+
+
+def test_plain_responder_acknowledges_telemetry(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([BENCH, "responder", "--port", str(port), "--threads", "2",
+                             "--duration", "60"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        r = run_bench(tmp_path, ["telemetry", "--clients", "10", "--qos", "1", "--port", str(port)])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert r["errors"] == {} and r["acked"] > 0
