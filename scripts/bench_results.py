@@ -191,7 +191,9 @@ def table(scenario, rows, targets=("iothubd", "mosquitto", "ceiling"), headline=
     present = [t for t in targets if t in RUNS.get(scenario, {})]
     if not present:
         return [f"_not measured: no run of `{scenario}` completed (see the run log)._", ""]
-    has_m, has_c = "mosquitto" in present, "ceiling" in present
+    has_m = "mosquitto" in present
+    ceiling = next((t for t in present if t.startswith("ceiling")), None)  # or "ceiling-hub"
+    has_c = ceiling is not None
     main_target = targets[0]  # "iothubd", or "hub" for the hub rows
     head = "| metric | iothubd |"
     sep = "|---|---:|"
@@ -210,7 +212,7 @@ def table(scenario, rows, targets=("iothubd", "mosquitto", "ceiling"), headline=
             r = paired_ratio(scenario, fn) if label == headline else ratio(a, b)
             line += f" {fmt(b, unit)} | {fmt(r, '×', 2)} |"
         if has_c:
-            c = figure(scenario, "ceiling", fn)
+            c = figure(scenario, ceiling, fn)
             line += f" {fmt(c, unit)} | {fmt(ratio(a, c), '', 2)} |"
         out.append(line)
     out.append("")
@@ -263,6 +265,7 @@ def headline_vs(scenario, fn, target_ratio):
 
 
 HUB = ("hub",)
+HUB_CEILING = ("hub", "ceiling-hub")
 
 
 def hub_sections():
@@ -281,8 +284,10 @@ def hub_sections():
     md = ["## Hub scenarios (MQTT 5 SAS, devices created through the service API)", "",
           "iothubd runs with `--http 127.0.0.1:PORT --hostname localhost` and every "
           "`--throttle-*-per-s 0` (unlimited), so its default rate limits never cap a figure. "
-          "Mosquitto has no equivalent of these operations; the ceiling responder does not "
-          "implement them either.", ""]
+          "Mosquitto has no equivalent of these operations. The twin, methods and C2D closed "
+          "loops alternate with the hub-shaped ceiling (`iothub-bench responder --http-port`: "
+          "twin requests answered with a fixed document, method calls and C2D sends relayed to "
+          "the device, no store, no token check, 201 at once), round by round.", ""]
     sections = [
         ("hub-telemetry", f"### Authenticated telemetry (`$iothub/telemetry`, QoS 1, 256 bytes, "
          f"{devices} devices, PUBACK after the group commit)",
@@ -348,11 +353,17 @@ def hub_sections():
     for name, title, rows in sections:
         md += [title, ""]
         if name in RUNS:
-            md += table(name, rows, targets=HUB)
+            md += table(name, rows, targets=HUB_CEILING)
         else:
             probe = name.replace("-target-half", "").replace("-half", "").replace("-fixed", "")
             md += ["_not measured: " + probe_reason(probe) + "._", ""]
     return md
+
+
+def hub_ceiling(scenario):
+    """The hub's closed-loop throughput over the hub-shaped ceiling's."""
+    return fmt(ratio(figure(scenario, "hub", throughput),
+                     figure(scenario, "ceiling-hub", throughput)), "", 2)
 
 
 def status(ok):
@@ -460,7 +471,7 @@ def targets_table():
               f"{fmt(lt_g, ' ms')}, patch {fmt(lt_p, ' ms')}; 1,000 × "
               f"{ENV.get('BENCH_TWIN_WINDOW', '?')} give p99 get {fmt(tw_g, ' ms')}, patch "
               f"{fmt(tw_p, ' ms')} (by Little's law the mean wait alone is the requests "
-              f"outstanding / throughput) | {fmt(tw, '/s')} | — | — | — | "
+              f"outstanding / throughput) | {fmt(tw, '/s')} | — | — | {hub_ceiling('hub-twin')} | "
               f"{status(all_ok(ge(tw, 50000), le(worst_pc, 10)))} |")
     me, me_p50 = figure("hub-methods", "hub", throughput), figure("hub-methods", "hub", lat("p50"))
     mp, mp_p50 = figure("hub-methods-paced", "hub", throughput), \
@@ -469,12 +480,14 @@ def targets_table():
               f"{ENV.get('BENCH_HTTP_CONNECTIONS', '?')} keep-alive connections, devices answer at "
               f"once. Throughput: as fast as they go (p50 there {fmt(me_p50, ' ms')}). p50: "
               f"{env_count('BENCH_METHODS_TARGET_RATE')} calls/s paced ({fmt(mp, '/s')} "
-              f"achieved): {fmt(mp_p50, ' ms')} | {fmt(me, '/s')} | — | — | — | "
+              f"achieved): {fmt(mp_p50, ' ms')} | {fmt(me, '/s')} | — | — | "
+              f"{hub_ceiling('hub-methods')} | "
               f"{status(all_ok(ge(me, 20000), le(mp_p50, 1)))} |")
     c2 = figure("hub-c2d", "hub", throughput)
     md.append(f"| c2d ≥ 20,000 messages/s | `POST .../messages/deviceBound` on "
               f"{ENV.get('BENCH_HTTP_CONNECTIONS', '?')} connections → delivered → PUBACK 0 "
-              f"(durable queue) | {fmt(c2, '/s')} | — | — | — | {status(ge(c2, 20000))} |")
+              f"(durable queue) | {fmt(c2, '/s')} | — | — | {hub_ceiling('hub-c2d')} | "
+              f"{status(ge(c2, 20000))} |")
     ot = paired_ratio("telemetry-qos1", throughput)
     md += ["", f"For reference, the open-broker stand-ins (no authentication, no store): telemetry "
            f"QoS 1 {fmt(ot, '×', 2)} Mosquitto; p99 at half rate "
@@ -576,7 +589,12 @@ def main():
            "`max_queued_messages 100000`, `max_connections -1`, `set_tcp_nodelay true`, "
            "`per_listener_settings false` (single-threaded by design).",
            "- **ceiling**: `iothub-bench responder --threads <CPUs>`: acknowledges CONNECT, "
-           "PUBLISH QoS 1, SUBSCRIBE and PINGREQ from fixed bytes; no store, no routing.",
+           "PUBLISH QoS 1, SUBSCRIBE and PINGREQ from fixed bytes; no store, no routing. "
+           "**ceiling-hub** (the twin, methods and C2D rows): the same with `--http-port`, "
+           "which also answers `$iothub/twin/get` and `$iothub/twin/patch/reported` on "
+           "`$iothub/responses`, relays `POST /twins/{id}/methods` to the device and its reply "
+           "back, and relays `POST /devices/{id}/messages/deviceBound` to the device as a QoS 1 "
+           "PUBLISH with 201 at once; no store, no token check, no JSON parser.",
            "- **load generator**: `iothub-bench` with one epoll thread per CPU, connections "
            "spread over source addresses 127.0.0.1–16, MQTT 5, anonymous unless said otherwise. "
            "QoS 1 telemetry keeps at most 16 messages in flight per client (Receive Maximum "

@@ -177,6 +177,25 @@ def test_methods_target_takes_its_p50_at_the_target_rate(tmp_path, paced_p50_us,
         assert "20,000 calls/s paced (19,990/s achieved)" in row
 
 
+def test_hub_rows_take_their_ceiling_fraction_from_the_hub_shaped_responder(tmp_path):
+    """The twin, methods and c2d closed loops alternate with ceiling-hub;
+    the targets table divides the hub's median by the responder's."""
+    res = tmp_path / "results"
+    res.mkdir()
+    for rnd in (1, 2, 3):
+        write(str(res / f"hub-methods.hub.{rnd}.json"), json.dumps(methods_run(20000, 1000.0)))
+        write(str(res / f"hub-methods.ceiling-hub.{rnd}.json"),
+              json.dumps(methods_run(25000 + rnd, 700.0)))
+        write(str(res / f"hub-c2d.hub.{rnd}.json"),
+              json.dumps(dict(twin_run(15000), scenario="c2d")))
+    md, _ = render(res, tmp_path, "a")
+    row = next(line for line in md.splitlines() if line.startswith("| methods ≥"))
+    assert row.endswith("| 20,000/s | — | — | 0.80 | not measured |")  # no paced run
+    row = next(line for line in md.splitlines() if line.startswith("| c2d ≥"))
+    assert row.endswith("| 15,000/s | — | — | — | **not met** |")  # no ceiling run: no fraction
+    assert "| calls/s | 20,000 | 25,002 | 0.80 |" in md
+
+
 def test_host_drift_summary(tmp_path):
     """Four iterations whose server CPU rises with the loopback probe."""
     res = tmp_path / "results"
