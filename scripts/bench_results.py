@@ -462,11 +462,16 @@ def targets_table():
     lt_g, lt_p = figure("hub-twin-light", "hub", lat("p99")), figure("hub-twin-light", "hub", lat2("p99"))
     pc_g, pc_p = figure("hub-twin-paced", "hub", lat("p99")), figure("hub-twin-paced", "hub", lat2("p99"))
     worst_pc = max(pc_g, pc_p) if pc_g is not None and pc_p is not None else None
+    cg, cp = figure("hub-twin-paced", "ceiling-hub", lat("p99")), \
+        figure("hub-twin-paced", "ceiling-hub", lat2("p99"))
     md.append(f"| twin ≥ 50,000 round trips/s, p99 ≤ 10 ms | get twin and durable patch reported "
               f"alternating, SAS devices. Throughput: 1,000 devices × "
               f"{ENV.get('BENCH_TWIN_WINDOW', '?')} outstanding, as fast as they go. p99: "
               f"{env_count('BENCH_TWIN_TARGET_RATE')} requests/s paced over 1,000 devices: get "
-              f"{fmt(pc_g, ' ms')}, patch {fmt(pc_p, ' ms')}. For reference, closed loops: "
+              f"{fmt(pc_g, ' ms')}, patch {fmt(pc_p, ' ms')}; the hub-shaped ceiling at the same "
+              f"rate: get {fmt(cg, ' ms')}, patch {fmt(cp, ' ms')} with "
+              f"{fmt(figure('hub-twin-paced', 'ceiling-hub', machine_busy), '', 2)} CPUs busy. "
+              f"For reference, closed loops: "
               f"{ENV.get('BENCH_TWIN_LIGHT_DEVICES', '?')} devices × 1 give {fmt(lt, '/s')}, p99 get "
               f"{fmt(lt_g, ' ms')}, patch {fmt(lt_p, ' ms')}; 1,000 × "
               f"{ENV.get('BENCH_TWIN_WINDOW', '?')} give p99 get {fmt(tw_g, ' ms')}, patch "
@@ -480,7 +485,10 @@ def targets_table():
               f"{ENV.get('BENCH_HTTP_CONNECTIONS', '?')} keep-alive connections, devices answer at "
               f"once. Throughput: as fast as they go (p50 there {fmt(me_p50, ' ms')}). p50: "
               f"{env_count('BENCH_METHODS_TARGET_RATE')} calls/s paced ({fmt(mp, '/s')} "
-              f"achieved): {fmt(mp_p50, ' ms')} | {fmt(me, '/s')} | — | — | "
+              f"achieved): {fmt(mp_p50, ' ms')}; the hub-shaped ceiling there: p50 "
+              f"{fmt(figure('hub-methods-paced', 'ceiling-hub', lat('p50')), ' ms')} with "
+              f"{fmt(figure('hub-methods-paced', 'ceiling-hub', machine_busy), '', 2)} CPUs busy"
+              f" | {fmt(me, '/s')} | — | — | "
               f"{hub_ceiling('hub-methods')} | "
               f"{status(all_ok(ge(me, 20000), le(mp_p50, 1)))} |")
     c2 = figure("hub-c2d", "hub", throughput)

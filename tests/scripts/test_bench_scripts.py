@@ -188,12 +188,14 @@ def test_hub_rows_take_their_ceiling_fraction_from_the_hub_shaped_responder(tmp_
               json.dumps(methods_run(25000 + rnd, 700.0)))
         write(str(res / f"hub-c2d.hub.{rnd}.json"),
               json.dumps(dict(twin_run(15000), scenario="c2d")))
+    write(str(res / "hub-methods-paced.ceiling-hub.1.json"), json.dumps(methods_run(20000, 500.0)))
     md, _ = render(res, tmp_path, "a")
     row = next(line for line in md.splitlines() if line.startswith("| methods ≥"))
     assert row.endswith("| 20,000/s | — | — | 0.80 | not measured |")  # no paced run
     row = next(line for line in md.splitlines() if line.startswith("| c2d ≥"))
     assert row.endswith("| 15,000/s | — | — | — | **not met** |")  # no ceiling run: no fraction
     assert "| calls/s | 20,000 | 25,002 | 0.80 |" in md
+    assert "the hub-shaped ceiling there: p50 0.50 ms with — CPUs busy" in md
 
 
 def test_host_drift_summary(tmp_path):
