@@ -415,7 +415,9 @@ def targets_table():
           "Medians over rounds. Every figure comes from this session on this machine: 2 CPUs "
           "shared by the server, the load generator and (for the ceiling) the responder; all "
           "traffic on loopback. \"ceiling\" = the same load against the in-tree responder "
-          "that only acknowledges.", "",
+          "that only acknowledges (for the twin, methods and c2d rows the hub-shaped one, "
+          "`ceiling-hub`, which answers twin requests and relays calls and commands to the "
+          "devices).", "",
           "| target | what is measured | iothubd | Mosquitto | iothubd / Mosquitto | iothubd / ceiling | status |",
           "|---|---|---:|---:|---:|---:|---|"]
     mq_tel = figure("telemetry-qos1", "mosquitto", throughput)

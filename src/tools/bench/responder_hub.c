@@ -142,8 +142,8 @@ static responder_conn *find_conn(responder_hub *h, uint32_t id)
 
 static bool on_connect(responder_hub *h, responder_conn *c, const mqtt_connect *m)
 {
-    if (m->client_id.len == 0 || m->client_id.len >= sizeof c->client_id)
-        return false;
+    if (c->client_id[0] || m->client_id.len == 0 || m->client_id.len >= sizeof c->client_id)
+        return false; /* a second CONNECT, or an id this table cannot key */
     memcpy(c->client_id, m->client_id.p, m->client_id.len);
     c->client_id[m->client_id.len] = '\0';
     pthread_mutex_lock(&h->lock);
