@@ -2,14 +2,19 @@
 the plain MQTT acknowledger the telemetry, connect and idle rows compare
 with, and the hub-shaped one (--http-port) that the twin, methods and c2d
 rows compare with: the generator's own scenarios run against it without
-errors, and its service API answers what it does not serve with 404."""
+errors, twin requests, method calls and commands reach who they should
+with what they should, and what it does not serve gets 404."""
 import json
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
+import mqtt5raw as raw  # noqa: E402  (the e2e suite's raw MQTT 5 client)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BENCH = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "iothub-bench"))
@@ -125,6 +130,62 @@ def test_two_requests_in_one_segment_are_answered_in_order(responder):
             assert chunk
             data += chunk
     assert data.index(b"HTTP/1.1 200") < data.index(b"HTTP/1.1 404")
+
+
+def device(port, client_id):
+    c = raw.RawClient(port)
+    assert c.connect(client_id=client_id).reason_code == 0
+    return c
+
+
+def test_twin_requests_are_answered_with_their_correlation_data(responder):
+    mqtt, _ = responder
+    with device(mqtt, "twin-dev") as d:
+        d.publish("$iothub/twin/get", properties={"CorrelationData": b"g1"})
+        get = d.expect(raw.PUBLISH)
+        d.publish("$iothub/twin/patch/reported", b'{"a":1}',
+                  properties={"CorrelationData": b"p1"})
+        patch = d.expect(raw.PUBLISH)
+    assert (get.topic, get.properties["CorrelationData"]) == ("$iothub/responses", b"g1")
+    assert json.loads(get.payload)["desired"]["$version"] == 1
+    assert (patch.topic, patch.properties["CorrelationData"], patch.payload) == \
+        ("$iothub/responses", b"p1", b"")
+
+
+def test_a_method_call_goes_to_its_device_and_the_reply_comes_back(responder):
+    mqtt, http = responder
+    big = json.dumps({"blob": "x" * 4000}).encode()  # more than any fixed buffer
+    with device(mqtt, "m-dev") as d, \
+            socket.create_connection(("127.0.0.1", http), timeout=10) as caller:
+        caller.sendall(post(b"/twins/m-dev/methods?api-version=2021-04-12",
+                            b'{"methodName":"reboot","payload":null}'))
+        call = d.expect(raw.PUBLISH)
+        assert call.topic == "$iothub/methods/reboot"
+        d.publish("$iothub/responses", big, properties={
+            "CorrelationData": call.properties["CorrelationData"],
+            "UserProperty": [("response-code", "201")]})
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < len(big) + 20:
+            chunk = caller.recv(65536)
+            assert chunk
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(body) == {"status": 201, "payload": json.loads(big)}
+
+
+def test_a_command_goes_to_its_device_as_qos1(responder):
+    mqtt, http = responder
+    with device(mqtt, "c-dev") as d:
+        assert http_exchange(http, post(b"/devices/c-dev/messages/deviceBound", b"hello"))[0] == 201
+        cmd = d.expect(raw.PUBLISH)
+        assert (cmd.topic, cmd.qos, cmd.payload) == ("$iothub/commands", 1, b"hello")
+        d.puback(cmd.packet_id)
+    # gone: the next command finds nobody
+    deadline = time.monotonic() + 10
+    while http_exchange(http, post(b"/devices/c-dev/messages/deviceBound", b"x"))[0] != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def test_plain_responder_acknowledges_telemetry(tmp_path):

@@ -207,14 +207,17 @@ static void relay_method_reply(responder_hub *h, const mqtt_publish *p)
         return;
     mqtt_bytes code = MQTT_BYTES_LIT("200");
     proto_user_prop(&p->props, "response-code", &code);
-    char body[512];
-    int n = snprintf(body, sizeof body, "{\"status\":%.*s,\"payload\":%.*s}", (int)code.len,
-                     (const char *)code.p, p->payload.len ? (int)p->payload.len : 4,
-                     p->payload.len ? (const char *)p->payload.p : "null");
+    mqtt_bytes payload = p->payload.len ? p->payload : MQTT_BYTES_LIT("null");
+    size_t cap = sizeof "{\"status\":,\"payload\":}" + code.len + payload.len;
+    char *body = malloc(cap);
+    int n = body ? snprintf(body, cap, "{\"status\":%.*s,\"payload\":%.*s}", (int)code.len,
+                            (const char *)code.p, (int)payload.len, (const char *)payload.p)
+                 : -1;
     bench_buf b = {0};
-    if (n > 0 && (size_t)n < sizeof body && put_http_response(&b, 200, "OK", body, (size_t)n))
+    if (n > 0 && (size_t)n < cap && put_http_response(&b, 200, "OK", body, (size_t)n))
         responder_relay(http, &b, get_u32le(corr.p + 4));
     bench_buf_free(&b);
+    free(body);
 }
 
 bool responder_hub_mqtt(responder_hub *h, responder_conn *c, const uint8_t *p, size_t len)
