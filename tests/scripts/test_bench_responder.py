@@ -1,7 +1,8 @@
 """Tests of the load generator's ceiling responder (iothub-bench responder):
 the plain MQTT acknowledger the telemetry, connect and idle rows compare
-with, and the hub-shaped one (--http-port) that the twin, methods and c2d
-rows compare with: the generator's own scenarios run against it without
+with, the router (--route) the fan-out row compares with, and the
+hub-shaped one (--http-port) that the twin, methods and c2d rows compare
+with: the generator's own scenarios run against it without
 errors, twin requests, method calls and commands reach who they should
 with what they should, and what it does not serve gets 404."""
 import json
@@ -186,6 +187,51 @@ def test_a_command_goes_to_its_device_as_qos1(responder):
     while http_exchange(http, post(b"/devices/c-dev/messages/deviceBound", b"x"))[0] != 404:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+@pytest.fixture
+def router():
+    """The responder with --route: its MQTT port."""
+    port = free_port()
+    proc = subprocess.Popen([BENCH, "responder", "--port", str(port), "--route", "--threads", "2",
+                             "--duration", "120"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert b"ERROR" not in err, err.decode(errors="replace")
+
+
+def test_fanout_runs_clean_against_the_router(router, tmp_path):
+    r = run_bench(tmp_path, ["fanout", "--subscribers", "10", "--qos", "0", "--payload", "64",
+                             "--window", "100", "--port", str(router)])
+    assert r["errors"] == {}
+    assert r["delivered"] > 0 and r["throughput_per_s"] > 0
+
+
+def test_the_router_forwards_to_matching_filters_only(router):
+    with raw.RawClient(router) as wide, raw.RawClient(router) as narrow, \
+            raw.RawClient(router) as pub:
+        for c in (wide, narrow, pub):
+            assert c.connect().reason_code == 0  # empty client ids are fine here
+        wide.subscribe("a/+")  # waits for the SUBACK
+        narrow.subscribe("a/x")
+        pub.publish("a/y", b"1")
+        pub.publish("b/y", b"2")
+        pub.publish("a/x", b"3", qos=1)
+        assert pub.expect(raw.PUBACK).reason_code == 0
+        got = wide.expect(raw.PUBLISH), wide.expect(raw.PUBLISH)
+        assert [(p.topic, p.payload, p.qos) for p in got] == [("a/y", b"1", 0), ("a/x", b"3", 0)]
+        only = narrow.expect(raw.PUBLISH)
+        assert (only.topic, only.payload) == ("a/x", b"3")
+        assert narrow.recv_all(timeout=0.3) == []
+        wide.close()  # a subscriber gone: the next publish still reaches the others
+        pub.publish("a/x", b"4")
+        assert narrow.expect(raw.PUBLISH).payload == b"4"
 
 
 def test_plain_responder_acknowledges_telemetry(tmp_path):

@@ -177,9 +177,10 @@ def test_methods_target_takes_its_p50_at_the_target_rate(tmp_path, paced_p50_us,
         assert "20,000 calls/s paced (19,990/s achieved)" in row
 
 
-def test_hub_rows_take_their_ceiling_fraction_from_the_hub_shaped_responder(tmp_path):
-    """The twin, methods and c2d closed loops alternate with ceiling-hub;
-    the targets table divides the hub's median by the responder's."""
+def test_rows_take_their_ceiling_fraction_from_the_matching_responder(tmp_path):
+    """The twin, methods and c2d closed loops alternate with ceiling-hub,
+    fan-out with ceiling-route; the targets table divides the server's
+    median by the responder's."""
     res = tmp_path / "results"
     res.mkdir()
     for rnd in (1, 2, 3):
@@ -189,7 +190,13 @@ def test_hub_rows_take_their_ceiling_fraction_from_the_hub_shaped_responder(tmp_
         write(str(res / f"hub-c2d.hub.{rnd}.json"),
               json.dumps(dict(twin_run(15000), scenario="c2d")))
     write(str(res / "hub-methods-paced.ceiling-hub.1.json"), json.dumps(methods_run(20000, 500.0)))
+    for target, tp in (("iothubd", 2000000), ("mosquitto", 50000), ("ceiling-route", 3200000)):
+        write(str(res / f"fanout.{target}.1.json"),
+              json.dumps(dict(twin_run(tp), scenario="fanout", latency2_us=None)))
     md, _ = render(res, tmp_path, "a")
+    row = next(line for line in md.splitlines() if line.startswith("| fan-out ≥"))
+    assert row.endswith("| 2,000,000/s | 50,000/s | 40.00× | 0.62 | met |")
+    assert "| delivered messages/s | 2,000,000 | 50,000 | 40.00× | 3,200,000 | 0.62 |" in md
     row = next(line for line in md.splitlines() if line.startswith("| methods ≥"))
     assert row.endswith("| 20,000/s | — | — | 0.80 | not measured |")  # no paced run
     row = next(line for line in md.splitlines() if line.startswith("| c2d ≥"))

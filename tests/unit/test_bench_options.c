@@ -100,6 +100,15 @@ static void test_errors(void **state)
     char *r_http[] = {"iothub-bench", "responder", "--http-port", "8080"};
     assert_int_equal(bench_options_parse(&opts, ARGC(r_http), r_http, err, sizeof err), 0);
     assert_int_equal(opts.http_port, 8080);
+    assert_false(opts.route);
+    char *r_route[] = {"iothub-bench", "responder", "--route", "--port", "2000"};
+    assert_int_equal(bench_options_parse(&opts, ARGC(r_route), r_route, err, sizeof err), 0);
+    assert_true(opts.route);
+    assert_int_equal(opts.port, 2000);
+    char *a_route_value[] = {"iothub-bench", "responder", "--route=1"};
+    expect_error(a_route_value, ARGC(a_route_value), "--route");
+    char *a_route[] = {"iothub-bench", "fanout", "--route"};
+    expect_error(a_route, ARGC(a_route), "responder");
     char *a8[] = {"iothub-bench", "fanout", "--payload", "4"};
     expect_error(a8, ARGC(a8), "timestamp");
     char *a9[] = {"iothub-bench", "telemetry", "--frobnicate", "1"};

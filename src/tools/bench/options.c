@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef enum flag_type { FLAG_STR, FLAG_UINT, FLAG_DOUBLE, FLAG_PORT, FLAG_PID } flag_type;
+typedef enum flag_type { FLAG_STR, FLAG_UINT, FLAG_DOUBLE, FLAG_PORT, FLAG_PID, FLAG_BOOL } flag_type;
 
 typedef struct flag_spec {
     const char *name;
@@ -30,6 +30,7 @@ static const flag_spec flags[] = {
     {"--host", FLAG_STR, OFF(host), 0, "MQTT server IPv4 address (default 127.0.0.1)"},
     {"--port", FLAG_PORT, OFF(port), 0, "MQTT server port (default 1883)"},
     {"--http-port", FLAG_PORT, OFF(http_port), 0, "responder: also answer the hub's device, method and C2D routes (the hub-shaped ceiling)"},
+    {"--route", FLAG_BOOL, OFF(route), 0, "responder: forward each PUBLISH to the subscribers it matches, at QoS 0 (the fan-out ceiling)"},
     {"--clients", FLAG_UINT, OFF(clients), 1000000, "connections (connect: concurrent connectors)"},
     {"--subscribers", FLAG_UINT, OFF(subscribers), 1000000, "fanout: subscribers (default 100)"},
     {"--threads", FLAG_UINT, OFF(threads), 256, "client threads (default: CPUs, at most 4)"},
@@ -152,6 +153,9 @@ static bool apply_flag(bench_options *o, const flag_spec *f, const char *value)
         return true;
     case FLAG_DOUBLE:
         return parse_nonneg_double(value, (double *)field);
+    case FLAG_BOOL:
+        *(bool *)field = true;
+        return true;
     }
     return false;
 }
@@ -225,8 +229,8 @@ static bool check_combinations(const bench_options *o, char *err, size_t errlen)
         why = "--processes cannot exceed --clients";
     else if (o->rate > 0 && !bench_scenario_paced(o->scenario))
         why = "--rate paces telemetry, fanout, twin, methods and c2d only";
-    else if (o->http_port && o->scenario != SCENARIO_RESPONDER)
-        why = "--http-port is the responder's";
+    else if ((o->http_port || o->route) && o->scenario != SCENARIO_RESPONDER)
+        why = "--http-port and --route are the responder's";
     else if (bench_scenario_uses_http(o->scenario) && o->http_connections == 0)
         why = "--http-connections must be at least 1";
     if (why)
@@ -262,7 +266,8 @@ int bench_options_parse(bench_options *o, int argc, char **argv, char *err, size
             snprintf(err, errlen, "unknown flag '%.*s'", (int)name_len, arg);
             return -1;
         }
-        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        const char *value = f->type == FLAG_BOOL ? (eq ? NULL : "")
+                            : eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
         if (!value || !apply_flag(o, f, value)) {
             snprintf(err, errlen, "%s: bad or missing value", f->name);
             return -1;

@@ -30,6 +30,7 @@ typedef struct bench_options {
     const char *host;        /* MQTT server address (IPv4 dotted) */
     uint16_t port;
     uint16_t http_port;      /* responder: also serve the hub's HTTP routes here; 0 = no */
+    bool route;              /* responder: forward PUBLISHes to matching subscribers */
     unsigned clients;        /* telemetry/idle: connections; connect: concurrent connectors */
     unsigned subscribers;    /* fanout */
     unsigned threads;

@@ -9,8 +9,10 @@
  *
  * With --http-port each thread also listens there, and the hub-shaped
  * routes of responder_hub.c answer what the twin, methods and c2d
- * scenarios send; responder_conn.h says what changes for a connection
- * then (a lock, and no free while running).
+ * scenarios send; with --route, a PUBLISH also goes to the subscribers
+ * whose filters match it (the fan-out ceiling). responder_conn.h says
+ * what changes for a connection then (a lock, and no free while
+ * running).
  *
  * Stopping: the main thread waits for SIGINT/SIGTERM (blocked in every
  * thread, taken with sigtimedwait) or the duration, then sets the
@@ -45,7 +47,7 @@ typedef struct responder_ctx {
     atomic_bool stop;
     struct sockaddr_in addr;
     struct sockaddr_in http_addr;
-    responder_hub *hub; /* NULL: plain mode */
+    responder_hub *hub; /* NULL: plain mode (neither --http-port nor --route) */
 } responder_ctx;
 
 typedef struct responder_loop {
@@ -53,8 +55,9 @@ typedef struct responder_loop {
     pthread_t tid;
     int epfd;
     int listen_fd;
-    int http_listen_fd; /* -1 in plain mode */
+    int http_listen_fd; /* -1 without --http-port */
     uint8_t *rbuf;
+    responder_dirty dirty; /* routing: subscribers to flush after this batch */
 } responder_loop;
 
 /* epoll tags of the two listeners (connections carry their own pointer) */
@@ -172,13 +175,44 @@ bool responder_relay(responder_conn *c, const bench_buf *bytes, uint32_t call_se
     return ok;
 }
 
+bool responder_queue_routed(responder_conn *c, const uint8_t *bytes, size_t n,
+                            responder_dirty *dirty)
+{
+    conn_lock(c);
+    bool ok = append(c, bytes, n);
+    conn_unlock(c);
+    if (!ok || __atomic_exchange_n(&c->dirty_mark, dirty->mark, __ATOMIC_RELAXED) == dirty->mark)
+        return ok; /* already on this batch's list */
+    if (dirty->count == dirty->cap) {
+        size_t cap = dirty->cap ? 2 * dirty->cap : 64;
+        responder_conn **grown = realloc(dirty->conns, cap * sizeof *grown);
+        if (!grown)
+            return false;
+        dirty->conns = grown;
+        dirty->cap = cap;
+    }
+    dirty->conns[dirty->count++] = c;
+    return true;
+}
+
+/* Sends what this loop's batch routed; a subscriber whose socket broke is
+ * its owner's to close. */
+static void flush_routed(responder_loop *l)
+{
+    for (size_t i = 0; i < l->dirty.count; i++)
+        flush(l->dirty.conns[i]);
+    l->dirty.count = 0;
+    l->dirty.mark++;
+}
+
 /* The acknowledgement for one framed packet, if it needs one. */
 static bool answer(responder_loop *l, responder_conn *c, const uint8_t *p, const mqtt_frame *f)
 {
     const uint8_t *body = p + f->header_len;
     uint32_t body_len = f->total_len - f->header_len;
-    if (l->ctx->hub && (f->type == MQTT_CONNECT || f->type == MQTT_PUBLISH) &&
-        !responder_hub_mqtt(l->ctx->hub, c, p, f->total_len))
+    if (l->ctx->hub &&
+        (f->type == MQTT_CONNECT || f->type == MQTT_PUBLISH || f->type == MQTT_SUBSCRIBE) &&
+        !responder_hub_mqtt(l->ctx->hub, c, p, f->total_len, &l->dirty))
         return false;
     switch (f->type) {
     case MQTT_CONNECT:
@@ -326,6 +360,7 @@ static void *loop_main(void *arg)
             else if ((events[i].events & EPOLLOUT) && !flush(c))
                 conn_close(l, c);
         }
+        flush_routed(l);
     }
     return NULL; /* connections are reclaimed by process exit */
 }
@@ -348,9 +383,10 @@ static void wait_for_stop(const sigset_t *signals, double duration_s)
 }
 
 /* Opens loop l's listeners and epoll; false with errno set. */
-static bool loop_open(responder_loop *l, responder_ctx *ctx)
+static bool loop_open(responder_loop *l, unsigned index, responder_ctx *ctx)
 {
     l->ctx = ctx;
+    l->dirty.mark = (uint64_t)(index + 1) << 48; /* unique across loops */
     l->http_listen_fd = -1;
     l->listen_fd = listen_on(&ctx->addr);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -359,7 +395,7 @@ static bool loop_open(responder_loop *l, responder_ctx *ctx)
     if (l->listen_fd < 0 || l->epfd < 0 || !l->rbuf ||
         epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->listen_fd, &ev) != 0)
         return false;
-    if (!ctx->hub)
+    if (!ctx->opt->http_port)
         return true;
     l->http_listen_fd = listen_on(&ctx->http_addr);
     ev.data.ptr = &listen_http_tag;
@@ -377,7 +413,7 @@ int bench_responder_run(const bench_options *o)
     }
     ctx.http_addr = ctx.addr;
     ctx.http_addr.sin_port = htons(o->http_port);
-    if (o->http_port && !(ctx.hub = responder_hub_new())) {
+    if ((o->http_port || o->route) && !(ctx.hub = responder_hub_new(o->route))) {
         fprintf(stderr, "iothub-bench responder: out of memory\n");
         return 2;
     }
@@ -390,7 +426,7 @@ int bench_responder_run(const bench_options *o)
     responder_loop loops[RESPONDER_MAX_THREADS];
     memset(loops, 0, sizeof loops);
     for (unsigned i = 0; i < count; i++)
-        if (!loop_open(&loops[i], &ctx)) {
+        if (!loop_open(&loops[i], i, &ctx)) {
             fprintf(stderr, "iothub-bench responder: cannot listen on %s:%u%s: %s\n", o->host,
                     o->port, o->http_port ? " and the HTTP port" : "", strerror(errno));
             return 2;
@@ -400,12 +436,10 @@ int bench_responder_run(const bench_options *o)
             fprintf(stderr, "iothub-bench responder: pthread_create failed\n");
             return 2;
         }
+    fprintf(stderr, "iothub-bench responder: listening on %s:%u", o->host, o->port);
     if (o->http_port)
-        fprintf(stderr, "iothub-bench responder: listening on %s:%u, HTTP on %u (%u threads)\n",
-                o->host, o->port, o->http_port, count);
-    else
-        fprintf(stderr, "iothub-bench responder: listening on %s:%u (%u threads)\n", o->host,
-                o->port, count);
+        fprintf(stderr, ", HTTP on %u", o->http_port);
+    fprintf(stderr, "%s (%u threads)\n", o->route ? ", routing" : "", count);
     wait_for_stop(&signals, o->duration_s);
     atomic_store(&ctx.stop, true);
     for (unsigned i = 0; i < count; i++) {
@@ -415,6 +449,7 @@ int bench_responder_run(const bench_options *o)
             close(loops[i].http_listen_fd);
         close(loops[i].epfd);
         free(loops[i].rbuf);
+        free(loops[i].dirty.conns);
     }
     responder_hub_free(ctx.hub);
     return 0;

@@ -6,6 +6,11 @@
  * beyond framing. Measuring iothubd against it shows how much of the
  * machine the load generator and the kernel leave for a server: the
  * fraction of the ceiling a real server reaches.
+ *
+ * Two options widen it for rows the acknowledgements alone cannot serve:
+ * --route forwards each PUBLISH at QoS 0 to the subscribers whose filters
+ * match it (fan-out), and --http-port adds the hub's twin answers and
+ * the method and C2D relays (responder_hub.c).
  */
 #ifndef IOTHUBD_BENCH_RESPONDER_H
 #define IOTHUBD_BENCH_RESPONDER_H

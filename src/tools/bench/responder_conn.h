@@ -3,7 +3,7 @@
  * acknowledgements) and responder_hub.c (the hub-shaped routes) share:
  * one connection and the two ways bytes are queued on it.
  *
- * Plain mode (no --http-port) is single-owner: a connection is read,
+ * Plain mode (neither --http-port nor --route) is single-owner: a connection is read,
  * answered and flushed by the loop that accepted it, with no lock, as
  * before the hub routes existed. Hub mode relays between connections
  * that may sit on different loops (a method call comes in on an HTTP
@@ -12,7 +12,8 @@
  * is never freed while the responder runs: a relay may still hold a
  * pointer to one that has just closed, and finds it marked closed
  * instead. A run holds at most a few thousand connections, so keeping
- * the closed ones costs little.
+ * the closed ones costs little. Routing (--route) is the same shared
+ * mode: a publisher's loop queues on subscribers that other loops own.
  */
 #ifndef IOTHUBD_BENCH_RESPONDER_CONN_H
 #define IOTHUBD_BENCH_RESPONDER_CONN_H
@@ -44,8 +45,19 @@ typedef struct responder_conn {
     uint32_t id;            /* index in the hub's connection table */
     uint32_t call_seq;      /* HTTP: the method call waiting for a device, 0 = none */
     uint16_t next_packet_id;/* device: QoS 1 commands sent */
+    uint64_t dirty_mark;    /* routing: the last loop batch that queued for it */
     char client_id[RESPONDER_CLIENT_ID_MAX];
 } responder_conn;
+
+/* Routing: the connections one loop batch queued messages for, flushed
+ * once each when the batch ends (as a broker batches a subscriber's
+ * deliveries), and the batch's mark, unique across loops. */
+typedef struct responder_dirty {
+    responder_conn **conns;
+    size_t count;
+    size_t cap;
+    uint64_t mark;
+} responder_dirty;
 
 /* Queues bytes for the end of the owner's read batch (the owner's flush
  * sends them). False when out of memory. */
@@ -57,9 +69,14 @@ bool responder_reply(responder_conn *c, const uint8_t *bytes, size_t n);
  * waiting, or out of memory. Hub mode only. */
 bool responder_relay(responder_conn *c, const bench_buf *bytes, uint32_t call_seq);
 
+/* Queues bytes on subscriber c from any loop and notes c in `dirty`
+ * for that loop to flush; false when c is closed or out of memory. */
+bool responder_queue_routed(responder_conn *c, const uint8_t *bytes, size_t n,
+                            responder_dirty *dirty);
+
 /* ---- the hub-shaped routes (responder_hub.c) ------------------------------ */
 
-responder_hub *responder_hub_new(void);
+responder_hub *responder_hub_new(bool route);
 void responder_hub_free(responder_hub *h);
 
 /* A new connection (MQTT or HTTP); false when out of memory. */
@@ -68,10 +85,13 @@ bool responder_hub_add(responder_hub *h, responder_conn *c);
 /* c closed: forget it as a device. */
 void responder_hub_closed(responder_hub *h, responder_conn *c);
 
-/* An MQTT CONNECT (c becomes the device named by its client id) or a
- * PUBLISH on a `$iothub/` topic (twin requests, method replies); p is
+/* An MQTT CONNECT (c becomes the device named by its client id), a
+ * PUBLISH (a twin request or method reply on `$iothub/`; with routing,
+ * any other topic goes to the subscribers it matches, queued through
+ * `dirty`), or, with routing, a SUBSCRIBE (c's filters are noted); p is
  * the whole frame. False: close c. */
-bool responder_hub_mqtt(responder_hub *h, responder_conn *c, const uint8_t *p, size_t len);
+bool responder_hub_mqtt(responder_hub *h, responder_conn *c, const uint8_t *p, size_t len,
+                        responder_dirty *dirty);
 
 /* Answers the complete HTTP requests in buf[0..len); returns how many
  * bytes they took, or -1 to close c (a request this responder cannot

@@ -27,6 +27,12 @@
  * for the command's PUBACK. The figure is the same load generator's
  * against the least a server can do per request.
  *
+ * Routing (--route, the fan-out ceiling): a SUBSCRIBE's filters are noted;
+ * a PUBLISH outside $iothub/ is queued, at QoS 0 with its topic and
+ * payload, on every subscriber with a matching filter, and each such
+ * subscriber is sent to once when the publisher's read batch ends. No
+ * sessions, retained messages, or deduplication of overlapping filters.
+ *
  * Threads: a call's HTTP connection and its device's connection may be
  * on different loops; responder_relay writes to either from any loop
  * under the connection's lock, and the table of connections (for a reply's
@@ -47,6 +53,12 @@
 
 static const char FIXED_TWIN[] = "{\"desired\":{\"$version\":1},\"reported\":{\"$version\":1}}";
 
+/* One subscriber's filter (routing). */
+typedef struct subscription {
+    responder_conn *conn;
+    char *filter;
+} subscription;
+
 struct responder_hub {
     pthread_mutex_t lock; /* guards everything below */
     responder_conn **conns; /* by id; closed ones stay (responder_conn.h) */
@@ -54,6 +66,10 @@ struct responder_hub {
     size_t cap;
     hmap devices; /* client id → its newest connection */
     uint32_t next_call;
+    bool route;
+    subscription *subs; /* in the order they came */
+    size_t sub_count;
+    size_t sub_cap;
 };
 
 static hmap_key device_key(const void *value, const void *ctx)
@@ -63,11 +79,12 @@ static hmap_key device_key(const void *value, const void *ctx)
     return (hmap_key){c->client_id, strlen(c->client_id)};
 }
 
-responder_hub *responder_hub_new(void)
+responder_hub *responder_hub_new(bool route)
 {
     responder_hub *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
+    h->route = route;
     pthread_mutex_init(&h->lock, NULL);
     hmap_init(&h->devices, device_key, NULL);
     return h;
@@ -87,6 +104,9 @@ void responder_hub_free(responder_hub *h)
         free(c);
     }
     free(h->conns);
+    for (size_t i = 0; i < h->sub_count; i++)
+        free(h->subs[i].filter);
+    free(h->subs);
     hmap_free(&h->devices);
     pthread_mutex_destroy(&h->lock);
     free(h);
@@ -114,11 +134,17 @@ bool responder_hub_add(responder_hub *h, responder_conn *c)
 
 void responder_hub_closed(responder_hub *h, responder_conn *c)
 {
-    if (!c->client_id[0])
-        return;
     pthread_mutex_lock(&h->lock);
-    if (hmap_get(&h->devices, c->client_id, strlen(c->client_id)) == c)
+    if (c->client_id[0] && hmap_get(&h->devices, c->client_id, strlen(c->client_id)) == c)
         hmap_del(&h->devices, c->client_id, strlen(c->client_id));
+    size_t kept = 0;
+    for (size_t i = 0; i < h->sub_count; i++) {
+        if (h->subs[i].conn == c)
+            free(h->subs[i].filter);
+        else
+            h->subs[kept++] = h->subs[i];
+    }
+    h->sub_count = kept;
     pthread_mutex_unlock(&h->lock);
 }
 
@@ -142,7 +168,9 @@ static responder_conn *find_conn(responder_hub *h, uint32_t id)
 
 static bool on_connect(responder_hub *h, responder_conn *c, const mqtt_connect *m)
 {
-    if (c->client_id[0] || m->client_id.len == 0 || m->client_id.len >= sizeof c->client_id)
+    if (m->client_id.len == 0)
+        return true; /* no device: nothing can be relayed to it */
+    if (c->client_id[0] || m->client_id.len >= sizeof c->client_id)
         return false; /* a second CONNECT, or an id this table cannot key */
     memcpy(c->client_id, m->client_id.p, m->client_id.len);
     c->client_id[m->client_id.len] = '\0';
@@ -220,13 +248,80 @@ static void relay_method_reply(responder_hub *h, const mqtt_publish *p)
     free(body);
 }
 
-bool responder_hub_mqtt(responder_hub *h, responder_conn *c, const uint8_t *p, size_t len)
+/* ---- routing (--route) --------------------------------------------------- */
+
+static bool on_subscribe(responder_hub *h, responder_conn *c, const mqtt_subscribe *sub)
+{
+    mqtt_iter it;
+    mqtt_sub_entry e;
+    bool ok = true;
+    pthread_mutex_lock(&h->lock);
+    mqtt_subscribe_iter(sub, &it);
+    while (ok && mqtt_subscribe_next(&it, &e)) {
+        if (h->sub_count == h->sub_cap) {
+            size_t cap = h->sub_cap ? 2 * h->sub_cap : 256;
+            subscription *grown = realloc(h->subs, cap * sizeof *grown);
+            if (!grown)
+                break;
+            h->subs = grown;
+            h->sub_cap = cap;
+        }
+        char *filter = strndup((const char *)e.filter.p, e.filter.len);
+        ok = filter != NULL;
+        if (ok)
+            h->subs[h->sub_count++] = (subscription){c, filter};
+    }
+    pthread_mutex_unlock(&h->lock);
+    return ok;
+}
+
+/* The PUBLISH as subscribers of `version` get it: QoS 0, the topic and
+ * payload alone; encoded once per version and message. */
+static const bench_buf *routed_copy(bench_buf copies[2], uint8_t version, const mqtt_publish *pub)
+{
+    bench_buf *b = &copies[version == MQTT_V5];
+    if (!bench_buf_pending(b) &&
+        !proto_put_publish(b, version, pub->topic, 0, 0, pub->payload.p, pub->payload.len))
+        return NULL;
+    return b;
+}
+
+/* Queues pub for every subscriber with a matching filter (one copy per
+ * matching filter, as a broker without overlap handling would). */
+static bool route_publish(responder_hub *h, const mqtt_publish *pub, responder_dirty *dirty)
+{
+    bench_buf copies[2] = {{0}, {0}};
+    bool ok = true;
+    pthread_mutex_lock(&h->lock);
+    for (size_t i = 0; ok && i < h->sub_count; i++) {
+        responder_conn *s = h->subs[i].conn;
+        mqtt_bytes filter = {(const uint8_t *)h->subs[i].filter,
+                             (uint32_t)strlen(h->subs[i].filter)};
+        if (!mqtt_topic_matches(filter, pub->topic))
+            continue;
+        const bench_buf *b = routed_copy(copies, s->version, pub);
+        ok = b != NULL;
+        if (ok)
+            responder_queue_routed(s, b->data + b->start, bench_buf_pending(b), dirty);
+    }
+    pthread_mutex_unlock(&h->lock);
+    bench_buf_free(&copies[0]);
+    bench_buf_free(&copies[1]);
+    return ok;
+}
+
+/* ---- one MQTT packet ---------------------------------------------------- */
+
+bool responder_hub_mqtt(responder_hub *h, responder_conn *c, const uint8_t *p, size_t len,
+                        responder_dirty *dirty)
 {
     mqtt_packet pkt;
     if (mqtt_decode(p, len, c->version, &pkt) != 0)
         return false;
     if (pkt.type == MQTT_CONNECT)
         return on_connect(h, c, &pkt.u.connect);
+    if (pkt.type == MQTT_SUBSCRIBE)
+        return !h->route || on_subscribe(h, c, &pkt.u.subscribe);
     const mqtt_publish *pub = &pkt.u.publish;
     if (mqtt_bytes_eq_str(pub->topic, "$iothub/twin/get"))
         return answer_twin(c, pub, true);
@@ -234,6 +329,8 @@ bool responder_hub_mqtt(responder_hub *h, responder_conn *c, const uint8_t *p, s
         return answer_twin(c, pub, false);
     if (mqtt_bytes_eq_str(pub->topic, "$iothub/responses"))
         relay_method_reply(h, pub);
+    else if (h->route)
+        return route_publish(h, pub, dirty);
     return true;
 }
 
