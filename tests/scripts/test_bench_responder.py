@@ -5,6 +5,7 @@ hub-shaped one (--http-port) that the twin, methods and c2d rows compare
 with: the generator's own scenarios run against it without
 errors, twin requests, method calls and commands reach who they should
 with what they should, and what it does not serve gets 404."""
+import contextlib
 import json
 import os
 import socket
@@ -41,23 +42,31 @@ def wait_port(port, timeout=10):
     raise AssertionError(f"nothing listens on {port}")
 
 
+@contextlib.contextmanager
+def running_responder(mqtt_port, *flags, wait_for=()):
+    """iothub-bench responder on mqtt_port with flags, stopped and checked
+    afterwards: under a sanitizer build a leak or an error at shutdown
+    shows in its exit status and stderr."""
+    proc = subprocess.Popen([BENCH, "responder", "--port", str(mqtt_port), *flags,
+                             "--threads", "2", "--duration", "120"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for port in (mqtt_port, *wait_for):
+            wait_port(port)
+        yield
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert b"ERROR" not in err, err.decode(errors="replace")
+
+
 @pytest.fixture
 def responder():
     """A hub-shaped responder: (mqtt_port, http_port)."""
     mqtt, http = free_port(), free_port()
-    proc = subprocess.Popen([BENCH, "responder", "--port", str(mqtt), "--http-port", str(http),
-                             "--threads", "2", "--duration", "120"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_port(mqtt)
-        wait_port(http)
+    with running_responder(mqtt, "--http-port", str(http), wait_for=(http,)):
         yield mqtt, http
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=20)
-    # Under a sanitizer build a leak or an error at shutdown shows here.
-    assert proc.returncode == 0, err.decode(errors="replace")
-    assert b"ERROR" not in err, err.decode(errors="replace")
 
 
 def run_bench(tmp_path, args):
@@ -193,17 +202,8 @@ def test_a_command_goes_to_its_device_as_qos1(responder):
 def router():
     """The responder with --route: its MQTT port."""
     port = free_port()
-    proc = subprocess.Popen([BENCH, "responder", "--port", str(port), "--route", "--threads", "2",
-                             "--duration", "120"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        wait_port(port)
+    with running_responder(port, "--route"):
         yield port
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err.decode(errors="replace")
-    assert b"ERROR" not in err, err.decode(errors="replace")
 
 
 def test_fanout_runs_clean_against_the_router(router, tmp_path):
@@ -236,13 +236,6 @@ def test_the_router_forwards_to_matching_filters_only(router):
 
 def test_plain_responder_acknowledges_telemetry(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([BENCH, "responder", "--port", str(port), "--threads", "2",
-                             "--duration", "60"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port)
+    with running_responder(port):
         r = run_bench(tmp_path, ["telemetry", "--clients", "10", "--qos", "1", "--port", str(port)])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     assert r["errors"] == {} and r["acked"] > 0
