@@ -6,7 +6,8 @@
  * telemetry rows (how much of the machine the load generator and the
  * kernel leave for a server doing this work).
  *
- * Service API (HTTP/1.1 keep-alive; requests answered in order):
+ * Service API (HTTP/1.1 keep-alive; requests answered in order, and at
+ * most one method call waiting per connection, as the generator sends):
  *   PUT  /devices/{id}                       200 {} (the generator derives the keys)
  *   POST /twins/{id}/methods                 PUBLISH $iothub/methods/{methodName} to the
  *                                            device, Correlation Data = this connection's
