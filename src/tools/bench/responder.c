@@ -90,8 +90,9 @@ static void conn_unlock(responder_conn *c)
         pthread_mutex_unlock(&c->lock);
 }
 
-/* Plain mode frees the connection; hub mode closes it and keeps the
- * struct for the relays that may still point at it (responder_conn.h). */
+/* Plain mode frees the connection; shared mode (--http-port, --route)
+ * closes it and keeps the struct for the relays that may still point at
+ * it (responder_conn.h). */
 static void conn_close(responder_loop *l, responder_conn *c)
 {
     free(c->tail);
@@ -178,9 +179,7 @@ bool responder_relay(responder_conn *c, const bench_buf *bytes, uint32_t call_se
 bool responder_queue_routed(responder_conn *c, const uint8_t *bytes, size_t n,
                             responder_dirty *dirty)
 {
-    conn_lock(c);
-    bool ok = append(c, bytes, n);
-    conn_unlock(c);
+    bool ok = responder_reply(c, bytes, n);
     if (!ok || __atomic_exchange_n(&c->dirty_mark, dirty->mark, __ATOMIC_RELAXED) == dirty->mark)
         return ok; /* already on this batch's list */
     if (dirty->count == dirty->cap) {
