@@ -182,15 +182,11 @@ bool responder_queue_routed(responder_conn *c, const uint8_t *bytes, size_t n,
     bool ok = responder_reply(c, bytes, n);
     if (!ok || __atomic_exchange_n(&c->dirty_mark, dirty->mark, __ATOMIC_RELAXED) == dirty->mark)
         return ok; /* already on this batch's list */
-    if (dirty->count == dirty->cap) {
-        size_t cap = dirty->cap ? 2 * dirty->cap : 64;
-        responder_conn **grown = realloc(dirty->conns, cap * sizeof *grown);
-        if (!grown)
-            return false;
-        dirty->conns = grown;
-        dirty->cap = cap;
-    }
-    dirty->conns[dirty->count++] = c;
+    responder_conn **conns = responder_grow(dirty->conns, dirty->count, &dirty->cap, sizeof *conns);
+    if (!conns)
+        return false;
+    dirty->conns = conns;
+    conns[dirty->count++] = c;
     return true;
 }
 

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "mqtt/codec.h"
 #include "tools/bench/proto.h"
@@ -58,6 +59,20 @@ typedef struct responder_dirty {
     size_t cap;
     uint64_t mark;
 } responder_dirty;
+
+/* items (count elements of `size` bytes, room for *cap) with room for one
+ * more: the same array, or a grown one (doubling) and *cap updated; NULL
+ * when out of memory, items then untouched. */
+static inline void *responder_grow(void *items, size_t count, size_t *cap, size_t size)
+{
+    if (count < *cap)
+        return items;
+    size_t more = *cap ? 2 * *cap : 64;
+    void *grown = realloc(items, more * size);
+    if (grown)
+        *cap = more;
+    return grown;
+}
 
 /* Queues bytes for the end of the owner's read batch (the owner's flush
  * sends them). False when out of memory. */

@@ -57,7 +57,7 @@ static const char FIXED_TWIN[] = "{\"desired\":{\"$version\":1},\"reported\":{\"
 /* One subscriber's filter (routing). */
 typedef struct subscription {
     responder_conn *conn;
-    char *filter;
+    mqtt_bytes filter; /* owns its bytes */
 } subscription;
 
 struct responder_hub {
@@ -106,7 +106,7 @@ void responder_hub_free(responder_hub *h)
     }
     free(h->conns);
     for (size_t i = 0; i < h->sub_count; i++)
-        free(h->subs[i].filter);
+        free((void *)h->subs[i].filter.p);
     free(h->subs);
     hmap_free(&h->devices);
     pthread_mutex_destroy(&h->lock);
@@ -116,21 +116,14 @@ void responder_hub_free(responder_hub *h)
 bool responder_hub_add(responder_hub *h, responder_conn *c)
 {
     pthread_mutex_lock(&h->lock);
-    if (h->count == h->cap) {
-        size_t cap = h->cap ? 2 * h->cap : 1024;
-        responder_conn **grown = realloc(h->conns, cap * sizeof *grown);
-        if (grown) {
-            h->conns = grown;
-            h->cap = cap;
-        }
-    }
-    bool ok = h->count < h->cap;
-    if (ok) {
+    responder_conn **conns = responder_grow(h->conns, h->count, &h->cap, sizeof *conns);
+    if (conns) {
+        h->conns = conns;
         c->id = (uint32_t)h->count;
-        h->conns[h->count++] = c;
+        conns[h->count++] = c;
     }
     pthread_mutex_unlock(&h->lock);
-    return ok;
+    return conns != NULL;
 }
 
 void responder_hub_closed(responder_hub *h, responder_conn *c)
@@ -141,7 +134,7 @@ void responder_hub_closed(responder_hub *h, responder_conn *c)
     size_t kept = 0;
     for (size_t i = 0; i < h->sub_count; i++) {
         if (h->subs[i].conn == c)
-            free(h->subs[i].filter);
+            free((void *)h->subs[i].filter.p);
         else
             h->subs[kept++] = h->subs[i];
     }
@@ -259,18 +252,15 @@ static bool on_subscribe(responder_hub *h, responder_conn *c, const mqtt_subscri
     pthread_mutex_lock(&h->lock);
     mqtt_subscribe_iter(sub, &it);
     while (ok && mqtt_subscribe_next(&it, &e)) {
-        if (h->sub_count == h->sub_cap) {
-            size_t cap = h->sub_cap ? 2 * h->sub_cap : 256;
-            subscription *grown = realloc(h->subs, cap * sizeof *grown);
-            if (!grown)
-                break;
-            h->subs = grown;
-            h->sub_cap = cap;
-        }
-        char *filter = strndup((const char *)e.filter.p, e.filter.len);
+        subscription *subs = responder_grow(h->subs, h->sub_count, &h->sub_cap, sizeof *subs);
+        char *filter = subs ? malloc(e.filter.len ? e.filter.len : 1) : NULL;
         ok = filter != NULL;
-        if (ok)
-            h->subs[h->sub_count++] = (subscription){c, filter};
+        if (subs)
+            h->subs = subs;
+        if (ok) {
+            memcpy(filter, e.filter.p, e.filter.len);
+            subs[h->sub_count++] = (subscription){c, {(const uint8_t *)filter, e.filter.len}};
+        }
     }
     pthread_mutex_unlock(&h->lock);
     return ok;
@@ -296,9 +286,7 @@ static bool route_publish(responder_hub *h, const mqtt_publish *pub, responder_d
     pthread_mutex_lock(&h->lock);
     for (size_t i = 0; ok && i < h->sub_count; i++) {
         responder_conn *s = h->subs[i].conn;
-        mqtt_bytes filter = {(const uint8_t *)h->subs[i].filter,
-                             (uint32_t)strlen(h->subs[i].filter)};
-        if (!mqtt_topic_matches(filter, pub->topic))
+        if (!mqtt_topic_matches(h->subs[i].filter, pub->topic))
             continue;
         const bench_buf *b = routed_copy(copies, s->version, pub);
         ok = b != NULL;
