@@ -231,13 +231,16 @@ static void conn_request(bench_http_load *hl, http_conn *c, uint64_t due_ns)
 }
 
 /* One whole response, which reached the socket at arrival_ns: counted,
- * then, in a closed loop, the next request (in RUN). */
+ * then, in a closed loop, the next request (in RUN). A refusal that comes
+ * once the run has stopped is not counted: the devices are disconnecting
+ * then, so a call or command still in flight may find its device gone
+ * (404 from a server without a queue), which says nothing of the server. */
 static void conn_answered(bench_http_load *hl, http_conn *c, int status, uint64_t arrival_ns)
 {
     c->busy = false;
     bool measured = phase_now(hl) == PHASE_RUN && c->sent_ns >= hl->run->run_start_ns;
     if (status < 200 || status > 299) {
-        if (status < BENCH_HTTP_STATUS_MAX)
+        if (status < BENCH_HTTP_STATUS_MAX && phase_now(hl) != PHASE_STOP)
             hl->stats.http_status[status]++;
     } else if (measured) {
         hl->stats.acked++;
