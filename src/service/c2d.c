@@ -32,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "hub/c2d.h"
 #include "service/internal.h"
@@ -77,34 +76,6 @@ static bool all_digits(const char *s)
     return true;
 }
 
-/* "YYYY-MM-DDTHH:MM:SS[.fff...]Z" (or "+00:00") → ms since the epoch. */
-static bool parse_iso8601(const char *s, int64_t *out)
-{
-    struct tm tm = {0};
-    int n = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-               &tm.tm_min, &tm.tm_sec, &n) != 6 || n != 19)
-        return false;
-    const char *p = s + n;
-    int64_t ms = 0, scale = 100;
-    if (*p == '.') {
-        for (p++; isdigit((unsigned char)*p); p++, scale /= 10)
-            ms += scale ? (*p - '0') * scale : 0;
-    }
-    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
-        return false;
-    if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
-        tm.tm_min > 59 || tm.tm_sec > 60)
-        return false;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t secs = timegm(&tm);
-    if (secs < 0)
-        return false;
-    *out = (int64_t)secs * 1000 + ms;
-    return true;
-}
-
 /* iothub-expiry: seconds from now, or an absolute ISO 8601 time. */
 static bool parse_expiry(const char *text, int64_t *out)
 {
@@ -114,7 +85,7 @@ static bool parse_expiry(const char *text, int64_t *out)
         *out = (int64_t)time_wall_ms() + atoll(text) * 1000;
         return true;
     }
-    return parse_iso8601(text, out);
+    return time_parse_iso8601_ms(text, out);
 }
 
 /* iothub-creation-time: ms since the epoch, or ISO 8601. */
@@ -126,7 +97,7 @@ static bool parse_creation_time(const char *text, int64_t *out)
         *out = atoll(text);
         return *out > 0;
     }
-    return parse_iso8601(text, out);
+    return time_parse_iso8601_ms(text, out);
 }
 
 /* ---- send ------------------------------------------------------------------ */

@@ -8,9 +8,15 @@
  * proleptic Gregorian calendar's 400-year cycle (civil_from_days);
  * tests/unit/test_util_time.c checks the result against gmtime_r and
  * strftime over the whole range.
+ *
+ * The parser is the writer's inverse (days_from_civil) and reads only the
+ * digits it expects: sscanf's %2d, which it replaced in the C2D send
+ * headers, also took "-1", "+1" and " 1", so "T-1:00:00Z" passed as a
+ * time and timegm quietly moved it to the day before.
  */
 #include "util/time.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "util/fmt.h"
@@ -66,4 +72,81 @@ void time_iso8601_ms(int64_t ms, char out[32])
     *p++ = '.';
     p = fmt_digits(p, (unsigned)(ms % 1000), 3);
     memcpy(p, "Z", 2);
+}
+
+/* Days from 1970-01-01 to year-month-day (a valid date of year >= 1970);
+ * civil_from_days' inverse, on the same March-based eras. */
+static int64_t days_from_civil(int64_t year, unsigned month, unsigned day)
+{
+    year -= month <= 2;
+    int64_t era = year / 400;
+    int64_t year_of_era = year - era * 400;                              /* [0, 399] */
+    int64_t month_from_march = month > 2 ? month - 3 : month + 9;        /* [0, 11] */
+    int64_t day_of_year = (153 * month_from_march + 2) / 5 + day - 1;    /* [0, 365] */
+    int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    return era * 146097 + day_of_era - 719468;
+}
+
+static bool is_leap_year(int64_t year)
+{
+    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+}
+
+static unsigned days_in_month(int64_t year, unsigned month)
+{
+    static const unsigned days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return month == 2 && is_leap_year(year) ? 29 : days[month - 1];
+}
+
+/* n decimal digits at *p into *out, advancing *p; false at a non-digit. */
+static bool take_digits(const char **p, unsigned n, unsigned *out)
+{
+    unsigned v = 0;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)(*p)[i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+/* Digit fields and their separators, in the order they come: "YYYY-MM-DD"
+ * "THH:MM:SS"; field i is followed by sep[i] ('\0': nothing). */
+static bool take_fields(const char **p, unsigned f[6])
+{
+    static const unsigned width[6] = {4, 2, 2, 2, 2, 2};
+    static const char sep[6] = {'-', '-', 'T', ':', ':', '\0'};
+    for (unsigned i = 0; i < 6; i++) {
+        if (!take_digits(p, width[i], &f[i]))
+            return false;
+        if (sep[i] && *(*p)++ != sep[i])
+            return false;
+    }
+    return true;
+}
+
+bool time_parse_iso8601_ms(const char *s, int64_t *out)
+{
+    unsigned f[6]; /* year, month, day, hour, minute, second */
+    const char *p = s;
+    if (!take_fields(&p, f))
+        return false;
+    unsigned ms = 0, scale = 100;
+    if (*p == '.') {
+        if (p[1] < '0' || p[1] > '9')
+            return false;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            ms += (unsigned)(*p - '0') * scale; /* scale reaches 0 after 3 digits */
+    }
+    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
+        return false;
+    if (f[0] < 1970 || f[1] < 1 || f[1] > 12 || f[2] < 1 || f[2] > days_in_month(f[0], f[1]) ||
+        f[3] > 23 || f[4] > 59 || f[5] > 60)
+        return false;
+    int64_t secs = days_from_civil(f[0], f[1], f[2]) * 86400 + f[3] * 3600 + f[4] * 60 + f[5];
+    *out = secs * 1000 + ms;
+    return true;
 }

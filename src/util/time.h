@@ -1,10 +1,12 @@
 /*
  * util/time.h — clocks. Monotonic milliseconds for timeouts, wall-clock
- * milliseconds since the Unix epoch for timestamps that leave the process.
+ * milliseconds since the Unix epoch for timestamps that leave the process,
+ * and those timestamps as ISO 8601 text, both ways.
  */
 #ifndef IOTHUBD_UTIL_TIME_H
 #define IOTHUBD_UTIL_TIME_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -32,5 +34,13 @@ static inline uint64_t time_wall_ms(void)
 /* "2026-11-29T08:00:00.123Z" (UTC); ms <= 0 gives IoT Hub's "never",
  * "0001-01-01T00:00:00Z". (time.c) */
 void time_iso8601_ms(int64_t ms, char out[32]);
+
+/* The reverse, strictly: "YYYY-MM-DDTHH:MM:SS", an optional fraction of
+ * one or more digits (milliseconds kept, the rest dropped), then "Z" or
+ * "+00:00". Every field is exactly its digits (no sign, no space), the
+ * date must exist (2100-02-29 does not) and be 1970 or later; second 60
+ * (a leap second) counts as the next minute's first. False for anything
+ * else, *out untouched. (time.c) */
+bool time_parse_iso8601_ms(const char *s, int64_t *out);
 
 #endif

@@ -269,6 +269,15 @@ def test_expiry_validation(env):
     assert send(svc, dev, iothub_expiry=time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                       time.gmtime(time.time() + 3600))).status == 201
     assert send(svc, dev, iothub_ack="sometimes").status == 400
+    # Not quite ISO 8601: a signed field, a day the month lacks. Each is
+    # refused, not read as a nearby time.
+    soon = time.gmtime(time.time() + 3600)
+    assert send(svc, dev, iothub_expiry=time.strftime("%Y-%m-%dT-1:%M:%SZ", soon)).status == 400
+    for created in ("2026-11-30T-1:00:00Z", "2026-11-30T 1:00:00Z", "2026-02-29T00:00:00Z",
+                    "2026-11-30T00:00:00.Z"):
+        r = send(svc, dev, iothub_creation_time=created)
+        assert r.status == 400, created
+    assert send(svc, dev, iothub_creation_time="2024-02-29T00:00:00.5Z").status == 201
 
 
 def test_max_delivery_count_dead_letters(env):

@@ -2,7 +2,9 @@
  * writers: the hand-written date and format agree byte for byte with
  * gmtime_r, strftime and snprintf (what they replaced) at the edges, on
  * every day from 1970 to 2498 and over random times up to INT64_MAX
- * milliseconds, and "never" stays IoT Hub's. */
+ * milliseconds, and "never" stays IoT Hub's. The parser reads back every
+ * stamp the writer makes, agrees with timegm on valid dates, and refuses
+ * what is not exactly the format (signs, spaces, impossible dates). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -101,6 +103,82 @@ static void test_fmt_u64(void **state)
     assert_memory_equal(d, "007", 3);
 }
 
+static void assert_parses(const char *s, int64_t want)
+{
+    int64_t got = -1;
+    if (!time_parse_iso8601_ms(s, &got))
+        fail_msg("%s: refused", s);
+    if (got != want)
+        fail_msg("%s: got %lld, want %lld", s, (long long)got, (long long)want);
+}
+
+static void test_parse_reads_back_every_stamp(void **state)
+{
+    (void)state;
+    uint64_t x = 0x2545f4914f6cdd1du;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+        int64_t ms = (int64_t)(x % 253402300800000u); /* up to the end of 9999 */
+        if (ms == 0)
+            continue; /* 0 is written as "never", year 1 */
+        char text[32];
+        time_iso8601_ms(ms, text);
+        assert_parses(text, ms);
+    }
+    for (int64_t day = 0; day < 193000; day += 7) { /* day by day through leap years */
+        char text[32];
+        time_iso8601_ms(day * 86400000 + 1, text);
+        assert_parses(text, day * 86400000 + 1);
+    }
+}
+
+static void test_parse_forms(void **state)
+{
+    (void)state;
+    assert_parses("1970-01-01T00:00:00Z", 0);
+    assert_parses("2026-11-30T23:59:59.999Z", 1796083199999);
+    assert_parses("2026-11-30T23:59:59+00:00", 1796083199000);
+    assert_parses("2026-11-30T23:59:59.9Z", 1796083199900);
+    assert_parses("2026-11-30T23:59:59.12Z", 1796083199120);
+    assert_parses("2026-11-30T23:59:59.1239999Z", 1796083199123); /* .NET's 7 digits */
+    assert_parses("2000-02-29T00:00:00Z", 951782400000);           /* leap century */
+    assert_parses("2024-02-29T12:00:00Z", 1709208000000);
+    assert_parses("2026-12-31T23:59:60Z", 1798761600000); /* a leap second: the next minute */
+    /* agrees with timegm on the first day of every month for two centuries */
+    for (int year = 1970; year < 2170; year++)
+        for (int month = 1; month <= 12; month++) {
+            struct tm tm = {.tm_year = year - 1900, .tm_mon = month - 1, .tm_mday = 1};
+            char text[48]; /* room for any int, as the format check wants */
+            snprintf(text, sizeof text, "%04d-%02d-01T00:00:00Z", year, month);
+            assert_parses(text, (int64_t)timegm(&tm) * 1000);
+        }
+}
+
+static void test_parse_refuses(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "", "Z", "2026-11-30", "2026-11-30T23:59:59", "2026-11-30T23:59:59ZZ",
+        "2026-11-30T23:59:59z", "2026-11-30 23:59:59Z", "2026-11-30t23:59:59Z",
+        "2026-11-30T23:59:59+01:00", "2026-11-30T23:59:59.Z", "2026-11-30T23:59:59.5",
+        "2026-11-30T-1:00:00Z",  /* signs and spaces, which sscanf's %2d took */
+        "2026-11-30T+1:00:00Z", "2026-11-30T 1:00:00Z", "2026-11-30T00:-1:00Z",
+        "2026-11-30T00:00:-1Z", "2026-+1-30T00:00:00Z", " 2026-11-30T00:00:00Z",
+        "+2026-11-30T00:00:00Z", "20261-11-30T00:00:00Z", "2026-1-30T00:00:00Z",
+        "2026-00-10T00:00:00Z", "2026-13-10T00:00:00Z", "2026-11-00T00:00:00Z",
+        "2026-11-31T00:00:00Z", "2026-02-29T00:00:00Z", "2100-02-29T00:00:00Z",
+        "2026-11-30T24:00:00Z", "2026-11-30T23:60:00Z", "2026-11-30T23:59:61Z",
+        "1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z", /* before the epoch */
+        "2026-11-30T23:59:59\xc2\xa0Z",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t got = 42;
+        if (time_parse_iso8601_ms(bad[i], &got))
+            fail_msg("\"%s\" accepted as %lld", bad[i], (long long)got);
+        assert_int_equal(got, 42); /* untouched */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -109,6 +187,9 @@ int main(void)
         cmocka_unit_test(test_every_day_matches_strftime),
         cmocka_unit_test(test_random_times_match_strftime),
         cmocka_unit_test(test_fmt_u64),
+        cmocka_unit_test(test_parse_reads_back_every_stamp),
+        cmocka_unit_test(test_parse_forms),
+        cmocka_unit_test(test_parse_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
