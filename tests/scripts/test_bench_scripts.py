@@ -205,6 +205,37 @@ def test_rows_take_their_ceiling_fraction_from_the_matching_responder(tmp_path):
     assert "the hub-shaped ceiling there: p50 0.50 ms with — CPUs busy" in md
 
 
+def test_rows_waiting_on_the_disk_show_the_hub_without_syncs(tmp_path):
+    """In a full run, telemetry at half the target rate and C2D alternate
+    with hub-nosync (--durability none): its figures are a column of their
+    own and a note in the targets row, never the row's figure or verdict."""
+    res = tmp_path / "results"
+    res.mkdir()
+    for rnd in (1, 2, 3):
+        tel = dict(twin_run(29000), scenario="telemetry", latency2_us=None)
+        tel["latency_us"] = dict(tel["latency_us"], p99=12000.0)
+        write(str(res / f"hub-telemetry-target-half.hub.{rnd}.json"), json.dumps(tel))
+        tel_nosync = dict(tel, latency_us=dict(tel["latency_us"], p99=5000.0 + rnd))
+        write(str(res / f"hub-telemetry-target-half.hub-nosync.{rnd}.json"),
+              json.dumps(tel_nosync))
+        write(str(res / f"hub-c2d.hub.{rnd}.json"),
+              json.dumps(dict(twin_run(14000), scenario="c2d")))
+        write(str(res / f"hub-c2d.hub-nosync.{rnd}.json"),
+              json.dumps(dict(twin_run(18000 + rnd), scenario="c2d")))
+    md, _ = render(res, tmp_path, "a")
+    row = next(line for line in md.splitlines() if line.startswith("| p99 PUBACK ≤ 10 ms at half that rate (a)"))
+    assert "the same hub with `--durability none` (no disk sync; a reference, not the target's " \
+           "configuration): p99 5.00 ms |" in row
+    assert row.endswith("| 12.0 ms | — | — | — | **not met** |")
+    row = next(line for line in md.splitlines() if line.startswith("| c2d ≥"))
+    assert "configuration): 18,002/s |" in row
+    assert row.endswith("| 14,000/s | — | — | — | **not met** |")
+    assert "| metric | iothubd | iothubd, no disk sync |" in md
+    assert "| messages/s delivered | 14,000 | 18,002 |" in md
+    assert "| PUBACK latency p99 | 12.0 ms | 5.00 ms |" in md
+    assert "**iothubd, no disk sync** (`hub-nosync`" in md
+
+
 def test_host_drift_summary(tmp_path):
     """Four iterations whose server CPU rises with the loopback probe."""
     res = tmp_path / "results"
