@@ -273,7 +273,7 @@ def headline_vs(scenario, fn, target_ratio):
 # The hub with --durability none: where a row waits on the disk's sync, what
 # the same server does without it (a reference, not the target's setup).
 NOSYNC = "hub-nosync"
-HUB_CEILING = ("hub", "ceiling-hub", NOSYNC)
+HUB_TARGETS = ("hub", "ceiling-hub", NOSYNC)
 
 
 def nosync_note(scenario, fn, unit, what=""):
@@ -374,7 +374,7 @@ def hub_sections():
     for name, title, rows in sections:
         md += [title, ""]
         if name in RUNS:
-            md += table(name, rows, targets=HUB_CEILING)
+            md += table(name, rows, targets=HUB_TARGETS)
         else:
             probe = name.replace("-target-half", "").replace("-half", "").replace("-fixed", "")
             md += ["_not measured: " + probe_reason(probe) + "._", ""]
