@@ -238,15 +238,16 @@ static void conn_request(bench_http_load *hl, http_conn *c, uint64_t due_ns)
 static void conn_answered(bench_http_load *hl, http_conn *c, int status, uint64_t arrival_ns)
 {
     c->busy = false;
-    bool measured = phase_now(hl) == PHASE_RUN && c->sent_ns >= hl->run->run_start_ns;
+    enum bench_phase phase = phase_now(hl); /* one reading decides for this answer */
+    bool measured = phase == PHASE_RUN && c->sent_ns >= hl->run->run_start_ns;
     if (status < 200 || status > 299) {
-        if (status < BENCH_HTTP_STATUS_MAX && phase_now(hl) != PHASE_STOP)
+        if (status < BENCH_HTTP_STATUS_MAX && phase != PHASE_STOP)
             hl->stats.http_status[status]++;
     } else if (measured) {
         hl->stats.acked++;
         hist_record(&hl->stats.latency, bench_span_ns(c->sent_ns, arrival_ns));
     }
-    if (phase_now(hl) == PHASE_RUN && !paced(hl))
+    if (phase == PHASE_RUN && !paced(hl))
         conn_request(hl, c, bench_now_ns());
 }
 
