@@ -105,6 +105,20 @@ static void trim_answer(uint8_t type, uint8_t reason, mqtt_props *p, const size_
     }
 }
 
+/* Copies a reason into out (cap bytes, NUL-terminated) as well-formed
+ * UTF-8, as MQTT 5 requires of a Reason String or user property: cut
+ * between characters, and what is not UTF-8 (a parser's error text may
+ * quote half a character) turned into '?'. Returns its length. */
+static size_t copy_reason(const char *reason, char *out, size_t cap)
+{
+    size_t n = reason ? utf8_fit(reason, strlen(reason), cap - 1) : 0;
+    if (n)
+        memcpy(out, reason, n);
+    out[n] = '\0';
+    utf8_scrub(out, n);
+    return n;
+}
+
 void hub_answer_failure(hub_answer_buf *buf, uint8_t type, hub_status st, uint8_t reason_code,
                         const char *reason, uint32_t max_packet, broker_answer *out)
 {
@@ -113,11 +127,7 @@ void hub_answer_failure(hub_answer_buf *buf, uint8_t type, hub_status st, uint8_
     if (!buf)
         return;
     hub_status_text(st, buf->status);
-    size_t rlen = reason ? strlen(reason) : 0;
-    rlen = utf8_fit(reason, rlen, sizeof buf->reason - 1);
-    if (rlen)
-        memcpy(buf->reason, reason, rlen);
-    buf->reason[rlen] = '\0';
+    size_t rlen = copy_reason(reason, buf->reason, sizeof buf->reason);
     mqtt_props *p = &out->props;
     size_t len = 0, lens[MAX_USER_PROPS];
     if (mqtt_user_props_append(buf->users, sizeof buf->users, &len, MQTT_BYTES_LIT("status"),
@@ -159,8 +169,9 @@ void hub_send_response(hub_client *hc, mqtt_bytes correlation, hub_status st, co
         char text[5];
         hub_status_text(st, text);
         append_user(users, sizeof users, &ulen, &pub.props.user_count, "status", text);
-        if (reason && *reason)
-            append_user(users, sizeof users, &ulen, &pub.props.user_count, "reason", reason);
+        char clean[sizeof users / 2];
+        if (copy_reason(reason, clean, sizeof clean))
+            append_user(users, sizeof users, &ulen, &pub.props.user_count, "reason", clean);
     }
     if (has_version) {
         char num[FMT_U64_MAX];

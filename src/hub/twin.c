@@ -57,6 +57,7 @@
 #include "hub/twin_doc.h"
 #include "store/store.h"
 #include "util/hmap.h"
+#include "util/json_load.h"
 #include "util/log.h"
 #include "util/time.h"
 
@@ -488,7 +489,7 @@ static void run_write(hub_twins *t, twin_op *op, const twin_change *c)
 static json_t *parse_body(const char *body, size_t len, char *why, size_t whylen)
 {
     json_error_t jerr;
-    json_t *j = json_loadb(body ? body : "", len, 0, &jerr);
+    json_t *j = json_load_untrusted(body, len, 0, &jerr);
     if (!j)
         snprintf(why, whylen, "invalid JSON: %.120s", jerr.text);
     return j;

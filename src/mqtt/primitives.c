@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "mqtt/codec.h"
+#include "util/utf8.h"
 
 int mqtt_varint_decode(const uint8_t *p, size_t len, uint32_t *value)
 {
@@ -97,31 +98,9 @@ bool mqtt_utf8_valid(const uint8_t *p, size_t len)
             p++;
             continue;
         }
-        size_t left = (size_t)(end - p);
-        uint8_t lo2 = 0x80, hi2 = 0xBF; /* range of the second byte */
-        size_t n;
-        if (c >= 0xC2 && c <= 0xDF) {
-            n = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 3;
-            if (c == 0xE0)
-                lo2 = 0xA0; /* overlong */
-            else if (c == 0xED)
-                hi2 = 0x9F; /* surrogates U+D800..U+DFFF [MQTT-1.5.4-1] */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 4;
-            if (c == 0xF0)
-                lo2 = 0x90; /* overlong */
-            else if (c == 0xF4)
-                hi2 = 0x8F; /* above U+10FFFF */
-        } else {
-            return false; /* continuation byte, C0/C1 overlong, F5..FF */
-        }
-        if (left < n || p[1] < lo2 || p[1] > hi2)
-            return false;
-        for (size_t i = 2; i < n; i++)
-            if ((p[i] & 0xC0) != 0x80)
-                return false;
+        size_t n = utf8_sequence_length(p, (size_t)(end - p));
+        if (n == 0)
+            return false; /* surrogates U+D800..U+DFFF included [MQTT-1.5.4-1] */
         p += n;
     }
     return true;

@@ -43,6 +43,7 @@
 #include "service/internal.h"
 #include "store/store.h"
 #include "util/crypto.h"
+#include "util/json_load.h"
 #include "util/log.h"
 
 #define EVENTS_MAX_DEFAULT 100
@@ -474,7 +475,7 @@ void events_checkpoint_get(http_request *req)
 /* {"sequenceNumber":N} with 0 <= N <= INT64_MAX; false with a reason. */
 static bool parse_checkpoint_body(const http_request *req, uint64_t *out, const char **why)
 {
-    json_t *root = json_loadb((const char *)req->body, req->body_len, 0, NULL);
+    json_t *root = json_load_untrusted(req->body, req->body_len, 0, NULL);
     json_t *n = json_object_get(root, "sequenceNumber");
     bool ok = json_is_integer(n) && json_integer_value(n) >= 0;
     if (ok)

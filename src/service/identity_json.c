@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "service/internal.h"
+#include "util/json_load.h"
 #include "util/time.h"
 
 static const char *const auth_type_names[] = {
@@ -199,7 +200,7 @@ bool identity_from_json(const uint8_t *body, size_t len, const char *device_id,
     snprintf(out->device_id, sizeof out->device_id, "%s", device_id);
     snprintf(out->module_id, sizeof out->module_id, "%s", module_id ? module_id : "");
     json_error_t jerr;
-    json_t *obj = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *obj = json_load_untrusted(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!obj) {
         snprintf(err, errlen, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
                  jerr.text);

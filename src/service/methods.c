@@ -36,6 +36,7 @@
 
 #include "hub/methods.h"
 #include "service/internal.h"
+#include "util/json_load.h"
 #include "util/outbuf.h"
 
 void service_set_methods(service *s, struct hub_methods *m)
@@ -109,7 +110,7 @@ static bool parse_call(http_request *req, json_t **body, call_args *args)
 {
     json_error_t jerr;
     memset(args, 0, sizeof *args);
-    *body = json_loadb((const char *)req->body, req->body_len, 0, &jerr);
+    *body = json_load_untrusted(req->body, req->body_len, 0, &jerr);
     if (!json_is_object(*body)) {
         http_reply_error(req, 400, "ArgumentInvalid", "the body must be a JSON object%s%s",
                          *body ? "" : ": ", *body ? "" : jerr.text);
@@ -155,7 +156,7 @@ static void reply_call_result(http_request *req, uint32_t code, const uint8_t *p
     /* integers as reals: only the syntax matters here, and an integer
      * beyond 64 bits is still JSON (and is passed on digit for digit) */
     json_t *parsed =
-        len ? json_loadb((const char *)p, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr)
+        len ? json_load_untrusted(p, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr)
             : NULL;
     if (parsed || len == 0) {
         json_decref(parsed);

@@ -24,6 +24,7 @@
 #include "util/log.h"
 #include "util/outbuf.h"
 #include "util/time.h"
+#include "util/utf8.h"
 
 const char *http_reason(int status)
 {
@@ -95,6 +96,7 @@ char *http_error_body(const char *code, const char *text, const char *request_id
 {
     char message[600], exception[200], when[32];
     snprintf(message, sizeof message, "ErrorCode:%s;%s", code, text);
+    utf8_scrub(message, strlen(message)); /* a parser's error text may stop mid-character */
     time_iso8601_ms((int64_t)time_wall_ms(), when);
     snprintf(exception, sizeof exception, "Tracking ID:%s-TimeStamp:%s", request_id, when);
     json_t *o = json_pack("{s:s, s:s}", "Message", message, "ExceptionMessage", exception);

@@ -658,6 +658,27 @@ def test_hostile_json_in_reported_patch(hub):
     expect_disconnect(dev, raw.RC_PACKET_TOO_LARGE)
 
 
+def test_reported_patch_refusal_quotes_well_formed_utf8(hub):
+    """jansson's error text quotes the bytes near the error and may stop
+    inside a character ("invalid escape near '"x\u20ac\\<0xE2>'"). The
+    status 0100 answer quotes it as the user property `reason`, which MQTT
+    5 requires to be well-formed UTF-8: the broken character becomes '?'.
+    A raw NUL after a literal (which jansson 2.14 skips) is refused too."""
+    devs = Devices(hub)
+    dev_id, key, _ = devs.new_sas_device()
+    dev = connect_device(hub, dev_id, key)
+    reasons = []
+    for corr, payload in ((b"u1", b'{"a":"x\xe2\x82\xac\\\xe2\x82\xac"}'), (b"u2", b'{"a":false\x00}')):
+        dev.publish("$iothub/twin/patch/reported", payload, properties={"CorrelationData": corr})
+        r = response_for(dev, corr)  # the raw client decodes strictly: bad UTF-8 would raise
+        users = user_props(r.properties)
+        assert users.get("status") == "0100", (payload, r)
+        reasons.append(users["reason"])
+    assert "x\u20ac\\?'" in reasons[0] and "NUL byte" in reasons[1], reasons
+    dev.publish("$iothub/twin/get", b"", properties={"CorrelationData": b"g"})
+    assert "a" not in json.loads(response_for(dev, b"g").payload)["reported"]
+
+
 def test_hostile_json_in_service_twin_patch(hub):
     """The same over the service API: 400 ArgumentInvalid for deep or
     oversized documents, 413 above the 1 MiB body limit; others served."""

@@ -162,6 +162,7 @@ def test_payload_shapes(hub, devices):
     cases = [(b"", None), (b"42", 42), (b'"quoted"', "quoted"), (b"OK done", "OK done"),
              (b"[1,{\"a\":null}]", [1, {"a": None}]),
              (b'"unterminated', '"unterminated'), (b"[1,", "[1,"),  # text, not JSON
+             (b"false\x00", "false\x00"),  # jansson 2.14 alone would take it for false
              (b' {"a": 1.1, "big": 12345678901234567890123} ',  # JSON, kept as sent
               {"a": 1.1, "big": 12345678901234567890123})]
     for sent, expected in cases:
@@ -496,6 +497,7 @@ def test_connect_timeout_then_response_timeout(hub, devices):
 # ------------------------------------------------------------ bad requests
 @pytest.mark.parametrize("body", [
     b"not json", b"[1,2]", b'"reboot"', {}, {"methodName": ""}, {"methodName": 5},
+    b'{"methodName":"m","payload":1\x00}',
     {"methodName": "a/b"}, {"methodName": "a+"}, {"methodName": "#"}, {"methodName": "x" * 129},
     {"methodName": "tab\there"},
     {"methodName": "m", "responseTimeoutInSeconds": 4},
