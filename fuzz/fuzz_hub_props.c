@@ -21,8 +21,10 @@
  *               one); the user properties are a prefix of (status, reason)
  *               with the status as 4 hex digits; the packet encodes, fits
  *               the Maximum Packet Size unless nothing is left to drop, and
- *               when the reason is UTF-8 it decodes again (a client would
- *               otherwise see a malformed packet) with those properties;
+ *               decodes again with those properties whatever bytes the
+ *               reason held (a client would otherwise see a malformed
+ *               packet): the reason is quoted cut between characters and
+ *               with what is not UTF-8 turned into '?';
  *   hub_send_response  the PUBLISH handed to the broker (stubbed) goes to
  *               $iothub/responses at QoS 0, echoes the Correlation Data,
  *               carries status / reason / version as asked, and decodes.
@@ -188,6 +190,20 @@ static uint32_t user_props(const mqtt_props *props, const char *const *names,
     return i;
 }
 
+/* The reason as an answer may quote it: a prefix of it (cut between
+ * characters), well-formed UTF-8, where every byte is the reason's own or
+ * a '?' that stands for a byte not part of a well-formed sequence; and
+ * when the reason is UTF-8 to begin with, exactly its prefix. */
+static void check_quoted_reason(const char *quoted, size_t qlen, const char *reason)
+{
+    check(qlen <= strlen(reason));
+    check(mqtt_utf8_valid((const uint8_t *)quoted, qlen));
+    for (size_t i = 0; i < qlen; i++)
+        check(quoted[i] == reason[i] || quoted[i] == '?');
+    if (mqtt_utf8_valid((const uint8_t *)reason, strlen(reason)))
+        check(memcmp(quoted, reason, qlen) == 0);
+}
+
 static void failure_answer(hub_status st, uint8_t flags, uint32_t max_packet, const char *reason)
 {
     uint8_t type = (flags & 1) ? MQTT_DISCONNECT : MQTT_PUBACK;
@@ -201,7 +217,7 @@ static void failure_answer(hub_status st, uint8_t flags, uint32_t max_packet, co
     char status[5];
     hub_status_text(st, status);
     size_t rlen = strlen(buf.reason);
-    check(strncmp(buf.reason, reason, rlen) == 0); /* a prefix of the reason */
+    check_quoted_reason(buf.reason, rlen, reason);
     const char *const names[2] = {"status", "reason"};
     const mqtt_bytes values[2] = {{(const uint8_t *)status, 4},
                                   {(const uint8_t *)buf.reason, (uint32_t)rlen}};
@@ -229,11 +245,8 @@ static void failure_answer(hub_status st, uint8_t flags, uint32_t max_packet, co
     uint8_t *enc = malloc(n);
     check(enc && mqtt_encode(&pkt, MQTT_V5, enc) == n);
     mqtt_packet back;
-    uint8_t rc = mqtt_decode(enc, n, MQTT_V5, &back);
-    if (mqtt_utf8_valid((const uint8_t *)reason, strlen(reason))) {
-        check(rc == 0);
-        check(mqtt_packet_equal(&pkt, &back, MQTT_V5));
-    }
+    check(mqtt_decode(enc, n, MQTT_V5, &back) == 0); /* whatever the reason held */
+    check(mqtt_packet_equal(&pkt, &back, MQTT_V5));
     free(enc);
 }
 
@@ -252,10 +265,6 @@ static void response(hub_status st, bool has_version, mqtt_bytes value, const ch
 
     mqtt_packet pkt;
     uint8_t rc = mqtt_decode(published.encoded, published.len, MQTT_V5, &pkt);
-    if (!mqtt_utf8_valid((const uint8_t *)reason, strlen(reason)) && st != HUB_OK) {
-        free(hc);
-        return;
-    }
     check(rc == 0 && pkt.type == MQTT_PUBLISH);
     const mqtt_publish *p = &pkt.u.publish;
     check(p->qos == 0 && !p->retain && mqtt_bytes_eq_str(p->topic, "$iothub/responses"));
@@ -267,7 +276,7 @@ static void response(hub_status st, bool has_version, mqtt_bytes value, const ch
 
     mqtt_iter it;
     mqtt_bytes n, v;
-    bool saw_status = false, saw_version = false;
+    bool saw_status = false, saw_version = false, saw_reason = false;
     mqtt_user_props_iter(&p->props, &it);
     while (mqtt_user_props_next(&it, &n, &v)) {
         if (mqtt_bytes_eq_str(n, "status")) {
@@ -276,7 +285,9 @@ static void response(hub_status st, bool has_version, mqtt_bytes value, const ch
             check(st != HUB_OK && mqtt_bytes_eq_str(v, text));
             saw_status = true;
         } else if (mqtt_bytes_eq_str(n, "reason")) {
-            check(st != HUB_OK && mqtt_bytes_eq_str(v, reason));
+            check(st != HUB_OK && v.len > 0);
+            check_quoted_reason((const char *)v.p, v.len, reason);
+            saw_reason = true;
         } else {
             uint64_t got;
             check(mqtt_bytes_eq_str(n, "version") && has_version);
@@ -285,6 +296,7 @@ static void response(hub_status st, bool has_version, mqtt_bytes value, const ch
         }
     }
     check(saw_status == (st != HUB_OK) && saw_version == has_version);
+    check(saw_reason == (st != HUB_OK && *reason));
     free(hc);
 }
 

@@ -111,7 +111,11 @@ static void trim_answer(uint8_t type, uint8_t reason, mqtt_props *p, const size_
  * quote half a character) turned into '?'. Returns its length. */
 static size_t copy_reason(const char *reason, char *out, size_t cap)
 {
-    size_t n = reason ? utf8_fit(reason, strlen(reason), cap - 1) : 0;
+    size_t len = reason ? strlen(reason) : 0, n = len < cap ? len : cap - 1;
+    if (n < len) { /* drop the character the cut split, if it was one */
+        size_t whole = utf8_fit(reason, len, n);
+        n = n - whole < 4 ? whole : n;
+    }
     if (n)
         memcpy(out, reason, n);
     out[n] = '\0';

@@ -89,11 +89,13 @@ static hub_status request_properties(hub_topic kind, const mqtt_publish *pkt,
                      (const char *)name.p);
             return HUB_BAD_REQUEST;
         }
-        if (!hub_parse_u64(value, &v) || v > INT64_MAX) {
+        if (!hub_parse_u64(value, &v)) {
             snprintf(reason, cap, "if-version is not a u64");
             return HUB_BAD_REQUEST;
         }
-        *if_version = (int64_t)v;
+        /* any u64 is a valid if-version (spec §6); one beyond INT64_MAX is
+         * beyond every $version a twin can reach, so it can only mismatch */
+        *if_version = v > INT64_MAX ? INT64_MAX : (int64_t)v;
     }
     return HUB_OK;
 }

@@ -485,11 +485,13 @@ static void run_write(hub_twins *t, twin_op *op, const twin_change *c)
         op_fail_early(op, st, op->reason);
 }
 
-/* Parses a request body into a JSON value; NULL with a reason. */
+/* Parses a request body into a JSON value; NULL with a reason. "\u0000"
+ * is allowed in string values, as in any JSON (keys refuse control
+ * characters anyway, §7); every view renders strings by length. */
 static json_t *parse_body(const char *body, size_t len, char *why, size_t whylen)
 {
     json_error_t jerr;
-    json_t *j = json_load_untrusted(body, len, 0, &jerr);
+    json_t *j = json_load_untrusted(body, len, JSON_ALLOW_NUL, &jerr);
     if (!j)
         snprintf(why, whylen, "invalid JSON: %.120s", jerr.text);
     return j;
@@ -666,7 +668,7 @@ static void load_twin(void *arg, const store_twin *row)
     hub_twins *t = arg;
     char why[TWIN_WHY_MAX];
     json_error_t jerr;
-    json_t *j = json_loads(row->json, 0, &jerr);
+    json_t *j = json_loads(row->json, JSON_ALLOW_NUL, &jerr);
     const char *gen = json_string_value(json_object_get(j, "generationId"));
     pthread_mutex_lock(&t->lock);
     twin_entry *e = live_entry(t, row->device_id, row->module_id);

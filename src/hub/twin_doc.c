@@ -606,7 +606,7 @@ char *twin_doc_service_text(const twin_doc *d, const char *device_id, const char
 /* A view's text parsed back; NULL when out of memory. Takes text. */
 static json_t *parsed(char *text)
 {
-    json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+    json_t *j = text ? json_loads(text, JSON_ALLOW_NUL, NULL) : NULL;
     free(text);
     return j;
 }

@@ -136,6 +136,10 @@ int mqtt_varint_size(uint32_t value);
 /* UTF-8 Encoded String rules of section 1.5.4: well-formed UTF-8 (shortest
  * form, no surrogates, ≤ U+10FFFF) and no U+0000. */
 bool mqtt_utf8_valid(const uint8_t *p, size_t len);
+/* UTF-8 Encoded Character Data (a payload with Payload Format Indicator 1,
+ * §3.3.2.3.2): well-formed UTF-8 as RFC 3629 has it, where U+0000 is a
+ * character like any other; the no-NUL rule is for Encoded Strings. */
+bool mqtt_utf8_data_valid(const uint8_t *p, size_t len);
 
 /* ---- topics ----------------------------------------------------------- */
 

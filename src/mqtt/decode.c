@@ -203,7 +203,7 @@ static uint8_t decode_connect(mqtt_iter *r, mqtt_connect *c)
         if (c->will_topic.len == 0 || has_wildcard(c->will_topic))
             return MQTT_RC_TOPIC_NAME_INVALID;
         if (v == MQTT_V5 && c->will_props.payload_format_indicator == 1 &&
-            !mqtt_utf8_valid(c->will_payload.p, c->will_payload.len))
+            !mqtt_utf8_data_valid(c->will_payload.p, c->will_payload.len))
             return MQTT_RC_PAYLOAD_FORMAT_INVALID; /* §3.1.3.2.3 */
     }
     if (v == MQTT_V311 && c->client_id.len == 0 && !c->clean_start)
@@ -266,7 +266,7 @@ static uint8_t decode_publish(mqtt_iter *r, uint8_t v, uint8_t flags,
     if (has_wildcard(p->topic))
         return MQTT_RC_TOPIC_NAME_INVALID; /* [MQTT-3.3.2-2] */
     if (v == MQTT_V5 && p->props.payload_format_indicator == 1 &&
-        !mqtt_utf8_valid(p->payload.p, p->payload.len))
+        !mqtt_utf8_data_valid(p->payload.p, p->payload.len))
         return MQTT_RC_PAYLOAD_FORMAT_INVALID; /* §3.3.2.3.2 */
     return 0;
 }

@@ -75,33 +75,39 @@ uint8_t mqtt_rd_utf8(mqtt_iter *r, mqtt_bytes *v)
     return 0;
 }
 
-bool mqtt_utf8_valid(const uint8_t *p, size_t len)
+/* Well-formed UTF-8, and without U+0000 unless allow_nul. */
+static bool utf8_check(const uint8_t *p, size_t len, bool allow_nul)
 {
     const uint8_t *end = p + len;
+    const uint64_t hi = 0x8080808080808080ull;
+    const uint64_t lo = 0x0101010101010101ull;
     while (p < end) {
-        /* Fast path: 8 ASCII bytes, none of them NUL. */
+        /* Fast path: 8 ASCII bytes (none of them NUL, unless allowed). */
         while (end - p >= 8) {
             uint64_t w;
             memcpy(&w, p, 8);
-            const uint64_t hi = 0x8080808080808080ull;
-            const uint64_t lo = 0x0101010101010101ull;
-            if ((w & hi) || ((w - lo) & ~w & hi))
+            if ((w & hi) || (!allow_nul && ((w - lo) & ~w & hi)))
                 break;
             p += 8;
         }
         if (p >= end)
             break;
-        uint8_t c = *p;
-        if (c < 0x80) {
-            if (c == 0)
-                return false; /* U+0000 [MQTT-1.5.4-2] */
-            p++;
-            continue;
-        }
+        if (*p == 0 && !allow_nul)
+            return false; /* U+0000 [MQTT-1.5.4-2] */
         size_t n = utf8_sequence_length(p, (size_t)(end - p));
         if (n == 0)
             return false; /* surrogates U+D800..U+DFFF included [MQTT-1.5.4-1] */
         p += n;
     }
     return true;
+}
+
+bool mqtt_utf8_valid(const uint8_t *p, size_t len)
+{
+    return utf8_check(p, len, false);
+}
+
+bool mqtt_utf8_data_valid(const uint8_t *p, size_t len)
+{
+    return utf8_check(p, len, true);
 }

@@ -110,7 +110,7 @@ static bool parse_call(http_request *req, json_t **body, call_args *args)
 {
     json_error_t jerr;
     memset(args, 0, sizeof *args);
-    *body = json_load_untrusted(req->body, req->body_len, 0, &jerr);
+    *body = json_load_untrusted(req->body, req->body_len, JSON_ALLOW_NUL, &jerr);
     if (!json_is_object(*body)) {
         http_reply_error(req, 400, "ArgumentInvalid", "the body must be a JSON object%s%s",
                          *body ? "" : ": ", *body ? "" : jerr.text);
@@ -154,10 +154,10 @@ static void reply_call_result(http_request *req, uint32_t code, const uint8_t *p
 {
     json_error_t jerr;
     /* integers as reals: only the syntax matters here, and an integer
-     * beyond 64 bits is still JSON (and is passed on digit for digit) */
-    json_t *parsed =
-        len ? json_load_untrusted(p, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &jerr)
-            : NULL;
+     * beyond 64 bits is still JSON (and is passed on digit for digit);
+     * "\u0000" in a string is JSON too */
+    const size_t flags = JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL;
+    json_t *parsed = len ? json_load_untrusted(p, len, flags, &jerr) : NULL;
     if (parsed || len == 0) {
         json_decref(parsed);
         reply_spliced(req, code, len ? (const char *)p : "null", len ? len : 4);

@@ -62,7 +62,7 @@ static hub_twins *twins_of(http_request *req)
 static void reply_twin(http_request *req, const char *twin_json, const char *etag)
 {
     json_error_t jerr;
-    json_t *j = json_loads(twin_json, 0, &jerr);
+    json_t *j = json_loads(twin_json, JSON_ALLOW_NUL, &jerr);
     if (!j) {
         http_reply_error(req, 500, "ServerError", "the hub rendered an invalid twin");
         return;

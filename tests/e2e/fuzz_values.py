@@ -129,13 +129,13 @@ def _reject_constant(name):
     raise ValueError("not JSON: " + name)
 
 
-def _jansson_string_ok(s):
-    return "\x00" not in s and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in s)
+def _jansson_string_ok(s, allow_nul=False):
+    return (allow_nul or "\x00" not in s) and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in s)
 
 
-def _jansson_value_ok(v, ints_as_reals):
+def _jansson_value_ok(v, ints_as_reals, allow_nul):
     if isinstance(v, str):
-        return _jansson_string_ok(v)
+        return _jansson_string_ok(v, allow_nul)
     if isinstance(v, bool) or v is None:
         return True
     if isinstance(v, int):
@@ -143,20 +143,23 @@ def _jansson_value_ok(v, ints_as_reals):
     if isinstance(v, float):
         return math.isfinite(v)
     if isinstance(v, list):
-        return all(_jansson_value_ok(x, ints_as_reals) for x in v)
-    return all(_jansson_string_ok(k) and _jansson_value_ok(x, ints_as_reals) for k, x in v.items())
+        return all(_jansson_value_ok(x, ints_as_reals, allow_nul) for x in v)
+    return all(_jansson_string_ok(k) and _jansson_value_ok(x, ints_as_reals, allow_nul)
+               for k, x in v.items())
 
 
-def strict_json(body, ints_as_reals=False):
+def strict_json(body, ints_as_reals=False, allow_nul=False):
     """The value jansson's json_loadb(body, flags 0) yields, or INVALID.
     Duplicate keys: the last one wins, as in jansson. ints_as_reals: with
-    JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL instead (any top-level value,
-    integers of any size that a double can hold)."""
+    JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL (any top-level value,
+    integers of any size that a double can hold). allow_nul: with
+    JSON_ALLOW_NUL ("\u0000" in string values; never in keys). A raw NUL
+    byte is never JSON (util/json_load.h)."""
     try:
         value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return INVALID
-    return value if _jansson_value_ok(value, ints_as_reals) else INVALID
+    return value if _jansson_value_ok(value, ints_as_reals, allow_nul) else INVALID
 
 
 def merge_patch(target, patch):

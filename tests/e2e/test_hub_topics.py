@@ -180,6 +180,11 @@ def test_patch_reported_and_if_version(device):
     device.publish("$iothub/twin/patch/reported", b"{}",
                    properties={"CorrelationData": b"p5", "UserProperty": [("if-version", "x")]})
     assert user_props(response_for(device, b"p5").properties)["status"] == "0100"
+    # any u64 is an if-version; one no twin can reach is a mismatch
+    for corr, v in ((b"p6", "18446744073709551615"), (b"p7", "9223372036854775808")):
+        device.publish("$iothub/twin/patch/reported", b"{}",
+                       properties={"CorrelationData": corr, "UserProperty": [("if-version", v)]})
+        assert user_props(response_for(device, corr).properties)["status"] == "0104", v
     device.publish("$iothub/twin/get", b"", properties={"CorrelationData": b"g"})
     assert json_payload(response_for(device, b"g"))["reported"]["temp"] == 23
 
@@ -215,6 +220,17 @@ def test_telemetry_qos1_and_qos0(device):
     assert p.reason_code == 0 and not p.properties, p
     device.publish("$iothub/telemetry", b"qos0", qos=0)
     alive(device)
+
+
+def test_telemetry_utf8_payload_may_hold_nul(device):
+    """Payload Format Indicator 1 asks for well-formed UTF-8 (§3.3.2.3.2),
+    and U+0000 is a character; only Encoded Strings exclude it."""
+    pid = device.publish("$iothub/telemetry", b"a\x00b", qos=1,
+                         properties={"PayloadFormatIndicator": 1})
+    assert puback_for(device, pid).reason_code == 0
+    pid = device.publish("$iothub/telemetry", b"a\xffb", qos=1,
+                         properties={"PayloadFormatIndicator": 1})
+    expect_disconnect(device, 0x99)  # Payload format invalid
 
 
 def test_telemetry_unknown_property(device):

@@ -163,6 +163,7 @@ def test_payload_shapes(hub, devices):
              (b"[1,{\"a\":null}]", [1, {"a": None}]),
              (b'"unterminated', '"unterminated'), (b"[1,", "[1,"),  # text, not JSON
              (b"false\x00", "false\x00"),  # jansson 2.14 alone would take it for false
+             (b'{"s":"a\\u0000b"}', {"s": "a\x00b"}),  # an escaped NUL is JSON
              (b' {"a": 1.1, "big": 12345678901234567890123} ',  # JSON, kept as sent
               {"a": 1.1, "big": 12345678901234567890123})]
     for sent, expected in cases:

@@ -97,7 +97,7 @@ class TwinModel:
 
     def verdict(self, body, replace, if_match):
         """(expected status, new tags, new desired) for a write."""
-        value = fv.strict_json(body)
+        value = fv.strict_json(body, allow_nul=True)
         if value is fv.INVALID or not isinstance(value, dict):
             return 400, None, None
         props = value.get("properties")
@@ -323,7 +323,7 @@ def method_body(rng, name):
 
 def method_verdict(body_bytes):
     """(status, payload value sent to the device) before the device is involved."""
-    value = fv.strict_json(body_bytes)
+    value = fv.strict_json(body_bytes, allow_nul=True)
     if value is fv.INVALID or not isinstance(value, dict):
         return 400, None
     name = value.get("methodName")
@@ -350,7 +350,7 @@ def device_reply_result(code, payload):
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return 502, None
-    value = fv.strict_json(payload, ints_as_reals=True)
+    value = fv.strict_json(payload, ints_as_reals=True, allow_nul=True)
     return 200, {"status": int(code), "payload": text if value is fv.INVALID else value}
 
 
@@ -670,6 +670,7 @@ def test_oracles_are_exact():
     """The oracles' own edge cases, so that a wrong oracle cannot pass as a
     lenient hub."""
     assert fv.strict_json(b'{"a":1}') == {"a": 1}
+    assert fv.strict_json(b'{"a":"\\u0000"}', allow_nul=True) == {"a": "\x00"}
     for bad in (b'{"a":NaN}', b'{"a":"\\u0000"}', b'{"a":"\\ud800"}', b'{"a":1e999}',
                 b'{"a":18446744073709551616}', b'\xef\xbb\xbf{}', b'{"a":"\xff"}', b'{"a":1,}'):
         assert fv.strict_json(bad) is fv.INVALID, bad

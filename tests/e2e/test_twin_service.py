@@ -240,7 +240,11 @@ def test_deleted_and_unknown_devices_are_404(svc):
 
 def test_twins_survive_a_restart(hub, svc):
     make_device(svc, "tw-11")
-    t = patch(svc, "tw-11", {"tags": {"a": 1}, "properties": {"desired": {"d": 1}}}).json()
+    # "\u0000" in a value is JSON like any other string (keys refuse it, §7)
+    t = patch(svc, "tw-11", {"tags": {"a": 1}, "properties": {"desired": {"d": 1, "s": "a\x00b"}}}).json()
+    assert t["properties"]["desired"]["s"] == "a\x00b"
+    r = patch(svc, "tw-11", {"tags": {"a\x00": 1}})
+    assert r.status == 400 and r.error_code == "ArgumentInvalid", r
     assert not hub.stop()
     hub.start()
     after = ServiceClient(hub).request("GET", twin_path("tw-11"))

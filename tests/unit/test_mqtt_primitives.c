@@ -201,7 +201,24 @@ static void test_utf8_all_code_points(void **state)
         bool expect = cp != 0 && !(cp >= 0xD800 && cp <= 0xDFFF);
         if (mqtt_utf8_valid(b, n) != expect)
             fail_msg("code point U+%04X", (unsigned)cp);
+        /* Character Data: the same, except that U+0000 is a character */
+        if (mqtt_utf8_data_valid(b, n) != (expect || cp == 0))
+            fail_msg("code point U+%04X as data", (unsigned)cp);
     }
+}
+
+/* A payload with NULs among other text, on and off the 8-byte fast path. */
+static void test_utf8_data_with_nul(void **state)
+{
+    (void)state;
+    static const char text[] = "abc\0defghij\0\0\0\0\0\0\0\0klm\xc3\xa9\0";
+    size_t n = sizeof text - 1;
+    for (size_t start = 0; start < 8; start++) {
+        assert_true(mqtt_utf8_data_valid((const uint8_t *)text + start, n - start));
+        assert_false(mqtt_utf8_valid((const uint8_t *)text + start, n - start));
+    }
+    assert_false(mqtt_utf8_data_valid((const uint8_t *)"\0\0\0\0\0\0\0\0\xff", 9));
+    assert_false(mqtt_utf8_data_valid((const uint8_t *)"abc\0\xed\xa0\x80", 7));
 }
 
 static void test_frame_need_more_every_prefix(void **state)
@@ -294,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_readers_bounds),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_utf8_all_code_points),
+        cmocka_unit_test(test_utf8_data_with_nul),
         cmocka_unit_test(test_frame_need_more_every_prefix),
         cmocka_unit_test(test_frame_oversize_from_header),
         cmocka_unit_test(test_frame_errors),

@@ -186,7 +186,7 @@ static int finish(cli_ctx *ctx, CURLcode rc, const char *errbuf, const body_buff
     if (!reply || body->len == 0)
         return CLI_EXIT_OK;
     json_error_t jerr;
-    *reply = json_loadb(body->data, body->len, JSON_DECODE_ANY, &jerr);
+    *reply = json_loadb(body->data, body->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     return *reply ? CLI_EXIT_OK
                   : cli_fail(ctx, "the service sent a response that is not JSON: %s", jerr.text);
 }

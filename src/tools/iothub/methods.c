@@ -54,7 +54,7 @@ static int build_body(cli_ctx *ctx, const cli_invocation *inv, json_t **body, lo
     json_t *payload = json_null();
     if (text) {
         json_error_t jerr;
-        payload = json_loads(text, JSON_DECODE_ANY, &jerr);
+        payload = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
         if (!payload)
             return cli_usage_error(ctx, "--payload: invalid JSON: %s", jerr.text);
     }

@@ -148,7 +148,7 @@ static void dispatch_event(monitor *m)
 {
     if (m->data_len == 0)
         return; /* a message with no data (e.g. only an id) */
-    json_t *ev = json_loadb(m->data, m->data_len, 0, NULL);
+    json_t *ev = json_loadb(m->data, m->data_len, JSON_ALLOW_NUL, NULL);
     if (json_is_object(ev)) {
         if (m->ctx->json)
             print_json(m, ev);

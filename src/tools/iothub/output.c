@@ -191,7 +191,7 @@ static bool split_error_code(const char *message, char *buf, size_t cap)
 void out_service_error(long status, const char *body, size_t body_len, char *buf, size_t cap)
 {
     char detail[512] = "";
-    json_t *doc = body_len ? json_loadb(body, body_len, 0, NULL) : NULL;
+    json_t *doc = body_len ? json_loadb(body, body_len, JSON_ALLOW_NUL, NULL) : NULL;
     const char *message = out_json_str(doc, "Message");
     if (!message)
         message = out_json_str(doc, "message");

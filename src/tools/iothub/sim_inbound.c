@@ -82,7 +82,7 @@ static void payload_text(mqtt_bytes b, char *buf, size_t cap)
  * else base64 in an object {"base64": ...}. */
 static json_t *payload_json(mqtt_bytes b)
 {
-    json_t *parsed = b.len ? json_loadb((const char *)b.p, b.len, JSON_DECODE_ANY, NULL) : NULL;
+    json_t *parsed = b.len ? json_loadb((const char *)b.p, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
     if (parsed)
         return parsed;
     if (mqtt_utf8_valid(b.p, b.len))
@@ -181,7 +181,7 @@ static json_t *unacknowledged_desired(const json_t *desired, const json_t *repor
  * the reported ones do not show yet. */
 static bool on_twin(simulator *s, mqtt_bytes payload)
 {
-    json_t *twin = json_loadb((const char *)payload.p, payload.len, 0, NULL);
+    json_t *twin = json_loadb((const char *)payload.p, payload.len, JSON_ALLOW_NUL, NULL);
     json_int_t dver = 0, rver = 0;
     json_t *desired = section_without_version(twin, "desired", &dver);
     json_t *reported = section_without_version(twin, "reported", &rver);
@@ -219,7 +219,7 @@ static bool on_response(simulator *s, const mqtt_publish *pub)
         ok = on_twin(s, pub->payload);
     } else {
         const char *v = sim_user_prop(&pub->props, "version", version, sizeof version);
-        json_t *patch = r->patch ? json_loads(r->patch, 0, NULL) : NULL;
+        json_t *patch = r->patch ? json_loads(r->patch, JSON_ALLOW_NUL, NULL) : NULL;
         sim_emit(s, json_pack("{s:s, s:o, s:o?}", "event", "reported", "patch",
                               patch ? patch : json_object(), "version",
                               v ? json_integer(strtoll(v, NULL, 10)) : NULL),

@@ -107,7 +107,7 @@ bool sim_sensor_next(sim_sensor *s, uint64_t seq, char *buf, size_t cap)
 
 json_t *sim_reported_for_desired(const uint8_t *payload, size_t len)
 {
-    json_t *patch = json_loadb((const char *)payload, len, 0, NULL);
+    json_t *patch = json_loadb((const char *)payload, len, JSON_ALLOW_NUL, NULL);
     if (!json_is_object(patch)) {
         json_decref(patch);
         return NULL;

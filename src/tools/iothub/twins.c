@@ -100,7 +100,7 @@ static const char *if_match_from(const cli_invocation *inv, char *buf, size_t ca
 static int parse_object_arg(cli_ctx *ctx, const char *what, const char *text, json_t **out)
 {
     json_error_t jerr;
-    *out = json_loads(text, 0, &jerr);
+    *out = json_loads(text, JSON_ALLOW_NUL, &jerr);
     if (!*out)
         return cli_usage_error(ctx, "%s: invalid JSON: %s", what, jerr.text);
     if (!json_is_object(*out)) {
