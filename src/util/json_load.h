@@ -28,8 +28,13 @@ static inline json_t *json_load_untrusted(const void *buf, size_t len, size_t fl
 {
     const char *nul = len ? memchr(buf, '\0', len) : NULL;
     if (nul) {
-        if (err) {
+        if (err) { /* where, as jansson counts: line and column from 1 */
             memset(err, 0, sizeof *err);
+            err->line = err->column = 1;
+            for (const char *p = buf; p < nul; p++) {
+                err->column = *p == '\n' ? 1 : err->column + 1;
+                err->line += *p == '\n';
+            }
             err->position = (int)(nul - (const char *)buf);
             snprintf(err->text, sizeof err->text, "NUL byte at position %d", err->position);
         }

@@ -35,6 +35,10 @@ static void test_nul_anywhere_is_refused(void **state)
         assert_non_null(strstr(err.text, "NUL byte"));
         assert_null(json_load_untrusted(bad[i].text, bad[i].len, JSON_DECODE_ANY, NULL));
     }
+    json_error_t err;
+    assert_null(LOAD("{\n \"a\": 1,\n  \0}", 0, &err));
+    assert_int_equal(err.line, 3);
+    assert_int_equal(err.column, 3);
 }
 
 static void test_without_nul_it_is_jansson(void **state)
