@@ -584,6 +584,46 @@ def test_command_sends_follow_the_model(hub):
     c.disconnect()
 
 
+def test_concurrent_sends_fill_the_queue_exactly(hub):
+    """Four clients send to an offline device at once, 20 each: exactly 50
+    are accepted (the queue depth, §7) and 30 refused with 403, whatever
+    the interleaving, and the device later gets exactly the accepted 50,
+    each once, in sequence-number order."""
+    why = seeded("c2d-race")[1]
+    dev, key, _ = Devices(hub).new_sas_device("fz-race")
+    answers, errors = [], []
+
+    def sender(n):
+        svc = ServiceClient(hub)
+        try:
+            for i in range(20):
+                res = send_command(svc, dev, {"iothub-messageid": b"s%d-%d" % (n, i)}, b"%d/%d" % (n, i))
+                check_answer(res, {201, 403}, why)
+                answers.append((res.status, json_of(res, why), "s%d-%d" % (n, i)))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(50)
+    assert not errors, (why, errors)
+    accepted = sorted((body["sequenceNumber"], mid) for status, body, mid in answers if status == 201)
+    assert len(accepted) == 50 and len(answers) == 80, (why, len(accepted), len(answers))
+    assert all(body["Message"].startswith("ErrorCode:DeviceMaximumQueueDepthExceeded")
+               for status, body, _ in answers if status == 403), why
+    c = connect_device(hub, dev, key)
+    assert c.subscribe([("$iothub/commands", raw.sub_options(1))]).reason_codes == [1]
+    for seq, mid in accepted:
+        p = receive_command(c, why)
+        users = user_props(p.properties)
+        assert (users["sequence-no"], users["message-id"]) == (str(seq), mid), (why, users)
+    got = [pk for pk in c.recv_all(0.5) if pk.type == raw.PUBLISH]
+    assert not got, (why, got)
+    c.disconnect()
+
+
 # ================================================================== identities
 def identity_body(rng, device_id, module_id=None):
     body = {"deviceId": device_id}
