@@ -706,6 +706,40 @@ def test_identity_writes_change_nothing_when_refused(hub):
         assert twin.json()["status"] == d["status"], why
 
 
+def test_concurrent_creates_make_one_device(hub):
+    """Clients creating the same new device at once: exactly one 201, the
+    others 200 (a replace, service-rest.md "create / replace"), and with
+    If-Match "*" (update only) every one 404 or 200 after it exists; the
+    etags returned are all different and GET shows one of them."""
+    why = seeded("registry-race")[1]
+    for round_ in range(5):
+        device_id = "fz-dup-%d" % round_
+        answers, errors = [], []
+
+        def creator(n):
+            svc = ServiceClient(hub)
+            try:
+                headers = {"If-Match": "*"} if n == 3 else {}
+                res = svc.request("PUT", "/devices/" + q(device_id),
+                                  {"deviceId": device_id, "statusReason": "by %d" % n}, headers=headers)
+                check_answer(res, {404, 200} if headers else {200, 201}, why)
+                answers.append((res.status, json_of(res, why)))
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=creator, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, (why, errors)
+        assert [st for st, _ in answers].count(201) == 1, (why, answers)
+        etags = [body["etag"] for st, body in answers if st in (200, 201)]
+        assert len(set(etags)) == len(etags), (why, answers)
+        now = ServiceClient(hub).request("GET", "/devices/" + q(device_id)).json()
+        assert now["etag"] in etags, (why, now, answers)
+
+
 def test_oracles_are_exact():
     """The oracles' own edge cases, so that a wrong oracle cannot pass as a
     lenient hub."""
