@@ -247,7 +247,7 @@ static hub_status telemetry_properties(const mqtt_publish *pkt, telemetry_props 
     size_t need = 0;
     mqtt_user_props_iter(&pkt->props, &it);
     while (mqtt_user_props_next(&it, &name, &value)) {
-        uint64_t t;
+        int64_t t;
         bool app = name.len > 1 && name.p[0] == '@';
         if (!app && !system_property(name)) {
             snprintf(reason, cap, "unknown property: %.*s",
@@ -255,8 +255,10 @@ static hub_status telemetry_properties(const mqtt_publish *pkt, telemetry_props 
                      (const char *)name.p);
             return HUB_BAD_REQUEST;
         }
-        if (mqtt_bytes_eq_str(name, "creation-time") && !hub_parse_u64(value, &t)) {
-            snprintf(reason, cap, "creation-time is not a time (ms since the epoch)");
+        if (mqtt_bytes_eq_str(name, "creation-time") &&
+            !time_parse_epoch_ms((const char *)value.p, value.len, &t)) {
+            snprintf(reason, cap, "creation-time is not a time (ms since the epoch, "
+                                  "9999-12-31 at the latest)");
             return HUB_BAD_REQUEST;
         }
         if (++tp->n > TELEMETRY_MAX_PROPS) {

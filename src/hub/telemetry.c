@@ -39,6 +39,7 @@
 #include "store/store.h"
 #include "util/json_escape.h"
 #include "util/log.h"
+#include "util/time.h"
 
 struct telemetry_sub {
     telemetry_sub *next;
@@ -110,23 +111,6 @@ void telemetry_iso8601(int64_t ms, char out[32])
     char date[24];
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(out, 32, "%s.%03dZ", date, millis);
-}
-
-/* A spec `time` (decimal ms since the epoch, at most 15 digits so it stays
- * within year 9999 and int64). False for anything else. */
-static bool parse_time_ms(const char *text, int64_t *out)
-{
-    size_t n = strlen(text);
-    if (n == 0 || n > 15)
-        return false;
-    int64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (text[i] < '0' || text[i] > '9')
-            return false;
-        v = v * 10 + (text[i] - '0');
-    }
-    *out = v;
-    return true;
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -232,7 +216,7 @@ static bool map_property(const telemetry_prop *p, member *out, char iso[32], con
     }
     if (strcmp(p->name, "creation-time") == 0) {
         int64_t ms;
-        if (!parse_time_ms(p->value, &ms)) {
+        if (!time_parse_epoch_ms(p->value, strlen(p->value), &ms)) {
             *why = "creation-time is not a time";
             return false;
         }

@@ -88,15 +88,12 @@ static bool parse_expiry(const char *text, int64_t *out)
     return time_parse_iso8601_ms(text, out);
 }
 
-/* iothub-creation-time: ms since the epoch, or ISO 8601. */
+/* iothub-creation-time: ms since the epoch (not 0, which means unset),
+ * or ISO 8601. */
 static bool parse_creation_time(const char *text, int64_t *out)
 {
-    if (all_digits(text)) {
-        if (strlen(text) > 15)
-            return false;
-        *out = atoll(text);
-        return *out > 0;
-    }
+    if (all_digits(text))
+        return time_parse_epoch_ms(text, strlen(text), out) && *out > 0;
     return time_parse_iso8601_ms(text, out);
 }
 

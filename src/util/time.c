@@ -150,3 +150,19 @@ bool time_parse_iso8601_ms(const char *s, int64_t *out)
     *out = secs * 1000 + ms;
     return true;
 }
+
+bool time_parse_epoch_ms(const char *s, size_t len, int64_t *out)
+{
+    int64_t v = 0;
+    if (len == 0 || len > 20)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+        if (v > TIME_ISO8601_MAX_MS)
+            return false; /* checked per digit: no overflow */
+    }
+    *out = v;
+    return true;
+}

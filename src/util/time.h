@@ -43,4 +43,14 @@ void time_iso8601_ms(int64_t ms, char out[32]);
  * else, *out untouched. (time.c) */
 bool time_parse_iso8601_ms(const char *s, int64_t *out);
 
+/* The last millisecond an ISO 8601 stamp with a four-digit year can show. */
+#define TIME_ISO8601_MAX_MS 253402300799999LL /* 9999-12-31T23:59:59.999Z */
+
+/* A time given as decimal milliseconds since the epoch (the device API's
+ * `time`, iothub-mqtt5.md §5): 1 to 20 ASCII digits (leading zeros
+ * allowed, as many as in any u64 the hub reads), worth at most
+ * TIME_ISO8601_MAX_MS (the hub shows such times as ISO 8601). False for
+ * anything else, *out untouched. */
+bool time_parse_epoch_ms(const char *s, size_t len, int64_t *out);
+
 #endif

@@ -168,6 +168,24 @@ def test_events_require_service_connect(hub, svc):
     assert svc.request("GET", "/events?partition=9999").status == 400
 
 
+def test_creation_time_edges(svc, device):
+    """A `time` is decimal ms (§5): leading zeros change nothing, and the
+    last millisecond of year 9999 is the latest an ISO stamp can show."""
+    d = device("tel-ctime")
+    sent = [("0000000000000001", "1970-01-01T00:00:00.001Z"),
+            ("00000000000000000042", "1970-01-01T00:00:00.042Z"),
+            ("253402300799999", "9999-12-31T23:59:59.999Z")]
+    for value, _ in sent:  # not d.send, which skips on a refusal
+        pid = d.c.publish("$iothub/telemetry", b"t", qos=1,
+                          properties={"UserProperty": [("creation-time", value)]})
+        ack = d.c.expect(raw.PUBACK, timeout=5)
+        assert ack.packet_id == pid and ack.reason_code == 0, (value, ack)
+    p = partition_of(svc, "tel-ctime")
+    events = svc.request("GET", "/events?partition=%d&max=1000" % p).json()["events"]
+    mine = [e for e in events if e["systemProperties"]["iothub-connection-device-id"] == "tel-ctime"]
+    assert [e["properties"]["iothub-creation-time-utc"] for e in mine] == [iso for _, iso in sent]
+
+
 def test_properties_and_paging(svc, device):
     d = device("tel-props")
     d.send(b'{"t":21.5}', content_type="application/json",

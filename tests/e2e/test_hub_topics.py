@@ -244,7 +244,9 @@ def test_telemetry_unknown_property(device):
     assert user_props(d.properties)["status"] == "0100"
 
 
-@pytest.mark.parametrize("value", ["yesterday", "-1", "", "1.5"])
+@pytest.mark.parametrize("value", ["yesterday", "-1", "", "1.5", " 1", "+1",
+                                   "253402300800000",  # 10000-01-01: no 4-digit ISO year
+                                   "99999999999999999999999"])
 def test_telemetry_bad_creation_time(device, value):
     pid = device.publish("$iothub/telemetry", b"x", qos=1,
                          properties={"UserProperty": [("creation-time", value)]})

@@ -179,6 +179,44 @@ static void test_parse_refuses(void **state)
     }
 }
 
+/* Decimal milliseconds: 1 to 20 digits, leading zeros allowed, at most
+ * the last millisecond of year 9999. */
+static void test_parse_epoch_ms(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int64_t ms;
+    } good[] = {
+        {"0", 0}, {"1", 1}, {"0000000000000001", 1}, {"00000000000000000042", 42},
+        {"1600987195320", 1600987195320LL}, {"253402300799999", TIME_ISO8601_MAX_MS},
+        {"0253402300799999", TIME_ISO8601_MAX_MS},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        int64_t got = -1;
+        assert_true(time_parse_epoch_ms(good[i].s, strlen(good[i].s), &got));
+        assert_int_equal(got, good[i].ms);
+    }
+    static const char *const bad[] = {"", "-1", "+1", " 1", "1 ", "1.5", "1e3", "0x10",
+                                      "253402300800000", "99999999999999999999999999",
+                                      "000000000000000000042",
+                                      "18446744073709551616"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t got = 42;
+        if (time_parse_epoch_ms(bad[i], strlen(bad[i]), &got))
+            fail_msg("\"%s\" accepted as %lld", bad[i], (long long)got);
+        assert_int_equal(got, 42); /* untouched */
+    }
+    char stamp[32]; /* the bound is what the writer shows as the last stamp */
+    time_iso8601_ms(TIME_ISO8601_MAX_MS, stamp);
+    assert_string_equal(stamp, "9999-12-31T23:59:59.999Z");
+    int64_t back = 0;
+    assert_true(time_parse_iso8601_ms(stamp, &back));
+    assert_int_equal(back, TIME_ISO8601_MAX_MS);
+    assert_true(time_parse_epoch_ms("12", 1, &back)); /* only len bytes are read */
+    assert_int_equal(back, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +228,7 @@ int main(void)
         cmocka_unit_test(test_parse_reads_back_every_stamp),
         cmocka_unit_test(test_parse_forms),
         cmocka_unit_test(test_parse_refuses),
+        cmocka_unit_test(test_parse_epoch_ms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
