@@ -12,6 +12,8 @@ broken JSON or not UTF-8 the rest of the time.
 test can tell in advance whether the hub must accept or refuse it. It is
 stricter than Python's json module where jansson is: no NaN or Infinity, no
 NUL in strings, no lone surrogates, integers within int64, finite reals.
+`unsigned_decimal` reads a u32 or u64 property as the hub does, and
+`method_reply_result` is what a direct method's caller gets for a reply.
 
 Everything takes a random.Random so that a failure replays from its seed.
 """
@@ -27,6 +29,9 @@ TWIN_INT_MAX = 4503599627370495
 TWIN_DEPTH_MAX = 10
 TWIN_TAGS_MAX = 8 * 1024
 TWIN_PROPERTIES_MAX = 32 * 1024
+METHOD_PAYLOAD_MAX = 128 * 1024
+U32_MAX = 2 ** 32 - 1
+U64_MAX = 2 ** 64 - 1
 
 # Few keys, so that patches overlap and nulls remove what earlier ones set.
 PLAIN_KEYS = ["a", "b", "c", "temp", "ü", "k-1", "_x"]
@@ -150,13 +155,20 @@ def _jansson_value_ok(v, ints_as_reals, allow_nul):
 
 def strict_json(body, ints_as_reals=False, allow_nul=False):
     """The value jansson's json_loadb(body, flags 0) yields, or INVALID.
-    Duplicate keys: the last one wins, as in jansson. ints_as_reals: with
+    Duplicate keys: the last one wins, as in jansson, but the value it
+    replaces must be JSON too. ints_as_reals: with
     JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL (any top-level value,
     integers of any size that a double can hold). allow_nul: with
     JSON_ALLOW_NUL ("\u0000" in string values; never in keys). A raw NUL
     byte is never JSON (util/json_load.h)."""
+    def pairs(items):  # every member, also one a later duplicate replaces
+        if not all(_jansson_string_ok(k) and _jansson_value_ok(v, ints_as_reals, allow_nul)
+                   for k, v in items):
+            raise ValueError("jansson refuses a member")
+        return dict(items)
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant,
+                           object_pairs_hook=pairs)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return INVALID
     return value if _jansson_value_ok(value, ints_as_reals, allow_nul) else INVALID
@@ -221,3 +233,34 @@ def twin_size(v):
     if isinstance(v, bool) or v is None:
         return 4
     return 8
+
+
+def unsigned_decimal(text, limit=U64_MAX):
+    """A u32 or u64 property (iothub-mqtt5.md §5: unsigned decimal) as the
+    hub reads it: 1 to 20 ASCII digits, leading zeros allowed, at most
+    `limit`; None for anything else ("+5", " 5", "5 ", "", "1e3", "١")."""
+    if 1 <= len(text) <= 20 and all("0" <= c <= "9" for c in text) and int(text) <= limit:
+        return int(text)
+    return None
+
+
+def method_reply_result(codes, payload):
+    """What the caller of a direct method gets for the device's reply, as
+    (HTTP status, JSON body or None). codes: the reply's response-code
+    values in order; the hub reads the first. No u32 there, a payload over
+    128 KB, or one that is neither JSON nor UTF-8 text: 502. Otherwise 200
+    with the payload as JSON (flags JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL
+    | JSON_ALLOW_NUL: a key holding "\u0000" is still not JSON), as a string
+    when it is other UTF-8 text, or null when it is empty."""
+    code = unsigned_decimal(codes[0], U32_MAX) if codes else None
+    if code is None or len(payload) > METHOD_PAYLOAD_MAX:
+        return 502, None
+    value = None
+    if payload:
+        value = strict_json(payload, ints_as_reals=True, allow_nul=True)
+    if value is INVALID:
+        try:
+            value = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return 502, None
+    return 200, {"status": code, "payload": value}
