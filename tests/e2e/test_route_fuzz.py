@@ -40,15 +40,13 @@ import threading
 import time
 import urllib.parse
 
-import pytest
-
 import fuzz_values as fv
 import mqtt5raw as raw
 from hub_device import Devices, connect_device, user_props
 from service_client import ServiceClient
 
-SEED = int(os.environ.get("IOTHUBD_FUZZ_SEED", "20261207"))
-COUNT = int(os.environ.get("IOTHUBD_FUZZ_COUNT", "300"))
+SEED = int(os.environ.get("IOTHUBD_FUZZ_SEED") or "20261207")
+COUNT = int(os.environ.get("IOTHUBD_FUZZ_COUNT") or "300")
 
 # The code each error status may carry (service-rest.md "Common rules").
 ERROR_CODES = {400: {"ArgumentInvalid"}, 403: {"DeviceMaximumQueueDepthExceeded"},
@@ -82,6 +80,25 @@ def seeded(name):
     """The generator of one test, and the words that replay it."""
     seed = "%d/%s" % (SEED, name)
     return random.Random(seed), "seed %s (IOTHUBD_FUZZ_SEED=%d)" % (seed, SEED)
+
+
+def run_together(work, n, why, timeout=50):
+    """Calls work(0) .. work(n - 1) on n threads at once; fails with what
+    any of them raised, or if one did not finish."""
+    errors = []
+
+    def guarded(i):
+        try:
+            work(i)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not errors and not any(t.is_alive() for t in threads), (why, errors)
 
 
 # ================================================================== twins
@@ -253,43 +270,29 @@ def test_conditional_twin_writes_from_many_clients_lose_nothing(hub):
     path = "/twins/fz-cas"
     writers, rounds = 4, max(10, COUNT // 10)
     done = collections.Counter()
-    errors = []
 
     def writer(n):
         svc = ServiceClient(hub)
-        try:
-            for i in range(rounds):
-                while True:
-                    cur = svc.request("GET", path)
-                    check_answer(cur, {200}, why)
-                    twin = cur.json()
-                    count = twin["properties"]["desired"].get("count", 0)
-                    res = svc.request("PATCH", path, {"properties": {"desired": {
-                        "count": count + 1, "w%d" % n: i}}}, headers={"If-Match": cur.headers["etag"]})
-                    check_answer(res, {200, 412}, why)
-                    if res.status == 200:
-                        done["desired"] += 1
-                        break
-                    done["retries"] += 1
-        except Exception as e:  # reported below
-            errors.append(e)
+        for i in range(rounds):
+            while True:
+                cur = svc.request("GET", path)
+                check_answer(cur, {200}, why)
+                count = cur.json()["properties"]["desired"].get("count", 0)
+                res = svc.request("PATCH", path, {"properties": {"desired": {
+                    "count": count + 1, "w%d" % n: i}}}, headers={"If-Match": cur.headers["etag"]})
+                check_answer(res, {200, 412}, why)
+                if res.status == 200:
+                    done["desired"] += 1
+                    break
+                done["retries"] += 1
 
     def tagger():
         svc = ServiceClient(hub)
-        try:
-            for i in range(rounds * 2):
-                res = svc.request("PATCH", path, {"tags": {"t": rng.randrange(1000)}})
-                check_answer(res, {200}, why)
-        except Exception as e:
-            errors.append(e)
+        for i in range(rounds * 2):
+            res = svc.request("PATCH", path, {"tags": {"t": rng.randrange(1000)}})
+            check_answer(res, {200}, why)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
-    threads.append(threading.Thread(target=tagger))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(50)
-    assert not errors, (why, errors)
+    run_together(lambda n: writer(n) if n < writers else tagger(), writers + 1, why)
     twin = ServiceClient(hub).request("GET", path).json()
     desired = twin["properties"]["desired"]
     assert done["desired"] == writers * rounds, (why, done)
@@ -577,24 +580,16 @@ def test_concurrent_sends_fill_the_queue_exactly(hub):
     each once, in sequence-number order."""
     why = seeded("c2d-race")[1]
     dev, key, _ = Devices(hub).new_sas_device("fz-race")
-    answers, errors = [], []
+    answers = []
 
     def sender(n):
         svc = ServiceClient(hub)
-        try:
-            for i in range(20):
-                res = send_command(svc, dev, {"iothub-messageid": b"s%d-%d" % (n, i)}, b"%d/%d" % (n, i))
-                check_answer(res, {201, 403}, why)
-                answers.append((res.status, json_of(res, why), "s%d-%d" % (n, i)))
-        except Exception as e:  # reported below
-            errors.append(e)
+        for i in range(20):
+            res = send_command(svc, dev, {"iothub-messageid": b"s%d-%d" % (n, i)}, b"%d/%d" % (n, i))
+            check_answer(res, {201, 403}, why)
+            answers.append((res.status, json_of(res, why), "s%d-%d" % (n, i)))
 
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(50)
-    assert not errors, (why, errors)
+    run_together(sender, 4, why)
     accepted = sorted((body["sequenceNumber"], mid) for status, body, mid in answers if status == 201)
     assert len(accepted) == 50 and len(answers) == 80, (why, len(accepted), len(answers))
     assert all(body["Message"].startswith("ErrorCode:DeviceMaximumQueueDepthExceeded")
@@ -700,25 +695,16 @@ def test_concurrent_creates_make_one_device(hub):
     why = seeded("registry-race")[1]
     for round_ in range(5):
         device_id = "fz-dup-%d" % round_
-        answers, errors = [], []
+        answers = []
 
         def creator(n):
-            svc = ServiceClient(hub)
-            try:
-                headers = {"If-Match": "*"} if n == 3 else {}
-                res = svc.request("PUT", "/devices/" + q(device_id),
-                                  {"deviceId": device_id, "statusReason": "by %d" % n}, headers=headers)
-                check_answer(res, {404, 200} if headers else {200, 201}, why)
-                answers.append((res.status, json_of(res, why)))
-            except Exception as e:  # reported below
-                errors.append(e)
+            headers = {"If-Match": "*"} if n == 3 else {}
+            res = ServiceClient(hub).request("PUT", "/devices/" + q(device_id), {
+                "deviceId": device_id, "statusReason": "by %d" % n}, headers=headers)
+            check_answer(res, {404, 200} if headers else {200, 201}, why)
+            answers.append((res.status, json_of(res, why)))
 
-        threads = [threading.Thread(target=creator, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert not errors, (why, errors)
+        run_together(creator, 4, why)
         assert [st for st, _ in answers].count(201) == 1, (why, answers)
         etags = [body["etag"] for st, body in answers if st in (200, 201)]
         assert len(set(etags)) == len(etags), (why, answers)
