@@ -18,6 +18,7 @@ NUL in strings, no lone surrogates, integers within int64, finite reals.
 Everything takes a random.Random so that a failure replays from its seed.
 """
 
+import datetime
 import json
 import math
 
@@ -264,3 +265,9 @@ def method_reply_result(codes, payload):
         except UnicodeDecodeError:
             return 502, None
     return 200, {"status": code, "payload": value}
+
+
+def iso_ms(ms):
+    """ms since the epoch as the hub's ISO 8601 stamp (to year 9999)."""
+    t = datetime.datetime(1970, 1, 1) + datetime.timedelta(milliseconds=ms)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)

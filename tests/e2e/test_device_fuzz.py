@@ -57,7 +57,6 @@ Bounded: IOTHUBD_FUZZ_SEED (default 1105) and IOTHUBD_FUZZ_COUNT steps
 """
 
 import base64
-import datetime
 import http.client
 import json
 import os
@@ -330,11 +329,6 @@ def creation_time(rng):
     if ms is None:
         return text, "bad", None
     return (text, "ok", ms) if ms <= LAST_MS_OF_9999 else (text, "bad", None)
-
-
-def iso_ms(ms):
-    t = datetime.datetime(1970, 1, 1) + datetime.timedelta(milliseconds=ms)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
 
 
 def discouraged(s):
@@ -765,7 +759,7 @@ class FuzzRun:
                 value, verdict, ms = creation_time(rng)
                 verdicts.add(verdict)
                 if meta is not None and ms is not None:
-                    meta["app"]["iothub-creation-time-utc"] = iso_ms(ms)
+                    meta["app"]["iothub-creation-time-utc"] = fv.iso_ms(ms)
                 elif verdict != "ok":
                     meta = None
             else:
