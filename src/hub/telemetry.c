@@ -33,7 +33,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "mqtt/codec.h"
 #include "store/store.h"
@@ -91,26 +90,6 @@ void telemetry_free(hub_telemetry *t)
     }
     pthread_mutex_destroy(&t->lock);
     free(t);
-}
-
-/* ---- time ---------------------------------------------------------------- */
-
-void telemetry_iso8601(int64_t ms, char out[32])
-{
-    time_t secs = (time_t)(ms / 1000);
-    int millis = (int)(ms % 1000);
-    if (millis < 0) {
-        millis += 1000;
-        secs -= 1;
-    }
-    struct tm tm;
-    if (!gmtime_r(&secs, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0) {
-        strcpy(out, "0001-01-01T00:00:00.000Z");
-        return;
-    }
-    char date[24];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, 32, "%s.%03dZ", date, millis);
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -220,7 +199,7 @@ static bool map_property(const telemetry_prop *p, member *out, char iso[32], con
             *why = "creation-time is not a time";
             return false;
         }
-        telemetry_iso8601(ms, iso);
+        time_iso8601_utc_ms(ms, iso);
         *out = (member){OBJ_APP, "iothub-creation-time-utc", iso};
         return true;
     }
@@ -320,7 +299,7 @@ bool telemetry_event_properties(const store_event *ev, json_t **system, json_t *
         return false;
     }
     char iso[32];
-    telemetry_iso8601(ev->enqueued_ms, iso);
+    time_iso8601_utc_ms(ev->enqueued_ms, iso);
     json_object_set_new(sys, "iothub-enqueuedtime", json_string(iso));
     *system = json_incref(sys);
     *application = json_incref(app);

@@ -80,9 +80,6 @@ struct json_t;
 bool telemetry_event_properties(const struct store_event *ev, struct json_t **system,
                                 struct json_t **application);
 
-/* "2020-09-24T22:39:55.320Z" (always with milliseconds). out: 32 bytes. */
-void telemetry_iso8601(int64_t ms, char out[32]);
-
 /* Live readers. A subscriber is told, on its own loop and never
  * re-entrantly, that events were appended to some partitions; it then reads
  * them with store_telemetry_read. Notifications are coalesced (one pending

@@ -45,6 +45,7 @@
 #include "util/crypto.h"
 #include "util/json_load.h"
 #include "util/log.h"
+#include "util/time.h"
 
 #define EVENTS_MAX_DEFAULT 100
 #define EVENTS_MAX_LIMIT 1000
@@ -162,7 +163,7 @@ json_t *events_event_json(const store_event *ev)
     if (!telemetry_event_properties(ev, &sys, &app))
         return NULL;
     char when[32], offset[24];
-    telemetry_iso8601(ev->enqueued_ms, when);
+    time_iso8601_utc_ms(ev->enqueued_ms, when);
     snprintf(offset, sizeof offset, "%llu", (unsigned long long)ev->seq);
     json_t *o = json_pack("{s:I, s:I, s:s, s:s, s:o, s:o}", "partition",
                           (json_int_t)ev->partition, "sequenceNumber", (json_int_t)ev->seq,

@@ -49,10 +49,16 @@ static civil_date civil_from_days(int64_t days)
 void time_iso8601_ms(int64_t ms, char out[32])
 {
     static const char never[] = "0001-01-01T00:00:00Z";
-    if (ms <= 0) {
+    if (ms <= 0)
         memcpy(out, never, sizeof never);
-        return;
-    }
+    else
+        time_iso8601_utc_ms(ms, out);
+}
+
+void time_iso8601_utc_ms(int64_t ms, char out[32])
+{
+    if (ms < 0)
+        ms = 0;
     int64_t secs = ms / 1000;
     civil_date d = civil_from_days(secs / 86400);
     unsigned second_of_day = (unsigned)(secs % 86400);

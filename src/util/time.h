@@ -32,8 +32,14 @@ static inline uint64_t time_wall_ms(void)
 }
 
 /* "2026-11-29T08:00:00.123Z" (UTC); ms <= 0 gives IoT Hub's "never",
- * "0001-01-01T00:00:00Z". (time.c) */
+ * "0001-01-01T00:00:00Z", as the registry and twins show a time that
+ * never was. (time.c) */
 void time_iso8601_ms(int64_t ms, char out[32]);
+
+/* The same for a moment that is always a real one, the epoch included
+ * (a message's creation or enqueued time): "1970-01-01T00:00:00.000Z"
+ * for 0, a negative ms counts as 0. (time.c) */
+void time_iso8601_utc_ms(int64_t ms, char out[32]);
 
 /* The reverse, strictly: "YYYY-MM-DDTHH:MM:SS", an optional fraction of
  * one or more digits (milliseconds kept, the rest dropped), then "Z" or

@@ -48,6 +48,25 @@ static void test_never(void **state)
     assert_string_equal(out, "0001-01-01T00:00:00Z");
 }
 
+/* A message's times are always real ones: the epoch is shown, not "never". */
+static void test_utc_keeps_the_epoch(void **state)
+{
+    (void)state;
+    char out[32];
+    time_iso8601_utc_ms(0, out);
+    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+    time_iso8601_utc_ms(-5, out);
+    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+    time_iso8601_utc_ms(5, out);
+    assert_string_equal(out, "1970-01-01T00:00:00.005Z");
+    time_iso8601_utc_ms(1600987195320, out);
+    assert_string_equal(out, "2020-09-24T22:39:55.320Z");
+    char other[32];
+    time_iso8601_ms(TIME_ISO8601_MAX_MS, other);
+    time_iso8601_utc_ms(TIME_ISO8601_MAX_MS, out);
+    assert_string_equal(out, other);
+}
+
 static void test_edges(void **state)
 {
     (void)state;
@@ -221,6 +240,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_never),
+        cmocka_unit_test(test_utc_keeps_the_epoch),
         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_every_day_matches_strftime),
         cmocka_unit_test(test_random_times_match_strftime),
