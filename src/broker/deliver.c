@@ -111,6 +111,7 @@ void session_drop_messages(session *s)
         out_free(o);
     while ((o = out_pop(&s->x->queue)))
         out_free(o);
+    s->x->resends_due = 0;
 }
 
 /* Removes the messages of one list that the application sent itself. */
@@ -137,6 +138,9 @@ void session_drop_app_messages(session *s)
         return;
     drop_app_messages(&s->x->inflight);
     drop_app_messages(&s->x->queue);
+    s->x->resends_due = 0;
+    for (const out_msg *o = s->x->inflight.head; o; o = o->next)
+        s->x->resends_due += o->resend_due;
 }
 
 /* ---- encoding one PUBLISH for one client ------------------------------ */
@@ -261,17 +265,75 @@ static uint16_t next_packet_id(session_ext *x)
     }
 }
 
-/* Moves queued messages into flight while the window and the socket allow. */
+/* The client's Receive Maximum, capped by OUT_WINDOW_MAX: how many QoS 1
+ * and 2 PUBLISHes may await their acknowledgement [MQTT-3.3.4-9]. A
+ * message awaiting PUBCOMP still counts (its quota returns with the
+ * PUBCOMP), one whose resend is due does not (it was sent on an earlier
+ * connection, whose quota ended with it). */
+static bool window_open(const session *s)
+{
+    const session_ext *x = s->x;
+    const broker_client *c = s->client;
+    uint32_t window = c->client_receive_max < OUT_WINDOW_MAX ? c->client_receive_max : OUT_WINDOW_MAX;
+    return x->inflight.len - x->resends_due < window &&
+           net_conn_out_queued(client_conn(c)) < s->bl->b->conn_limits.out_high;
+}
+
+/* o is no longer waiting to be sent again: acknowledged, or about to be. */
+static void resend_done(session_ext *x, out_msg *o)
+{
+    if (o->resend_due) {
+        o->resend_due = false;
+        x->resends_due--;
+    }
+}
+
+/* The in-flight message o is settled without an acknowledgement: it was
+ * too large for the client [MQTT-3.1.2-25]. */
+static void inflight_discard(session *s, out_msg *o)
+{
+    resend_done(s->x, o);
+    out_take(&s->x->inflight, o->packet_id);
+    persist_message_gone(s, o);
+    out_free(o);
+}
+
+/* Sends the in-flight message o again: DUP set, its packet id kept. */
+static void resend(session *s, out_msg *o)
+{
+    resend_done(s->x, o);
+    if (send_publish(s->client, o->msg, o->qos, o->retain, o->sub_id, o->packet_id, true) ==
+        SEND_TOO_LARGE) {
+        log_debug("%s: message on %.*s larger than the client's maximum, dropped",
+                  s->client_id, (int)o->msg->topic.len, (const char *)o->msg->topic.p);
+        inflight_discard(s, o);
+    }
+}
+
+/* Sends again, in their original order, the in-flight messages whose
+ * resend is due, while the window allows. */
+static void resend_due_messages(session *s)
+{
+    session_ext *x = s->x;
+    out_msg *next;
+    for (out_msg *o = x->inflight.head; o && x->resends_due && window_open(s); o = next) {
+        next = o->next;
+        if (o->resend_due)
+            resend(s, o);
+    }
+}
+
+/* Moves queued messages into flight while the window and the socket
+ * allow, after the resends that are due: a queued message never overtakes
+ * one sent before it [MQTT-4.6.0-2, -3]. */
 void session_resume_delivery(session *s)
 {
     session_ext *x = s->x;
     if (!connected(s) || !x)
         return;
-    broker_client *c = s->client;
-    uint32_t window = c->client_receive_max < OUT_WINDOW_MAX ? c->client_receive_max : OUT_WINDOW_MAX;
+    resend_due_messages(s);
     uint64_t now = net_loop_now_ms(s->bl->loop);
-    while (x->queue.head && x->inflight.len < window &&
-           net_conn_out_queued(client_conn(c)) < s->bl->b->conn_limits.out_high) {
+    while (!x->resends_due && x->queue.head && window_open(s)) {
         out_msg *o = out_pop(&x->queue);
         if (broker_msg_expired(o->msg, now)) {
             persist_message_gone(s, o);
@@ -279,7 +341,8 @@ void session_resume_delivery(session *s)
             continue;
         }
         o->packet_id = next_packet_id(x);
-        send_result r = send_publish(c, o->msg, o->qos, o->retain, o->sub_id, o->packet_id, false);
+        send_result r = send_publish(s->client, o->msg, o->qos, o->retain, o->sub_id,
+                                     o->packet_id, false);
         if (r == SEND_OK) {
             out_append(&x->inflight, o);
             persist_message(s, o); /* now with its packet id */
@@ -293,18 +356,28 @@ void session_resume_delivery(session *s)
     }
 }
 
-/* A resumed session: everything in flight is sent again, PUBLISH with DUP
- * set and PUBREL for those already received [MQTT-4.4.0-1]. */
+/* A resumed session: everything in flight is sent again with its original
+ * packet id [MQTT-4.4.0-1], PUBREL for those already received and PUBLISH
+ * with DUP set for the rest. The PUBLISHes go out as the new connection's
+ * Receive Maximum allows [MQTT-3.3.4-9]: it may be smaller than the old
+ * one's, so the rest wait (resend_due) until acknowledgements free room. */
 void session_redeliver(session *s)
 {
-    if (!connected(s))
+    session_ext *x = s->x;
+    if (!connected(s) || !x)
         return;
-    broker_client *c = s->client;
-    for (out_msg *o = session_ext_of(s)->inflight.head; o; o = o->next) {
+    x->resends_due = 0;
+    for (out_msg *o = x->inflight.head; o; o = o->next) {
+        o->resend_due = !o->awaiting_pubcomp;
+        x->resends_due += o->resend_due;
+    }
+    out_msg *next;
+    for (out_msg *o = x->inflight.head; o; o = next) { /* in the order first sent */
+        next = o->next;
         if (o->awaiting_pubcomp)
-            send_ack(c, MQTT_PUBREL, o->packet_id, MQTT_RC_SUCCESS, NULL);
-        else
-            send_publish(c, o->msg, o->qos, o->retain, o->sub_id, o->packet_id, true);
+            send_ack(s->client, MQTT_PUBREL, o->packet_id, MQTT_RC_SUCCESS, NULL);
+        else if (window_open(s))
+            resend(s, o);
     }
     session_resume_delivery(s);
 }
@@ -461,6 +534,7 @@ void handle_puback(broker_client *c, const mqtt_ack *ack)
         log_debug("%s: PUBACK for unknown packet id %u", client_id_of(c), ack->packet_id);
         return;
     }
+    resend_done(s->x, o); /* received on an earlier connection */
     out_take(&s->x->inflight, ack->packet_id);
     settle(c, o, ack);
     session_resume_delivery(s);
@@ -474,6 +548,7 @@ void handle_pubrec(broker_client *c, const mqtt_ack *ack)
         send_ack(c, MQTT_PUBREL, ack->packet_id, MQTT_RC_PACKET_ID_NOT_FOUND, NULL);
         return;
     }
+    resend_done(s->x, o); /* received on an earlier connection */
     if (ack->reason >= 0x80) { /* the client refused it: the flow ends here */
         out_take(&s->x->inflight, ack->packet_id);
         settle(c, o, ack);

@@ -76,6 +76,7 @@ typedef struct out_msg {
     uint8_t qos;
     bool retain;
     bool awaiting_pubcomp; /* QoS 2: PUBREC received, PUBREL sent */
+    bool resend_due;       /* sent on an earlier connection, not yet again */
 } out_msg;
 
 typedef struct out_list {
@@ -106,6 +107,7 @@ typedef struct session_ext {
     uint32_t subs_cap;
     hmap *sub_index;          /* over subs, once it is long (subscribe.c) */
     out_list inflight;        /* sent, unacknowledged, in send order */
+    uint32_t resends_due;     /* of those, how many have resend_due set */
     out_list queue;           /* waiting for a window or a connection */
     uint16_t *qos2_in;        /* inbound QoS 2 ids awaiting PUBREL */
     uint32_t nqos2_in;

@@ -225,6 +225,65 @@ static void test_session_resume_redelivers(void **state)
 }
 
 /*
+ * A session resumed with a smaller Receive Maximum than the connection that
+ * left messages in flight: the resends obey the new window [MQTT-3.3.4-9]
+ * and keep their order and ids [MQTT-4.4.0-1, 4.6.0-2]; a PUBREL resend is
+ * not a PUBLISH, but its message still holds a slot until PUBCOMP; the
+ * queued message comes only after every resend. One message the client
+ * acknowledges before its resend (it had it from the old connection) is
+ * not sent again.
+ */
+static void test_session_resume_honours_new_receive_maximum(void **state)
+{
+    test_server *srv = *state;
+    connect_opts o = {.version = MQTT_V5, .client_id = "shrink-sub", .clean_start = true,
+                      .session_expiry = SESSION_KEPT_S, .receive_maximum = 10};
+    bool present = true;
+    test_client *sub = tc_connect(srv->port, &o, &present);
+    tc_subscribe(sub, "shrink/#", 2);
+    test_client *pub = tc_connect_v5(srv->port, "shrink-pub");
+    const char *sent[] = {"q2-half", "a", "b", "c", "d"};
+    uint16_t ids[5];
+    assert_int_equal(publish_qos2(pub, "shrink/x", sent[0], 1), 0);
+    for (uint16_t i = 1; i < 5; i++)
+        assert_int_equal(publish_qos1(pub, "shrink/x", sent[i], (uint16_t)(i + 1)), 0);
+    for (int i = 0; i < 5; i++)
+        ids[i] = tc_expect_publish(sub, sent[i], i ? 1 : 2, DUP_CLEAR);
+    tc_ack(sub, MQTT_PUBREC, ids[0], 0);
+    assert_int_equal(tc_expect_ack(sub, MQTT_PUBREL, ids[0]), 0);
+    tc_close(sub);
+    assert_int_equal(publish_qos1(pub, "shrink/x", "queued", 9), 0);
+
+    o.clean_start = false;
+    o.receive_maximum = 2; /* the PUBREL's message holds one slot: one resend fits */
+    sub = tc_connect(srv->port, &o, &present);
+    assert_true(present);
+    assert_int_equal(tc_expect_ack(sub, MQTT_PUBREL, ids[0]), 0);
+    assert_int_equal(tc_expect_publish(sub, "a", 1, DUP_SET), ids[1]);
+    tc_expect_silence(sub);
+    tc_ack(sub, MQTT_PUBACK, ids[3], 0); /* "c", from the old connection */
+    tc_expect_silence(sub);
+    tc_ack(sub, MQTT_PUBCOMP, ids[0], 0);
+    assert_int_equal(tc_expect_publish(sub, "b", 1, DUP_SET), ids[2]);
+    tc_expect_silence(sub);
+    tc_ack(sub, MQTT_PUBACK, ids[1], 0);
+    assert_int_equal(tc_expect_publish(sub, "d", 1, DUP_SET), ids[4]);
+    tc_ack(sub, MQTT_PUBACK, ids[2], 0);
+    uint16_t queued = tc_expect_publish(sub, "queued", 1, DUP_EITHER);
+    tc_expect_silence(sub);
+    tc_ack(sub, MQTT_PUBACK, ids[4], 0);
+    tc_ack(sub, MQTT_PUBACK, queued, 0);
+    tc_expect_silence(sub);
+
+    tc_disconnect(sub, false, 0);
+    sub = tc_connect(srv->port, &o, &present);
+    assert_true(present);
+    tc_expect_silence(sub); /* everything settled */
+    tc_disconnect(sub, false, 0);
+    tc_disconnect(pub, false, 0);
+}
+
+/*
  * Whether a session survives from one connection to the next. The first
  * connection subscribes and ends with DISCONNECT (optionally changing the
  * Session Expiry Interval); the second tells by Session Present and by
@@ -369,6 +428,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_qos2_outbound_flow, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_session_resume_redelivers, server_setup,
                                         server_teardown),
+        cmocka_unit_test_setup_teardown(test_session_resume_honours_new_receive_maximum,
+                                        server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_session_lifetime_table, server_setup,
                                         server_teardown),
         cmocka_unit_test_setup_teardown(test_session_takeover, server_setup, server_teardown),
