@@ -158,6 +158,52 @@ def test_redelivery_pubrel_resent_on_reconnect(broker):
     assert c.recv_all(0.4) == []
 
 
+@pytest.mark.skipif(IS_MOSQUITTO, reason="Mosquitto 2.0.11 resends everything at once")
+def test_redelivery_paced_by_the_new_receive_maximum(broker):
+    """Resends obey the resumed connection's Receive Maximum [MQTT-3.3.4-9],
+    in their first order and with their packet ids [MQTT-4.4.0-1]."""
+    topic, cid = utopic("rd"), uid("rd4")
+    c = raw_connect(broker, client_id=cid, properties=PERSIST)
+    c.subscribe(topic, qos=1)
+    pub = raw_connect(broker)
+    for i in range(3):
+        raw_publish_qos(pub, topic, b"m%d" % i, 1)
+    first = [c.expect(raw.PUBLISH) for _ in range(3)]
+    c.close()  # none acknowledged
+    time.sleep(0.2)
+    c = reconnect(broker, cid, properties=dict(PERSIST, ReceiveMaximum=1))
+    for sent in first:
+        pkts = c.recv_all(0.5)
+        assert [(p.packet_id, p.dup, p.payload) for p in pkts] == \
+            [(sent.packet_id, True, sent.payload)], pkts
+        c.puback(sent.packet_id)
+    assert c.recv_all(0.4) == []
+
+
+@pytest.mark.skipif(IS_MOSQUITTO, reason="Mosquitto 2.0.11 keeps the slot of a discarded resend")
+def test_redelivery_too_large_for_the_new_connection_is_completed(broker):
+    """A resend over the resumed connection's Maximum Packet Size is
+    discarded as if sent [MQTT-3.1.2-25]: not sent then, nor ever again,
+    and it frees its slot of the window."""
+    topic, cid = utopic("rd"), uid("rd5")
+    c = raw_connect(broker, client_id=cid, properties=PERSIST)
+    c.subscribe(topic, qos=1)
+    pub = raw_connect(broker)
+    raw_publish_qos(pub, topic, b"x" * 500, 1)
+    c.expect(raw.PUBLISH)
+    c.disconnect()  # not acknowledged
+    c = reconnect(broker, cid, properties=dict(PERSIST, ReceiveMaximum=1,
+                                                MaximumPacketSize=200))
+    assert c.recv_all(0.5) == []
+    raw_publish_qos(pub, topic, b"small", 1)
+    small = c.expect(raw.PUBLISH)
+    assert small.payload == b"small" and not small.dup
+    c.puback(small.packet_id)
+    c.disconnect()
+    c = reconnect(broker, cid)
+    assert c.recv_all(0.5) == []
+
+
 def test_inbound_qos2_pubrel_after_reconnect_delivers_once(broker):
     """Client sends QoS 2 PUBLISH, gets PUBREC, reconnects, resends the PUBLISH
     with DUP and then PUBREL: the message is delivered exactly once."""
